@@ -1,0 +1,11 @@
+//! The isolator service of berth. See docs/architecture.md.
+
+use berth_bus::{serve, Router, ServiceContext};
+use berth_proto::Service;
+
+/// Serve the isolator's verbs until `ctx.shutdown` is cancelled.
+pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let router = Router::new();
+    serve(&ctx, Service::Isolator, router).await?;
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! The puller service of berth. See docs/architecture.md.
+
+use berth_bus::{serve, Router, ServiceContext};
+use berth_proto::Service;
+
+/// Serve the puller's verbs until `ctx.shutdown` is cancelled.
+pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let router = Router::new();
+    serve(&ctx, Service::Puller, router).await?;
+    Ok(())
+}

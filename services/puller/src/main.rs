@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    berth_bus::host::run_standalone("puller", berth_puller::run).await
+}

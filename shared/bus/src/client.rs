@@ -1,0 +1,284 @@
+//! Connecting to NATS, typed request/reply, and publishing events.
+
+use crate::error::BusError;
+use async_nats::jetstream;
+use berth_proto::envelope::IDEMPOTENCY_HEADER;
+use berth_proto::{subjects, Event, Reply, Request, Service, SCHEMA_VERSION};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A NATS identity as `berthd` writes it: a 0600 JSON file `{"user": ..., "password": ...}`,
+/// optionally with the `url` of the server it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Credentials {
+    pub fn read(path: &Path) -> Result<Credentials, BusError> {
+        let text = std::fs::read_to_string(path).map_err(|e| BusError::Credentials {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| BusError::Credentials {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// How to reach the bus.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub url: String,
+    pub creds: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    /// The client name shown by the server.
+    pub name: String,
+    /// The node this client acts for (used for event subjects and default targets).
+    pub node: String,
+    /// Long-lived clients (services) keep reconnecting forever and wait for the first
+    /// connection; short-lived ones (the CLI) fail at once.
+    pub persistent: bool,
+}
+
+/// Per-request options.
+#[derive(Debug, Clone)]
+pub struct RequestOptions {
+    pub timeout: Duration,
+    /// Set for commands that change state: a retry with the same key is not applied twice.
+    pub idempotency_key: Option<String>,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            timeout: Duration::from_secs(30),
+            idempotency_key: None,
+        }
+    }
+}
+
+impl RequestOptions {
+    pub fn timeout(t: Duration) -> Self {
+        RequestOptions {
+            timeout: t,
+            ..Default::default()
+        }
+    }
+    /// A state-changing command: a fresh idempotency key.
+    pub fn mutating(t: Duration) -> Self {
+        RequestOptions {
+            timeout: t,
+            idempotency_key: Some(crate::random_hex(32)),
+        }
+    }
+}
+
+/// A connection to the bus, cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    node: String,
+    url: String,
+}
+
+impl Bus {
+    pub async fn connect(opts: &ConnectOptions) -> Result<Bus, BusError> {
+        let mut o = async_nats::ConnectOptions::new()
+            .name(&opts.name)
+            .connection_timeout(Duration::from_secs(3));
+        if let Some(path) = &opts.creds {
+            let c = Credentials::read(path)?;
+            o = o.user_and_password(c.user, c.password);
+        }
+        if let Some(ca) = &opts.ca {
+            o = o.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if opts.persistent {
+            o = o
+                .retry_on_initial_connect()
+                .max_reconnects(None)
+                .reconnect_delay_callback(|attempt| {
+                    // 50 ms doubling up to 2 s.
+                    let ms = 50u64.saturating_mul(1 << attempt.min(6));
+                    Duration::from_millis(ms.min(2000))
+                })
+                .event_callback(|ev| async move {
+                    tracing::info!(event = %ev, "nats connection event");
+                });
+        } else {
+            o = o.max_reconnects(Some(3));
+        }
+        let client = o.connect(&opts.url).await.map_err(|e| BusError::Connect {
+            url: opts.url.clone(),
+            reason: e.to_string(),
+        })?;
+        let js = jetstream::new(client.clone());
+        Ok(Bus {
+            client,
+            js,
+            node: opts.node.clone(),
+            url: opts.url.clone(),
+        })
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Send `body` to `<service>.<verb>` on `node` and decode the typed reply.
+    pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        node: &str,
+        service: Service,
+        verb: &str,
+        body: &Req,
+        opts: &RequestOptions,
+    ) -> Result<Resp, BusError> {
+        let subject = subjects::command(node, service, verb);
+        let payload = serde_json::to_vec(&Request::new(body)).map_err(|e| BusError::Decode {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut req = async_nats::client::Request::new()
+            .payload(payload.into())
+            .timeout(Some(opts.timeout));
+        if let Some(key) = &opts.idempotency_key {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(IDEMPOTENCY_HEADER, key.as_str());
+            req = req.headers(h);
+        }
+        let msg = self
+            .client
+            .send_request(subject.clone(), req)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::client::RequestErrorKind::NoResponders => BusError::NoResponders {
+                    service: service.name().to_string(),
+                    node: service.node_token(node).to_string(),
+                    subject: subject.clone(),
+                },
+                async_nats::client::RequestErrorKind::TimedOut => BusError::Timeout {
+                    service: service.name().to_string(),
+                    node: service.node_token(node).to_string(),
+                    verb: verb.to_string(),
+                    after: opts.timeout,
+                },
+                _ => BusError::nats("request", e),
+            })?;
+        decode_reply(&subject, &msg.payload)
+    }
+
+    /// Like [`Bus::request`] to this client's own node.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        service: Service,
+        verb: &str,
+        body: &Req,
+        opts: &RequestOptions,
+    ) -> Result<Resp, BusError> {
+        let node = self.node.clone();
+        self.request(&node, service, verb, body, opts).await
+    }
+
+    /// Build an event of this node.
+    pub fn event(
+        &self,
+        entity: &str,
+        action: &str,
+        name: &str,
+        attrs: serde_json::Map<String, serde_json::Value>,
+    ) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            id: crate::random_hex(24),
+            time: crate::now_rfc3339(),
+            node: self.node.clone(),
+            entity: entity.to_string(),
+            action: action.to_string(),
+            name: name.to_string(),
+            attrs,
+        }
+    }
+
+    /// Publish an event into the stream, with its id as `Nats-Msg-Id` so the stream drops
+    /// duplicates of a retried publish. Waits for the stream's acknowledgement.
+    pub async fn publish_event(&self, ev: &Event) -> Result<(), BusError> {
+        let subject = subjects::event(&ev.node, &ev.entity, &ev.action);
+        let payload = serde_json::to_vec(ev).expect("events serialize");
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", ev.id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject, h, payload.into())
+            .await
+            .map_err(|e| BusError::nats("publish event", e))?;
+        ack.await
+            .map_err(|e| BusError::nats("publish event ack", e))?;
+        Ok(())
+    }
+
+    /// Publish an event, logging rather than failing when the bus is down: events must never
+    /// stop the work they describe.
+    pub async fn emit(
+        &self,
+        entity: &str,
+        action: &str,
+        name: &str,
+        attrs: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let ev = self.event(entity, action, name, attrs);
+        if let Err(e) = self.publish_event(&ev).await {
+            tracing::warn!(%e, entity, action, name, "event not published");
+        }
+    }
+}
+
+/// Decode a reply envelope, checking the schema version first.
+pub fn decode_reply<Resp: DeserializeOwned>(
+    subject: &str,
+    payload: &[u8],
+) -> Result<Resp, BusError> {
+    let probe: berth_proto::envelope::VersionProbe =
+        serde_json::from_slice(payload).map_err(|e| BusError::Decode {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })?;
+    if probe.v != SCHEMA_VERSION {
+        return Err(BusError::Remote(berth_proto::envelope::version_mismatch(
+            probe.v,
+        )));
+    }
+    let reply: Reply<Resp> = serde_json::from_slice(payload).map_err(|e| BusError::Decode {
+        subject: subject.to_string(),
+        reason: e.to_string(),
+    })?;
+    reply.into_result().map_err(BusError::Remote)
+}
+
+/// `serde_json::Map` from pairs, for event attributes.
+#[macro_export]
+macro_rules! attrs {
+    ($($k:expr => $v:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = serde_json::Map::new();
+        $( m.insert($k.to_string(), serde_json::json!($v)); )*
+        m
+    }};
+}

@@ -1,0 +1,88 @@
+//! Running services: the shared `main` of a service's standalone binary, and signal handling.
+
+use crate::{Bus, ConnectOptions, NodeConfig, ServiceContext};
+use std::future::Future;
+use tokio_util::sync::CancellationToken;
+
+/// Cancel `token` on the first SIGTERM or SIGINT.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        token.cancel();
+    });
+}
+
+/// Log to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let _ = tracing_subscriber_init();
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    use tracing_subscriber::EnvFilter;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok()
+}
+
+/// Connect a long-lived service client for `cfg` (URL and credentials from the config, else
+/// the local server `berthd` runs and the admin identity it generated).
+pub async fn connect_service(cfg: &NodeConfig, name: &str) -> Result<Bus, crate::BusError> {
+    let opts = ConnectOptions {
+        url: cfg
+            .nats_url
+            .clone()
+            .unwrap_or_else(|| format!("nats://127.0.0.1:{}", cfg.nats_port)),
+        creds: Some(
+            cfg.nats_creds
+                .clone()
+                .unwrap_or_else(|| cfg.admin_creds_path()),
+        ),
+        ca: cfg.nats_ca.clone(),
+        name: format!("berth-{name}@{}", cfg.node),
+        node: cfg.node.clone(),
+        persistent: true,
+    };
+    Bus::connect(&opts).await
+}
+
+/// The `main` of a service run on its own: read the config (file from `--config` or
+/// `BERTH_CONFIG`), connect, make sure the stream and buckets exist, run until a signal.
+pub async fn run_standalone<F, Fut>(name: &str, run: F) -> Result<(), Box<dyn std::error::Error>>
+where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    init_tracing();
+    let mut args = std::env::args().skip(1);
+    let mut path = std::env::var_os("BERTH_CONFIG").map(std::path::PathBuf::from);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" => path = args.next().map(Into::into),
+            "--help" | "-h" => {
+                println!("berth-{name} [--config FILE]: the {name} service of berth on its own (see docs/architecture.md)");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}; try --help").into()),
+        }
+    }
+    let cfg = NodeConfig::load(path.as_deref(), &[])?;
+    let bus = connect_service(&cfg, name).await?;
+    crate::infra::ensure(&bus).await?;
+    let shutdown = CancellationToken::new();
+    cancel_on_signal(shutdown.clone());
+    run(ServiceContext {
+        bus,
+        config: cfg,
+        shutdown,
+    })
+    .await
+    .map_err(|e| e as Box<dyn std::error::Error>)
+}

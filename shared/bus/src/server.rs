@@ -1,0 +1,225 @@
+//! Hosting a service on the bus: a [`Router`] of typed verbs, served on
+//! `berth.v1.<node>.<service>.*` in a queue group, with the `info` verb answered for every
+//! service, idempotency keys honoured, and a graceful drain on shutdown.
+
+use crate::{Bus, NodeConfig};
+use berth_proto::envelope::{version_mismatch, VersionProbe, IDEMPOTENCY_HEADER};
+use berth_proto::info::ServiceInfo;
+use berth_proto::{subjects, BerthError, Reply, Service, SCHEMA_VERSION};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every service's `run` receives: the bus, the node's configuration and the shutdown
+/// signal (cancelled when the host wants the service to stop taking work).
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub bus: Bus,
+    pub config: NodeConfig,
+    pub shutdown: CancellationToken,
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<Value, BerthError>> + Send>>;
+type Handler = Arc<dyn Fn(Value) -> BoxFut + Send + Sync>;
+
+/// The verbs of one service.
+#[derive(Default, Clone)]
+pub struct Router {
+    routes: HashMap<String, Handler>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a verb whose body decodes to `Req` and whose answer is `Resp`.
+    pub fn route<Req, Resp, F, Fut>(mut self, verb: &str, f: F) -> Self
+    where
+        Req: DeserializeOwned + Send + 'static,
+        Resp: Serialize + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, BerthError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let name = verb.to_string();
+        let h: Handler = Arc::new(move |v: Value| {
+            let f = f.clone();
+            let name = name.clone();
+            Box::pin(async move {
+                let req: Req = serde_json::from_value(v)
+                    .map_err(|e| BerthError::invalid(format!("malformed {name} request: {e}")))?;
+                let resp = f(req).await?;
+                serde_json::to_value(resp).map_err(|e| BerthError::internal(e.to_string()))
+            })
+        });
+        self.routes.insert(verb.to_string(), h);
+        self
+    }
+
+    pub fn verbs(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.routes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+const IDEMPOTENCY_MAX: usize = 10_000;
+
+/// Replies of recent state-changing commands by idempotency key; a duplicate waits for the
+/// first to finish and gets the same reply.
+#[derive(Default)]
+struct IdempotencyCache {
+    entries: HashMap<String, (Instant, Arc<OnceCell<Bytes>>)>,
+}
+
+impl IdempotencyCache {
+    fn cell(&mut self, key: &str) -> Arc<OnceCell<Bytes>> {
+        if self.entries.len() >= IDEMPOTENCY_MAX {
+            let now = Instant::now();
+            self.entries
+                .retain(|_, (t, _)| now.duration_since(*t) < IDEMPOTENCY_TTL);
+        }
+        self.entries
+            .entry(key.to_string())
+            .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
+            .1
+            .clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct AnyRequest {
+    #[serde(default)]
+    body: Value,
+}
+
+/// Serve `router` for `service` until `ctx.shutdown` is cancelled, then stop taking work,
+/// finish the requests in flight and return.
+pub async fn serve(
+    ctx: &ServiceContext,
+    service: Service,
+    router: Router,
+) -> Result<(), crate::BusError> {
+    let bus = &ctx.bus;
+    let subject = subjects::service_wildcard(bus.node(), service);
+    let mut sub = bus
+        .client()
+        .queue_subscribe(subject.clone(), service.name().to_string())
+        .await
+        .map_err(|e| crate::BusError::nats("subscribe", e))?;
+    let started_at = crate::now_rfc3339();
+    let started = Instant::now();
+    let routes = Arc::new(router.routes);
+    let cache = Arc::new(Mutex::new(IdempotencyCache::default()));
+    let tracker = TaskTracker::new();
+    tracing::info!(service = service.name(), %subject, "serving");
+    bus.emit(
+        "service",
+        "started",
+        service.name(),
+        crate::attrs! {"version" => env!("CARGO_PKG_VERSION")},
+    )
+    .await;
+
+    loop {
+        let msg = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        let Some(reply_to) = msg.reply.clone() else {
+            continue;
+        };
+        let verb = msg
+            .subject
+            .as_str()
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let key = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(IDEMPOTENCY_HEADER))
+            .map(|v| v.as_str().to_string());
+        let routes = routes.clone();
+        let cache = cache.clone();
+        let client = bus.client().clone();
+        let info = ServiceInfo {
+            service: service.name().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node: bus.node().to_string(),
+            started_at: started_at.clone(),
+            uptime_secs: started.elapsed().as_secs_f64(),
+        };
+        tracker.spawn(async move {
+            let payload = msg.payload.clone();
+            let run = async { encode(dispatch(&routes, &verb, &payload, info).await) };
+            let out = match key {
+                Some(k) => {
+                    let cell = cache.lock().unwrap().cell(&k);
+                    cell.get_or_init(|| run).await.clone()
+                }
+                None => run.await,
+            };
+            if let Err(e) = client.publish(reply_to, out).await {
+                tracing::warn!(%e, verb, "reply not sent");
+            }
+        });
+    }
+
+    let _ = sub.unsubscribe().await;
+    tracker.close();
+    tracker.wait().await;
+    let _ = bus.client().flush().await;
+    tracing::info!(service = service.name(), "stopped");
+    Ok(())
+}
+
+async fn dispatch(
+    routes: &HashMap<String, Handler>,
+    verb: &str,
+    payload: &[u8],
+    info: ServiceInfo,
+) -> Result<Value, BerthError> {
+    let probe: VersionProbe = serde_json::from_slice(payload)
+        .map_err(|e| BerthError::invalid(format!("request is not a berth envelope: {e}")))?;
+    if probe.v != SCHEMA_VERSION {
+        return Err(version_mismatch(probe.v));
+    }
+    if verb == berth_proto::info::VERB {
+        return Ok(serde_json::to_value(info).expect("info serializes"));
+    }
+    let req: AnyRequest = serde_json::from_slice(payload)
+        .map_err(|e| BerthError::invalid(format!("malformed request: {e}")))?;
+    let Some(h) = routes.get(verb) else {
+        let mut known: Vec<&str> = routes.keys().map(|s| s.as_str()).collect();
+        known.sort();
+        return Err(BerthError::unsupported(format!(
+            "unknown verb {verb:?}; this service answers: info, {}",
+            known.join(", ")
+        )));
+    };
+    h(req.body).await
+}
+
+fn encode(r: Result<Value, BerthError>) -> Bytes {
+    let reply = match r {
+        Ok(v) => Reply::ok(v),
+        Err(e) => Reply::err(e),
+    };
+    serde_json::to_vec(&reply)
+        .expect("replies serialize")
+        .into()
+}

@@ -1,0 +1,199 @@
+//! Request and reply types of the isolator, and the on-disk contract between the isolator, the
+//! per-container shim and the supervisor.
+//!
+//! Run directory of a container (`<run_dir>/<id>/`), written by the isolator and the shim, read
+//! by the supervisor (which re-adopts shims from it after a restart):
+//! - `shim.pid`   the shim's pid (decimal)
+//! - `init.pid`   the container init's pid as seen from the host
+//! - `start`      a FIFO: the shim holds the container before `exec` until a byte is written
+//! - `exit.json`  [`ExitStatus`], written by the shim (fsync + atomic rename) before it exits
+//!
+//! The container's directory (`<data_root>/containers/<id>/`) holds `config.json` (the OCI
+//! runtime bundle config), `spec.json` ([`ContainerSpec`]), `upper/`, `work/` and the log file
+//! `log.jsonl`: one [`LogLine`] a line.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const CREATE: &str = "create";
+pub const EXEC: &str = "exec";
+
+pub const SHIM_PID_FILE: &str = "shim.pid";
+pub const INIT_PID_FILE: &str = "init.pid";
+pub const START_FIFO: &str = "start";
+pub const EXIT_FILE: &str = "exit.json";
+pub const LOG_FILE: &str = "log.jsonl";
+pub const SPEC_FILE: &str = "spec.json";
+
+/// The overlay that becomes a container's root: lower dirs (topmost first, as overlayfs wants
+/// them) plus this container's own upper and work dirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsMount {
+    pub lowerdirs: Vec<String>,
+    pub upperdir: String,
+    pub workdir: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountKind {
+    /// `source` is a host path.
+    Bind,
+    /// `source` is a volume name; created under `<data_root>/volumes/<name>` on first use.
+    Volume,
+    /// `source` is unused; `size_bytes` limits it.
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    #[serde(default)]
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPUs as a fraction (`1.5` = 150 ms of CPU per 100 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<u64>,
+    /// `None` means berth's default limit; a negative value means unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode", content = "target")]
+pub enum NetworkMode {
+    /// A private network namespace with loopback only (until bridge networks exist).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Join the network namespace of another container (by id).
+    Container(String),
+    /// A bridge network by name.
+    Bridge(String),
+}
+
+/// Everything needed to create a container, after the image's config and the user's
+/// options are merged (the supervisor does the merge).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// 64 hex characters.
+    pub id: String,
+    pub name: String,
+    /// The image reference as the user wrote it.
+    pub image: String,
+    /// The image's manifest digest.
+    #[serde(default)]
+    pub image_digest: String,
+    /// Final argv: entrypoint + command.
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// `uid`, `uid:gid`, `name` or `name:group`, resolved in the container's `/etc/passwd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Apply berth's default seccomp filter (on unless turned off).
+    #[serde(default = "yes")]
+    pub seccomp: bool,
+    #[serde(default = "yes")]
+    pub no_new_privileges: bool,
+    /// Run a tiny reaper as PID 1.
+    #[serde(default)]
+    pub init: bool,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub network: NetworkMode,
+    /// Map container root to this host uid/gid range start (user namespace), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_remap: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub spec: ContainerSpec,
+    pub rootfs: RootfsMount,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateReply {
+    pub id: String,
+    pub shim_pid: u32,
+    pub init_pid: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub id: String,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecReply {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Written by the shim to `exit.json` when the container's init ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Docker's convention: the exit code, or 128 + signal number.
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// RFC 3339.
+    pub finished_at: String,
+}
+
+/// One line of a container's log file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// RFC 3339 with nanoseconds.
+    pub t: String,
+    /// `stdout` or `stderr`.
+    pub s: String,
+    pub log: String,
+}
