@@ -1,0 +1,1 @@
+//! The Compose file format. See docs/architecture.md.

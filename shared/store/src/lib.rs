@@ -1,0 +1,1 @@
+//! The content store of a node. See docs/architecture.md.
