@@ -1,1 +1,21 @@
-//! The content store of a node. See docs/architecture.md.
+//! The content store of a node: blobs addressed by digest under `<data_root>/content`.
+//!
+//! ```text
+//! <root>/ingest/<hex>            a download in progress (resumable), locked by its writer
+//! <root>/blobs/sha256/<hex>      verified blobs, made visible by atomic rename after fsync
+//! <root>/refs.json               reference -> manifest digest (atomic rename, under refs.lock)
+//! ```
+//!
+//! A blob becomes visible in `blobs/` only once its size and digest were checked and its bytes
+//! synced to disk, so a crash or kill at any moment leaves no half blob there. Writers of one
+//! digest are serialised by an exclusive `flock` on the ingest file: a second writer waits, then
+//! finds the blob committed ([`StoreError::AlreadyExists`]) and downloads nothing.
+
+mod digest;
+mod error;
+mod refs;
+mod store;
+
+pub use digest::Digest;
+pub use error::StoreError;
+pub use store::{ContentStore, IngestWriter};
