@@ -2,6 +2,7 @@
 //! loopback port, and more in the other modules) for one test and stops them, by pid, when the
 //! test ends, pass or fail.
 
+pub mod daemon;
 pub mod nats;
 
 use std::net::TcpListener;

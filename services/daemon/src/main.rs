@@ -1,1 +1,126 @@
-fn main() {}
+//! `berthd`: config → build → wait for a signal → drain.
+
+use anyhow::Context;
+use berth_bus::{host, NodeConfig, ServiceContext};
+use berthd::LocalNats;
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// berth's daemon: runs every service of one node in one process. With no NATS URL configured
+/// it starts its own nats-server on 127.0.0.1 and generates its credentials.
+#[derive(Parser)]
+#[command(name = "berthd", version)]
+struct Args {
+    /// Configuration file (TOML). Default: /etc/berth/berth.toml when it exists.
+    #[arg(long, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's name (a NATS subject token). Default: the host name.
+    #[arg(long)]
+    node: Option<String>,
+    /// Data root. Default: /var/lib/berth.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Run directory. Default: /run/berth.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Connect to this NATS server or cluster instead of starting a local one.
+    #[arg(long)]
+    nats_url: Option<String>,
+    /// Credentials file ({"user","password"}) for --nats-url.
+    #[arg(long)]
+    nats_creds: Option<PathBuf>,
+    /// CA file to verify the NATS server's TLS certificate.
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
+    /// Port of the local nats-server on 127.0.0.1. Default: 4299.
+    #[arg(long)]
+    nats_port: Option<u16>,
+}
+
+#[tokio::main]
+async fn main() {
+    host::init_tracing();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("berthd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let cfg = NodeConfig::load(
+        a.config.as_deref(),
+        &[
+            ("node", a.node.clone()),
+            ("data_root", path_str(&a.data_root)),
+            ("run_dir", path_str(&a.run_dir)),
+            ("nats_url", a.nats_url.clone()),
+            ("nats_creds", path_str(&a.nats_creds)),
+            ("nats_ca", path_str(&a.nats_ca)),
+            ("nats_port", a.nats_port.map(|p| p.to_string())),
+        ],
+    )?;
+    for d in [&cfg.data_root, &cfg.run_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let pid_file = cfg.run_dir.join("berthd.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+
+    let shutdown = CancellationToken::new();
+    host::cancel_on_signal(shutdown.clone());
+
+    // The bus: a local server unless a URL is configured.
+    let mut cfg = cfg;
+    let local = if cfg.nats_url.is_none() {
+        let local = Arc::new(LocalNats::prepare(&cfg)?);
+        let l = local.clone();
+        tokio::task::spawn_blocking(move || l.start()).await??;
+        cfg.nats_url = Some(local.url());
+        cfg.nats_creds = Some(cfg.admin_creds_path());
+        Some(local)
+    } else {
+        None
+    };
+    let watcher = local
+        .as_ref()
+        .map(|l| l.keep_running(shutdown.child_token()));
+
+    let bus = host::connect_service(&cfg, "berthd").await?;
+    // The stream and buckets; retried while a fresh server is still settling.
+    let mut tries = 0;
+    loop {
+        match berth_bus::infra::ensure(&bus).await {
+            Ok(()) => break,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                tracing::debug!(%e, "stream/buckets not ready yet");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(node = %cfg.node, url = bus.url(), "berthd ready");
+
+    let ctx = ServiceContext {
+        bus: bus.clone(),
+        config: cfg.clone(),
+        shutdown: shutdown.clone(),
+    };
+    berthd::services::host_all(ctx).await;
+
+    // Drain: services have stopped taking work and finished their replies.
+    let _ = bus.client().flush().await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    if let Some(local) = local {
+        tokio::task::spawn_blocking(move || local.stop(Duration::from_secs(5))).await?;
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    tracing::info!("berthd stopped; containers are left running");
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! The local `nats-server` of a single-host berth: configuration with two generated
+//! identities (admin; read-only monitor), listening on 127.0.0.1 only, JetStream under the data
+//! root, run as a child process that is restarted if it dies.
+
+use berth_bus::{Credentials, NodeConfig};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalNatsError {
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading credentials {path}: {reason}")]
+    Creds { path: PathBuf, reason: String },
+    #[error("starting {bin} (install nats-server, or set nats_server_bin / BERTH_NATS_SERVER_BIN): {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("nats-server did not accept connections on 127.0.0.1:{port} within {within:?}; its log: {log}")]
+    NotReady {
+        port: u16,
+        within: Duration,
+        log: PathBuf,
+    },
+    #[error("nats-server exited at start ({status}); its log {log} says: {tail}")]
+    Exited {
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+}
+
+/// Users and their permissions, as written into the server's config.
+pub const ADMIN_USER: &str = "berth-admin";
+pub const MONITOR_USER: &str = "berth-monitor";
+
+pub struct LocalNats {
+    pub port: u16,
+    pub dir: PathBuf,
+    bin: String,
+    child: Arc<Mutex<Option<Child>>>,
+}
+
+impl LocalNats {
+    /// Write the identities (once; kept across restarts) and the server config.
+    pub fn prepare(cfg: &NodeConfig) -> Result<LocalNats, LocalNatsError> {
+        let dir = cfg.data_root.join("nats");
+        mkdir_private(&dir)?;
+        mkdir_private(&cfg.data_root.join("auth"))?;
+        let url = format!("nats://127.0.0.1:{}", cfg.nats_port);
+        let admin = ensure_creds(&cfg.admin_creds_path(), ADMIN_USER, &url)?;
+        let monitor = ensure_creds(&cfg.monitor_creds_path(), MONITOR_USER, &url)?;
+        let conf = server_config(cfg.nats_port, &dir.join("jetstream"), &admin, &monitor);
+        write_private(&dir.join("nats.conf"), conf.as_bytes())?;
+        Ok(LocalNats {
+            port: cfg.nats_port,
+            dir,
+            bin: cfg.nats_server_bin.clone(),
+            child: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("nats.log")
+    }
+
+    /// Start the server and wait until it accepts connections.
+    pub fn start(&self) -> Result<(), LocalNatsError> {
+        self.stop_stale();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|source| LocalNatsError::Write {
+                path: self.log_path(),
+                source,
+            })?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("-c")
+            .arg(self.dir.join("nats.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for berthd must not stop the bus before the
+            // services have drained.
+            .process_group(0);
+        unsafe {
+            cmd.pre_exec(|| {
+                // Die with berthd rather than linger on the port.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| LocalNatsError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
+        let within = Duration::from_secs(15);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(LocalNatsError::Exited {
+                    status: status.to_string(),
+                    log: self.log_path(),
+                    tail: tail(&self.log_path()),
+                });
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LocalNatsError::NotReady {
+                    port: self.port,
+                    within,
+                    log: self.log_path(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(
+            pid = child.id(),
+            port = self.port,
+            "local nats-server started"
+        );
+        *self.child.lock().unwrap() = Some(child);
+        Ok(())
+    }
+
+    /// The pid of the running server child.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(|c| c.id())
+    }
+
+    /// A server left by a berthd that was killed: it is ours (its pid file is in our dir and its
+    /// command line names our config), so stop it by pid before starting a new one.
+    fn stop_stale(&self) {
+        let pid_file = self.dir.join("nats.pid");
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            return;
+        };
+        let Ok(pid) = text.trim().parse::<i32>() else {
+            return;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let conf = self.dir.join("nats.conf");
+        if String::from_utf8_lossy(&cmdline).contains(conf.to_string_lossy().as_ref()) {
+            tracing::warn!(pid, "stopping a nats-server left by an earlier berthd");
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Watch the child and start it again when it dies, until `shutdown`.
+    pub fn keep_running(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                let exited = {
+                    let mut g = me.child.lock().unwrap();
+                    match g.as_mut().map(|c| c.try_wait()) {
+                        Some(Ok(Some(status))) => {
+                            g.take();
+                            Some(status.to_string())
+                        }
+                        None => Some("not running".to_string()),
+                        _ => None,
+                    }
+                };
+                if let Some(status) = exited {
+                    if shutdown.is_cancelled() {
+                        return;
+                    }
+                    tracing::warn!(%status, "local nats-server is gone; starting it again");
+                    let m = me.clone();
+                    match tokio::task::spawn_blocking(move || m.start()).await {
+                        Ok(Ok(())) => backoff = Duration::from_millis(100),
+                        Ok(Err(e)) => {
+                            tracing::error!(%e, "restarting nats-server failed");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                        Err(e) => tracing::error!(%e, "restart task failed"),
+                    }
+                }
+            }
+        })
+    }
+
+    /// Stop the child: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&self, grace: Duration) {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                tracing::info!("local nats-server stopped");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The server configuration: loopback only, JetStream under the data root, two users.
+/// The monitor may subscribe to events and read state through the JetStream API (stream and
+/// consumer info, ephemeral consumers, direct gets), and publish nothing else: no command,
+/// no key-value write, no stream deletion.
+pub fn server_config(
+    port: u16,
+    store: &Path,
+    admin: &Credentials,
+    monitor: &Credentials,
+) -> String {
+    let ro_api = [
+        "$JS.API.INFO",
+        "$JS.API.STREAM.INFO.*",
+        "$JS.API.STREAM.NAMES",
+        "$JS.API.STREAM.LIST",
+        "$JS.API.STREAM.MSG.GET.*",
+        "$JS.API.DIRECT.GET.*",
+        "$JS.API.DIRECT.GET.*.>",
+        "$JS.API.CONSUMER.CREATE.*",
+        "$JS.API.CONSUMER.CREATE.*.>",
+        "$JS.API.CONSUMER.INFO.*.*",
+        "$JS.API.CONSUMER.DELETE.*.*",
+        "$JS.API.CONSUMER.MSG.NEXT.*.*",
+        "$JS.FC.>",
+    ];
+    let allow_pub = ro_api
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"# Written by berthd; regenerated at every start.
+listen: 127.0.0.1:{port}
+pid_file: {pid:?}
+jetstream {{
+  store_dir: {store:?}
+}}
+authorization {{
+  users = [
+    {{ user: {au:?}, password: {ap:?} }}
+    {{ user: {mu:?}, password: {mp:?}, permissions: {{
+        publish: {{ allow: [{allow_pub}] }}
+        subscribe: {{ allow: ["_INBOX.>", "berth.v1.events.>", "berth.v1.*.logs.>"] }}
+    }} }}
+  ]
+}}
+"#,
+        pid = store.parent().unwrap_or(store).join("nats.pid"),
+        au = admin.user,
+        ap = admin.password,
+        mu = monitor.user,
+        mp = monitor.password,
+    )
+}
+
+fn ensure_creds(path: &Path, user: &str, url: &str) -> Result<Credentials, LocalNatsError> {
+    if path.exists() {
+        let c = Credentials::read(path).map_err(|e| LocalNatsError::Creds {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if c.user == user && c.url.as_deref() == Some(url) {
+            return Ok(c);
+        }
+    }
+    let c = Credentials {
+        user: user.to_string(),
+        password: berth_bus::random_hex(40),
+        url: Some(url.to_string()),
+    };
+    write_private(
+        path,
+        &serde_json::to_vec_pretty(&c).expect("creds serialize"),
+    )?;
+    Ok(c)
+}
+
+fn mkdir_private(dir: &Path) -> Result<(), LocalNatsError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|source| LocalNatsError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
+
+/// Write a 0600 file by atomic rename.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LocalNatsError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let w = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    w().map_err(|source| LocalNatsError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}

@@ -1,0 +1,168 @@
+//! A real `berthd` (the built binary) with its own nats-server, in a temp data root, for one
+//! test; and running the `berth` CLI against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Berthd {
+    pub dir: tempfile::TempDir,
+    pub node: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Berthd {
+    /// Start `berthd` with a fresh data root and run dir and a free port, and wait until every
+    /// service answers `system info`.
+    pub fn start() -> Berthd {
+        let dir = tempfile::Builder::new()
+            .prefix("berthd-test-")
+            .tempdir()
+            .expect("tempdir");
+        let node = crate::unique("n");
+        let port = crate::free_port();
+        let mut d = Berthd {
+            dir,
+            node,
+            port,
+            child: None,
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn admin_creds(&self) -> PathBuf {
+        self.data_root().join("auth/admin.json")
+    }
+    pub fn monitor_creds(&self) -> PathBuf {
+        self.data_root().join("auth/monitor.json")
+    }
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The pid of the local nats-server berthd started.
+    pub fn nats_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.data_root().join("nats/nats.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .expect("log");
+        let child = Command::new(crate::bin("berthd"))
+            .arg("--data-root")
+            .arg(self.data_root())
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .arg("--node")
+            .arg(&self.node)
+            .arg("--nats-port")
+            .arg(self.port.to_string())
+            .env_remove("BERTH_CONFIG")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start berthd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.berth(&["system", "info"]);
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "berthd did not come up: {}\nlog:\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    /// Run the CLI as the admin identity against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.berth_as(&self.admin_creds(), args)
+    }
+
+    /// Run the CLI with another credentials file.
+    pub fn berth_as(&self, creds: &Path, args: &[&str]) -> Output {
+        Command::new(crate::bin("berth"))
+            .arg("--nats")
+            .arg(self.url())
+            .arg("--creds")
+            .arg(creds)
+            .arg("--node")
+            .arg(&self.node)
+            .args(args)
+            .env_remove("BERTH_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// SIGTERM by pid, and wait up to `within` for it to exit; returns its exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        let nats = self.nats_pid();
+        self.terminate(Duration::from_secs(10));
+        // The nats child dies with berthd; make sure of it (it is ours: its pid file is in our
+        // data root).
+        if let Some(p) = nats {
+            if Path::new(&format!("/proc/{p}")).exists() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// stdout of a CLI run as a string.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// stderr of a CLI run as a string.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
