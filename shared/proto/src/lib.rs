@@ -10,6 +10,7 @@ pub mod isolator;
 pub mod layer_store;
 pub mod puller;
 pub mod reconciler;
+pub mod reference;
 pub mod subjects;
 pub mod supervisor;
 
