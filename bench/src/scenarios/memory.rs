@@ -1,0 +1,93 @@
+//! Resident memory of berth's processes (daemon + NATS server, shims) idle and with 50
+//! containers running, beside dockerd + containerd and podman's conmon.
+
+use super::Ctx;
+use crate::env::{pids_of_exe, rss_mib, sh};
+use crate::stats::{Outcome, Series, Unit};
+
+const N: usize = 50;
+
+fn sum(pids: &[i32]) -> f64 {
+    pids.iter().filter_map(|p| rss_mib(*p)).sum()
+}
+
+pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
+    let mut idle = Outcome::new("daemon + NATS resident, idle", Unit::MiB, Some(40.0));
+    let mut busy = Outcome::new("daemon + NATS resident, 50 running", Unit::MiB, None);
+    let mut shim = Outcome::new("resident per shim", Unit::MiB, Some(1.0));
+    let b = c.berth;
+    let daemon = || sum(&[b.pid().unwrap_or(0), b.nats_pid().unwrap_or(0)]);
+    let mut s = Series::new("berth", "berthd + nats-server VmRSS");
+    s.samples.push(daemon());
+    idle.series.push(s);
+
+    let start = format!(
+        "for i in $(seq 0 {}); do {} run -d --name mem-$i busybox:latest sleep 600 >/dev/null; done",
+        N - 1,
+        b.berth()
+    );
+    let rm = format!(
+        "{} rm -f $(seq -f 'mem-%g' 0 {}) >/dev/null",
+        b.berth(),
+        N - 1
+    );
+    match sh(&start) {
+        Ok(_) => {
+            let mut s = Series::new("berth", "berthd + nats-server VmRSS");
+            s.samples.push(daemon());
+            busy.series.push(s);
+            let shims = pids_of_exe("berth-shim");
+            let mut s = Series::new("berth", "berth-shim VmRSS, each");
+            s.samples = shims.iter().filter_map(|p| rss_mib(*p)).collect();
+            if !s.samples.is_empty() {
+                shim.series.push(s);
+            }
+        }
+        Err(e) => busy.notes.push(format!("berth: {e}")),
+    }
+    let _ = sh(&rm);
+
+    if c.peers.docker {
+        let d = sum(&[pids_of_exe("dockerd"), pids_of_exe("containerd")].concat());
+        let mut s = Series::new("docker", "dockerd + containerd VmRSS");
+        s.samples.push(d);
+        idle.series.push(s);
+        let start = format!("for i in $(seq 0 {}); do docker run -d --network none --name mem-$i berth-bench-busybox sleep 600 >/dev/null; done", N - 1);
+        if sh(&start).is_ok() {
+            let d = sum(&[pids_of_exe("dockerd"), pids_of_exe("containerd")].concat());
+            let mut s = Series::new("docker", "dockerd + containerd VmRSS");
+            s.samples.push(d);
+            busy.series.push(s);
+            let mut s = Series::new("docker", "containerd-shim-runc-v2 VmRSS, each");
+            s.samples = pids_of_exe("containerd-shim-runc-v2")
+                .iter()
+                .filter_map(|p| rss_mib(*p))
+                .collect();
+            if !s.samples.is_empty() {
+                shim.series.push(s);
+            }
+        }
+        let _ = sh(&format!(
+            "docker rm -f $(seq -f 'mem-%g' 0 {}) >/dev/null",
+            N - 1
+        ));
+    }
+    if c.peers.podman {
+        let start = format!("for i in $(seq 0 9); do {} run -d {} --name mem-$i berth-bench-busybox sleep 600 >/dev/null; done", crate::peers::PODMAN, crate::peers::PODMAN_RUN_FLAGS);
+        if sh(&start).is_ok() {
+            let mut s = Series::new("podman", "conmon VmRSS, each");
+            s.samples = pids_of_exe("conmon")
+                .iter()
+                .filter_map(|p| rss_mib(*p))
+                .collect();
+            if !s.samples.is_empty() {
+                shim.series.push(s);
+            }
+        }
+        let _ = sh(&format!(
+            "{} rm -f -t 0 $(seq -f 'mem-%g' 0 9) >/dev/null",
+            crate::peers::PODMAN
+        ));
+    }
+    Ok(vec![idle, busy, shim])
+}
