@@ -1,0 +1,253 @@
+//! Credentials in the Docker users' `config.json` (`$DOCKER_CONFIG/config.json`, else
+//! `~/.docker/config.json`): `{"auths": {"<server>": {"auth": base64("user:password")}}}`.
+//! Read by the puller, written by `berth login` / `berth logout` the way Docker writes it
+//! (other keys of the file are kept; the file is replaced atomically with mode 0600).
+
+use crate::error::PullError;
+use base64::Engine;
+use serde_json::{Map, Value};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The key Docker uses for Docker Hub in `auths`.
+pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
+const HUB_ALIASES: [&str; 4] = [
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <secret>)", self.username)
+    }
+}
+
+/// Where the Docker config file is: `$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`.
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(d).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+}
+
+/// `host[:port]` of an `auths` key (`https://index.docker.io/v1/` → `index.docker.io`).
+fn key_host(key: &str) -> &str {
+    let k = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    k.split('/').next().unwrap_or(k)
+}
+
+fn same_registry(key: &str, host: &str) -> bool {
+    let kh = key_host(key);
+    kh == host || (HUB_ALIASES.contains(&kh) && HUB_ALIASES.contains(&host))
+}
+
+/// The key `berth login` writes for `host`.
+pub fn key_for(host: &str) -> String {
+    if HUB_ALIASES.contains(&host) {
+        DOCKER_HUB_KEY.to_string()
+    } else {
+        host.to_string()
+    }
+}
+
+fn read_file(path: &Path) -> Result<Map<String, Value>, PullError> {
+    let bad = |reason: String| PullError::DockerConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Map::new()),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    if text.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(bad("not a JSON object".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// The credentials recorded for registry `host` (`docker.io` matches Docker Hub's key).
+pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, PullError> {
+    let m = read_file(path)?;
+    let Some(Value::Object(auths)) = m.get("auths") else {
+        return Ok(None);
+    };
+    let bad = |key: &str, reason: &str| PullError::DockerConfig {
+        path: path.to_path_buf(),
+        reason: format!("auths.{key:?}: {reason}"),
+    };
+    // An exact key first, then any spelling of the same host.
+    let entry = auths.get(host).map(|v| (host.to_string(), v)).or_else(|| {
+        auths
+            .iter()
+            .find(|(k, _)| same_registry(k, host))
+            .map(|(k, v)| (k.clone(), v))
+    });
+    let Some((key, entry)) = entry else {
+        return Ok(None);
+    };
+    if let Some(auth) = entry.get("auth").and_then(Value::as_str) {
+        if !auth.is_empty() {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .map_err(|e| bad(&key, &format!("auth is not base64: {e}")))?;
+            let s = String::from_utf8(raw).map_err(|_| bad(&key, "auth is not UTF-8"))?;
+            let (u, p) = s
+                .split_once(':')
+                .ok_or_else(|| bad(&key, "auth is not base64 of user:password"))?;
+            return Ok(Some(Credentials {
+                username: u.to_string(),
+                password: p.to_string(),
+            }));
+        }
+    }
+    match (
+        entry.get("username").and_then(Value::as_str),
+        entry.get("password").and_then(Value::as_str),
+    ) {
+        (Some(u), Some(p)) => Ok(Some(Credentials {
+            username: u.to_string(),
+            password: p.to_string(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), PullError> {
+    let bad = |reason: String| PullError::DockerConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| bad("has no parent directory".into()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("create directory: {e}")))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let tmp = dir.join(format!(".config.json.{}", std::process::id()));
+    let body = serde_json::to_vec_pretty(&Value::Object(m.clone())).expect("json serializes");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| bad(format!("create {}: {e}", tmp.display())))?;
+    f.write_all(&body)
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| bad(format!("write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        bad(format!("replace: {e}"))
+    })
+}
+
+/// Record credentials for `host` (what `docker login` does without a credential store).
+pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), PullError> {
+    let mut m = read_file(path)?;
+    let auths = m
+        .entry("auths")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(auths) = auths else {
+        return Err(PullError::DockerConfig {
+            path: path.to_path_buf(),
+            reason: "\"auths\" is not an object".into(),
+        });
+    };
+    // Drop other spellings of the same registry so the new credentials are the ones used.
+    let key = key_for(host);
+    auths.retain(|k, _| k == &key || !same_registry(k, host));
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", creds.username, creds.password));
+    auths.insert(key, serde_json::json!({ "auth": auth }));
+    write_file(path, &m)
+}
+
+/// Forget the credentials of `host`; `false` when there were none.
+pub fn remove(path: &Path, host: &str) -> Result<bool, PullError> {
+    let mut m = read_file(path)?;
+    let Some(Value::Object(auths)) = m.get_mut("auths") else {
+        return Ok(false);
+    };
+    let before = auths.len();
+    auths.retain(|k, _| !same_registry(k, host));
+    if auths.len() == before {
+        return Ok(false);
+    }
+    write_file(path, &m)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_lookup_remove_keep_other_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("docker").join("config.json");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, r#"{"credsStore":"","HttpHeaders":{"X":"y"}}"#).unwrap();
+        let c = Credentials {
+            username: "alice".into(),
+            password: "s3:cr3t".into(),
+        };
+        store(&p, "localhost:5000", &c).unwrap();
+        store(&p, "docker.io", &c).unwrap();
+        assert_eq!(lookup(&p, "localhost:5000").unwrap(), Some(c.clone()));
+        assert_eq!(lookup(&p, "docker.io").unwrap(), Some(c.clone()));
+        assert_eq!(lookup(&p, "other:1").unwrap(), None);
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(v["HttpHeaders"]["X"], "y");
+        assert_eq!(
+            v["auths"]["localhost:5000"]["auth"],
+            base64::engine::general_purpose::STANDARD.encode("alice:s3:cr3t")
+        );
+        assert!(v["auths"][DOCKER_HUB_KEY].is_object());
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(remove(&p, "localhost:5000").unwrap());
+        assert!(!remove(&p, "localhost:5000").unwrap());
+        assert_eq!(lookup(&p, "localhost:5000").unwrap(), None);
+        assert!(remove(&p, "index.docker.io").unwrap());
+    }
+
+    #[test]
+    fn docker_spellings_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let a = base64::engine::general_purpose::STANDARD.encode("bob:pw");
+        std::fs::write(
+            &p,
+            format!(r#"{{"auths":{{"https://reg.example:5000/v2/":{{"auth":"{a}"}},"bad":{{"auth":"%%%"}}}}}}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            lookup(&p, "reg.example:5000").unwrap().unwrap().username,
+            "bob"
+        );
+        let e = lookup(&p, "bad").unwrap_err().to_string();
+        assert!(e.contains("config.json") && e.contains("not base64"), "{e}");
+        std::fs::write(&p, "{nope").unwrap();
+        assert!(lookup(&p, "x").is_err());
+        assert_eq!(lookup(&dir.path().join("missing.json"), "x").unwrap(), None);
+    }
+}
