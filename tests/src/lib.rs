@@ -3,7 +3,9 @@
 //! test ends, pass or fail.
 
 pub mod daemon;
+pub mod images;
 pub mod nats;
+pub mod registry;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -300,20 +300,19 @@ impl Puller {
             "config descriptor",
             &cfg.digest().to_string(),
         )?;
-        let mut downloaded = fetch_blob(
-            client.clone(),
-            self.store.clone(),
-            cfg_digest.clone(),
-            cfg.size(),
-            &settings,
-            None,
-        )
-        .await?;
-        let config = {
-            let s = self.store.clone();
-            let d = cfg_digest.clone();
-            blocking(move || s.read(&d)).await?
-        };
+        // The config is small: verified in memory, stored with the manifest at the end.
+        let config = client
+            .small_blob(&cfg_digest.to_string(), CONFIG_LIMIT)
+            .await?;
+        if Digest::of(&config) != cfg_digest {
+            return Err(PullError::Verify {
+                registry: client.host.clone(),
+                repository: client.repository.clone(),
+                digest: cfg_digest.to_string(),
+                reason: format!("the config received has digest {}", Digest::of(&config)),
+            });
+        }
+        let mut downloaded = false;
         let plat = self.check_platform(r, res.platform.as_deref(), &config, platform)?;
 
         // Layers, once each, in manifest order for the progress display.
@@ -361,16 +360,18 @@ impl Puller {
         }
 
         // Manifest (and index) last: whoever finds the manifest finds every blob it names.
-        let (s, index, digest, body) = (
+        let (s, index, digest, body, cfg_d) = (
             self.store.clone(),
             res.index.clone(),
             res.digest.clone(),
             res.body.clone(),
+            cfg_digest.clone(),
         );
         let name = r.to_string();
         let by_digest = r.with_digest(&res.digest.to_string());
         let newly = blocking(move || {
-            let mut newly = !s.has(&digest);
+            let mut newly = !s.has(&digest) || !s.has(&cfg_d);
+            s.put_verified(&cfg_d, &config)?;
             if let Some((d, b)) = &index {
                 newly |= !s.has(d);
                 s.put_verified(d, b)?;

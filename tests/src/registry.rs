@@ -1,0 +1,196 @@
+//! A real registry (Debian's `docker-registry`, i.e. distribution) on a free loopback port,
+//! storing into a temp dir, optionally behind htpasswd Basic auth. Killed by pid on Drop.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The registry binary: `BERTH_REGISTRY_BIN`, else `/usr/bin/docker-registry`.
+pub fn registry_bin() -> String {
+    std::env::var("BERTH_REGISTRY_BIN").unwrap_or_else(|_| "/usr/bin/docker-registry".to_string())
+}
+
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    /// `(user, password)` when started behind htpasswd.
+    pub auth: Option<(String, String)>,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl Registry {
+    /// Start an open registry.
+    pub fn start() -> Registry {
+        Self::start_inner(None)
+    }
+
+    /// Start a registry that wants Basic credentials `user`/`password` (htpasswd, bcrypt).
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Self::start_inner(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_inner(auth: Option<(String, String)>) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-registry-")
+            .tempdir()
+            .expect("tempdir");
+        let port = crate::free_port();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("storage dir");
+        let mut auth_block = String::new();
+        if let Some((user, password)) = &auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-B", "-b", "-c"])
+                .arg(&htpasswd)
+                .arg(user)
+                .arg(password)
+                .output()
+                .expect("htpasswd (apache2-utils) is needed for registries with auth");
+            assert!(
+                out.status.success(),
+                "htpasswd: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            auth_block = format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: {}\n{auth_block}",
+                storage.display(),
+                berth_bus::random_hex(32)
+            ),
+        )
+        .expect("write registry config");
+        let mut r = Registry {
+            port,
+            dir,
+            auth,
+            child: None,
+            config,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("registry.log"))
+            .expect("registry log");
+        let child = Command::new(registry_bin())
+            .arg("serve")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", registry_bin()));
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(15));
+    }
+
+    /// Wait until `GET /v2/` answers (200, or 401 behind auth).
+    fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n", self.port);
+                let mut buf = [0u8; 32];
+                if s.write_all(req.as_bytes()).is_ok() {
+                    if let Ok(n) = s.read(&mut buf) {
+                        let head = String::from_utf8_lossy(&buf[..n]);
+                        if head.contains(" 200 ") || head.contains(" 401 ") {
+                            return;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "the registry on 127.0.0.1:{} is not ready after {within:?}; log: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// `127.0.0.1:<port>`: the registry part of references to it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kill the registry (SIGKILL, by pid) and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freeze the registry (SIGSTOP, by pid): connections stay open but nothing more is sent.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            )
+            .expect("SIGSTOP the registry");
+        }
+    }
+
+    /// Start it again on the same port with the same storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`) on its disk.
+    pub fn blob_data_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
+        self.storage_root()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn storage_root(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The registry's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Credentials as `user:password` for skopeo's `--dest-creds`.
+    pub fn creds_arg(&self) -> Option<String> {
+        self.auth.as_ref().map(|(u, p)| format!("{u}:{p}"))
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,765 @@
+//! The puller against a real registry (Debian's docker-registry) with images built by umoci and
+//! pushed by skopeo: tags and digests, OCI and Docker formats, gzip/zstd/plain layers, indexes,
+//! Basic auth, corrupted blobs, a registry killed mid-pull, mirrors, and the errors people see.
+
+use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
+use berth_proto::puller::{
+    LoginReply, LoginRequest, PullReply, PullRequest, ResolveReply, ResolveRequest,
+};
+use berth_proto::{ErrorCode, Event, Service};
+use berth_store::{ContentStore, Digest};
+use berth_tests::images::{self, Compression, Format, Layout};
+use berth_tests::nats::NatsServer;
+use berth_tests::registry::Registry;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Env {
+    _nats: NatsServer,
+    dir: tempfile::TempDir,
+    ctx: ServiceContext,
+    bus: Bus,
+    store: ContentStore,
+}
+
+impl Env {
+    async fn start() -> Env {
+        Self::start_with("").await
+    }
+
+    /// The puller in-process, its settings file holding `settings` (plus a private Docker
+    /// config path so the machine's own credentials are never read).
+    async fn start_with(settings: &str) -> Env {
+        let nats = NatsServer::start();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-puller-test-")
+            .tempdir()
+            .unwrap();
+        let ctx = nats.context("n1", dir.path()).await;
+        std::fs::create_dir_all(&ctx.config.data_root).unwrap();
+        let env = Env {
+            bus: nats.bus("n1").await,
+            store: ContentStore::open(ctx.config.content_dir()).unwrap(),
+            _nats: nats,
+            dir,
+            ctx,
+        };
+        env.settings(settings);
+        let c = env.ctx.clone();
+        tokio::spawn(async move { berth_puller::run(c).await.unwrap() });
+        // Wait until the service answers.
+        for _ in 0..100 {
+            let r: Result<serde_json::Value, _> = env
+                .bus
+                .call(
+                    Service::Puller,
+                    "info",
+                    &serde_json::json!({}),
+                    &RequestOptions::timeout(Duration::from_secs(1)),
+                )
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        env
+    }
+
+    fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker").join("config.json")
+    }
+
+    /// Replace registries.toml (read again by every pull).
+    fn settings(&self, extra: &str) {
+        std::fs::write(
+            self.ctx.config.data_root.join("registries.toml"),
+            format!(
+                "docker_config = {:?}\nretry_backoff_ms = 50\nmax_attempts = 2\n{extra}",
+                self.docker_config()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn login(&self, host: &str, user: &str, password: &str) {
+        berth_puller::docker_config::store(
+            &self.docker_config(),
+            host,
+            &berth_puller::docker_config::Credentials {
+                username: user.into(),
+                password: password.into(),
+            },
+        )
+        .unwrap();
+    }
+
+    async fn pull_with(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        pull_id: Option<&str>,
+    ) -> Result<PullReply, BusError> {
+        self.bus
+            .call(
+                Service::Puller,
+                "pull",
+                &PullRequest {
+                    reference: reference.into(),
+                    platform: platform.map(str::to_string),
+                    pull_id: pull_id.map(str::to_string),
+                },
+                &RequestOptions::timeout(Duration::from_secs(120)),
+            )
+            .await
+    }
+
+    async fn pull(&self, reference: &str) -> PullReply {
+        self.pull_with(reference, None, None)
+            .await
+            .unwrap_or_else(|e| panic!("pull {reference}: {e}"))
+    }
+
+    async fn pull_err(&self, reference: &str, platform: Option<&str>) -> berth_proto::BerthError {
+        match self.pull_with(reference, platform, None).await {
+            Ok(r) => panic!("pull {reference} succeeded: {r:?}"),
+            Err(e) => e
+                .remote()
+                .cloned()
+                .unwrap_or_else(|| panic!("not a typed error: {e}")),
+        }
+    }
+
+    fn manifest(&self, digest: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.store.read(&digest.parse().unwrap()).unwrap()).unwrap()
+    }
+
+    /// Every blob a pulled manifest names is in the store, and the reference is recorded.
+    fn assert_complete(&self, reply: &PullReply) {
+        let d: Digest = reply.digest.parse().unwrap();
+        assert!(self.store.has(&d), "manifest stored");
+        assert!(
+            self.store.has(&reply.config_digest.parse().unwrap()),
+            "config stored"
+        );
+        for l in &reply.layers {
+            let ld: Digest = l.parse().unwrap();
+            assert!(self.store.has(&ld), "layer {l} stored");
+            // Independent check of the stored bytes.
+            let out = std::process::Command::new("sha256sum")
+                .arg(self.store.blob_path(&ld))
+                .output()
+                .unwrap();
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with(ld.hex()));
+        }
+        assert_eq!(
+            self.store.get_ref(&reply.reference).unwrap(),
+            Some(d.clone())
+        );
+        let name = reply.reference.split('@').next().unwrap();
+        let name = match name.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => n,
+            _ => name,
+        };
+        assert_eq!(
+            self.store
+                .get_ref(&format!("{name}@{}", reply.digest))
+                .unwrap(),
+            Some(d)
+        );
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.ctx.shutdown.cancel();
+    }
+}
+
+fn busybox_layout(tag: &str) -> Layout {
+    let l = Layout::new();
+    l.busybox(tag, "amd64");
+    l
+}
+
+async fn events(bus: &Bus) -> async_nats::Subscriber {
+    bus.client()
+        .subscribe("berth.v1.events.n1.image.>")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pull_by_tag_and_by_digest_with_progress_events() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/busybox:v1", reg.host());
+    layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
+    let expected = images::inspect_digest(&reference, None);
+
+    let env = Env::start().await;
+    let mut sub = events(&env.bus).await;
+    let r = env
+        .pull_with(&reference, None, Some("pull-one"))
+        .await
+        .unwrap();
+    assert_eq!(r.reference, reference);
+    assert_eq!(r.digest, expected, "the digest skopeo sees");
+    assert_eq!(r.media_type, "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(r.platform, "linux/amd64");
+    assert_eq!(r.layers.len(), 2);
+    assert!(r.downloaded);
+    env.assert_complete(&r);
+    // The stored layers are the bytes skopeo pushed.
+    for l in &r.layers {
+        assert_eq!(
+            std::fs::read(env.store.blob_path(&l.parse().unwrap())).unwrap(),
+            layout.blob(l)
+        );
+    }
+    assert!(
+        env.store.ingests().unwrap().is_empty(),
+        "no download left in ingest/"
+    );
+
+    // Progress events name the pull; the last one has every byte; then `pulled`.
+    let mut last_progress = None;
+    let mut pulled = None;
+    while pulled.is_none() {
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("events arrive")
+            .unwrap();
+        let ev: Event = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(ev.name, reference);
+        assert_eq!(ev.attrs["pull_id"], "pull-one");
+        match ev.action.as_str() {
+            "pulling" => last_progress = Some(ev),
+            "pulled" => pulled = Some(ev),
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    let p = last_progress.expect("at least one progress event");
+    assert_eq!(p.attrs["done"], p.attrs["total"]);
+    assert_eq!(p.attrs["total"].as_u64().unwrap(), r.size);
+    assert_eq!(p.attrs["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(pulled.unwrap().attrs["digest"], r.digest.as_str());
+
+    // Again: idempotent, nothing downloaded.
+    let again = env.pull(&reference).await;
+    assert_eq!(again.digest, r.digest);
+    assert!(!again.downloaded);
+
+    // By digest, with the registry gone: served from the store.
+    let mut reg = reg;
+    reg.kill();
+    let by_digest = format!("{}/berth/busybox@{}", reg.host(), r.digest);
+    let d = env.pull(&by_digest).await;
+    assert_eq!(d.digest, r.digest);
+    assert!(!d.downloaded);
+    assert_eq!(
+        env.store.get_ref(&by_digest).unwrap(),
+        Some(r.digest.parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn pull_by_digest_from_registry() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/busybox:v1", reg.host());
+    layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
+    let digest = images::inspect_digest(&reference, None);
+    let env = Env::start().await;
+    let by_digest = format!("{}/berth/busybox@{digest}", reg.host());
+    let r = env.pull(&by_digest).await;
+    assert_eq!(r.digest, digest);
+    assert!(r.downloaded);
+    env.assert_complete(&r);
+    // A digest the repository does not have.
+    let other = format!("{}/berth/busybox@sha256:{}", reg.host(), "0".repeat(64));
+    let e = env.pull_err(&other, None).await;
+    assert_eq!(e.code, ErrorCode::NotFound, "{e}");
+}
+
+#[tokio::test]
+async fn docker_v2s2_zstd_and_uncompressed_layers() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    let env = Env::start().await;
+    let cases = [
+        (
+            "v2s2",
+            Format::DockerV2s2,
+            Compression::Gzip,
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            &[0x1f, 0x8b][..],
+        ),
+        (
+            "zstd",
+            Format::Oci,
+            Compression::Zstd,
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            &[0x28, 0xb5, 0x2f, 0xfd][..],
+        ),
+        (
+            "plain",
+            Format::Oci,
+            Compression::None,
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.layer.v1.tar",
+            &b"ustar"[..],
+        ),
+    ];
+    for (repo, format, comp, manifest_type, layer_type, magic) in cases {
+        let reference = format!("{}/berth/{repo}:v1", reg.host());
+        layout.push("v1", &reference, format, comp, None);
+        let r = env.pull(&reference).await;
+        assert_eq!(r.media_type, manifest_type, "{repo}");
+        assert_eq!(r.digest, images::inspect_digest(&reference, None), "{repo}");
+        env.assert_complete(&r);
+        let m = env.manifest(&r.digest);
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(l["mediaType"], layer_type, "{repo}");
+            let bytes = std::fs::read(
+                env.store
+                    .blob_path(&l["digest"].as_str().unwrap().parse().unwrap()),
+            )
+            .unwrap();
+            // gzip and zstd magic numbers at 0; a tar's "ustar" at 257.
+            let at = if magic == b"ustar" { 257 } else { 0 };
+            assert_eq!(&bytes[at..at + magic.len()], magic, "{repo}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn index_resolves_to_the_platform() {
+    let reg = Registry::start();
+    let layout = Layout::new();
+    layout.busybox("amd", "amd64");
+    layout.busybox("arm", "arm64");
+    let index_digest = layout.index("multi", &[("amd", "amd64"), ("arm", "arm64")]);
+    let reference = format!("{}/berth/multi:v1", reg.host());
+    layout.push("multi", &reference, Format::Oci, Compression::Gzip, None);
+    assert_eq!(images::inspect_digest(&reference, None), index_digest);
+
+    let env = Env::start().await;
+    let amd = env.pull(&reference).await;
+    assert_eq!(
+        amd.digest,
+        layout.descriptor("amd").0,
+        "the host platform by default"
+    );
+    assert_eq!(amd.index_digest.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(amd.platform, "linux/amd64");
+    env.assert_complete(&amd);
+    assert!(
+        env.store.has(&index_digest.parse().unwrap()),
+        "the index is kept"
+    );
+
+    let arm = env
+        .pull_with(&reference, Some("linux/arm64"), None)
+        .await
+        .unwrap();
+    assert_eq!(arm.digest, layout.descriptor("arm").0);
+    assert_eq!(arm.platform, "linux/arm64");
+    assert_ne!(arm.layers, amd.layers);
+
+    let e = env.pull_err(&reference, Some("linux/s390x")).await;
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(
+        e.message.contains("linux/s390x") && e.message.contains("linux/arm64"),
+        "{e}"
+    );
+
+    let e = env.pull_err(&reference, Some("linux")).await;
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("os/arch"), "{e}");
+
+    // By the index digest, for a platform: from the store, no download.
+    let by_index = format!("{}/berth/multi@{index_digest}", reg.host());
+    let r = env
+        .pull_with(&by_index, Some("linux/arm64"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.digest, arm.digest);
+    assert!(!r.downloaded);
+
+    // resolve: the same answer without writing.
+    let res: ResolveReply = env
+        .bus
+        .call(
+            Service::Puller,
+            "resolve",
+            &ResolveRequest {
+                reference: reference.clone(),
+                platform: Some("linux/arm64".into()),
+            },
+            &RequestOptions::timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.digest, arm.digest);
+    assert_eq!(res.index_digest.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(res.layers.len(), 2);
+}
+
+#[tokio::test]
+async fn basic_auth_right_and_wrong_password() {
+    let reg = Registry::start_with_auth("alice", "right-password");
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/private:v1", reg.host());
+    layout.push(
+        "v1",
+        &reference,
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+    let env = Env::start().await;
+
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+    assert!(e.message.contains("berth login"), "{e}");
+
+    env.login(&reg.host(), "alice", "wrong-password");
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+    assert!(e.message.contains("alice"), "{e}");
+    assert!(env.store.list().unwrap().is_empty());
+
+    env.login(&reg.host(), "alice", "right-password");
+    let r = env.pull(&reference).await;
+    env.assert_complete(&r);
+
+    // The login verb checks credentials against the registry.
+    let o = RequestOptions::timeout(Duration::from_secs(30));
+    let ok: LoginReply = env
+        .bus
+        .call(
+            Service::Puller,
+            "login",
+            &LoginRequest {
+                server: reg.host(),
+                username: "alice".into(),
+                password: "right-password".into(),
+            },
+            &o,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.server, reg.host());
+    let e = env
+        .bus
+        .call::<_, LoginReply>(
+            Service::Puller,
+            "login",
+            &LoginRequest {
+                server: reg.host(),
+                username: "alice".into(),
+                password: "nope".into(),
+            },
+            &o,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.remote().unwrap().code, ErrorCode::Unauthorized);
+}
+
+#[tokio::test]
+async fn corrupted_blob_is_refused_and_nothing_is_stored() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/corrupt:v1", reg.host());
+    layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
+    let m = images::inspect_raw(&reference, None);
+    // The busybox layer: the largest.
+    let layer = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = reg.blob_data_path(&layer);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let env = Env::start().await;
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+    assert!(e.message.contains(&layer), "names the blob: {e}");
+    assert!(
+        e.message.contains("expected") && e.message.contains("got"),
+        "{e}"
+    );
+    let d: Digest = layer.parse().unwrap();
+    assert!(!env.store.has(&d));
+    assert!(!env.store.blob_path(&d).exists());
+    assert!(
+        env.store.ingests().unwrap().iter().all(|(x, _)| x != &d),
+        "ingest cleaned"
+    );
+    assert!(
+        env.store.refs().unwrap().is_empty(),
+        "no reference recorded"
+    );
+    let manifest_digest = images::inspect_digest(&reference, None);
+    assert!(
+        !env.store.has(&manifest_digest.parse().unwrap()),
+        "no manifest stored"
+    );
+}
+
+/// A layout with one image whose second layer is `mb` MiB of random bytes.
+fn big_layout(mb: usize) -> Layout {
+    let l = Layout::new();
+    let base = l.dir.path().join("base");
+    images::busybox_rootfs(&base);
+    let big = l.dir.path().join("big");
+    images::random_file(&big.join("data/blob"), mb << 20);
+    l.build("big", "amd64", &[&base, &big]);
+    l
+}
+
+/// The largest layer of a pushed image.
+fn largest_layer(reference: &str) -> Digest {
+    let m = images::inspect_raw(reference, None);
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Wait until the download of `blob` has written bytes.
+async fn wait_partial(store: &ContentStore, blob: &Digest) {
+    for _ in 0..20_000 {
+        if store
+            .ingests()
+            .unwrap()
+            .iter()
+            .any(|(d, n)| d == blob && *n > 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the download never started");
+}
+
+#[tokio::test]
+async fn registry_killed_mid_pull_fails_cleanly_then_a_second_pull_succeeds() {
+    let mut reg = Registry::start();
+    let layout = big_layout(64);
+    let reference = format!("{}/berth/big:v1", reg.host());
+    layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
+    let big = largest_layer(&reference);
+    let env = Env::start().await;
+    let pull = {
+        let (bus, reference) = (env.bus.clone(), reference.clone());
+        tokio::spawn(async move {
+            bus.call::<_, PullReply>(
+                Service::Puller,
+                "pull",
+                &PullRequest {
+                    reference,
+                    platform: None,
+                    pull_id: None,
+                },
+                &RequestOptions::timeout(Duration::from_secs(120)),
+            )
+            .await
+        })
+    };
+    wait_partial(&env.store, &big).await;
+    reg.pause();
+    reg.kill();
+    let e = pull.await.unwrap().unwrap_err();
+    let e = e.remote().unwrap().clone();
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+    assert!(e.message.contains(&reg.host()), "{e}");
+    assert!(!env.store.has(&big), "no partial blob is visible");
+    let partial = env.store.ingests().unwrap();
+    assert!(
+        partial.iter().any(|(d, n)| d == &big && *n > 0),
+        "the partial download is kept: {partial:?}"
+    );
+    assert!(env.store.refs().unwrap().is_empty());
+
+    reg.restart();
+    let r = env.pull(&reference).await;
+    env.assert_complete(&r);
+    assert!(env.store.ingests().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn registry_killed_and_restarted_during_one_pull_resumes() {
+    let mut reg = Registry::start();
+    let layout = big_layout(64);
+    let reference = format!("{}/berth/big:v1", reg.host());
+    layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
+    let big = largest_layer(&reference);
+    let env = Env::start_with("").await;
+    env.settings("");
+    std::fs::write(
+        env.ctx.config.data_root.join("registries.toml"),
+        format!(
+            "docker_config = {:?}\nretry_backoff_ms = 400\nmax_attempts = 6\n",
+            env.docker_config()
+        ),
+    )
+    .unwrap();
+    let pull = {
+        let (bus, reference) = (env.bus.clone(), reference.clone());
+        tokio::spawn(async move {
+            bus.call::<_, PullReply>(
+                Service::Puller,
+                "pull",
+                &PullRequest {
+                    reference,
+                    platform: None,
+                    pull_id: None,
+                },
+                &RequestOptions::timeout(Duration::from_secs(120)),
+            )
+            .await
+        })
+    };
+    wait_partial(&env.store, &big).await;
+    reg.pause();
+    reg.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!env.store.has(&big));
+    reg.restart();
+    let r = pull
+        .await
+        .unwrap()
+        .expect("the pull resumes after the registry is back");
+    env.assert_complete(&r);
+}
+
+#[tokio::test]
+async fn unknown_tag_missing_repository_and_bad_references() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    layout.push(
+        "v1",
+        &format!("{}/berth/busybox:v1", reg.host()),
+        Format::Oci,
+        Compression::Gzip,
+        None,
+    );
+    let env = Env::start().await;
+
+    let e = env
+        .pull_err(&format!("{}/berth/busybox:nope", reg.host()), None)
+        .await;
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert_eq!(
+        e.message,
+        format!(
+            "manifest nope not found in repository berth/busybox on {}",
+            reg.host()
+        )
+    );
+    let e = env
+        .pull_err(&format!("{}/berth/none:v1", reg.host()), None)
+        .await;
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert_eq!(
+        e.message,
+        format!("repository berth/none does not exist on {}", reg.host())
+    );
+
+    let e = env.pull_err("Busy Box", None).await;
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("\"Busy Box\""), "{e}");
+
+    // A port nobody listens on.
+    let dead = format!("127.0.0.1:{}/x:y", berth_tests::free_port());
+    let e = env.pull_err(&dead, None).await;
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert!(e.message.contains("cannot connect"), "{e}");
+    assert!(env.store.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn mirrors_are_tried_first_and_settings_reload_without_restart() {
+    let origin = Registry::start();
+    let mirror = Registry::start();
+    let layout = busybox_layout("v1");
+    // Only the mirror has the image.
+    layout.push(
+        "v1",
+        &format!("{}/berth/m:v1", mirror.host()),
+        Format::Oci,
+        Compression::Gzip,
+        None,
+    );
+    let reference = format!("{}/berth/m:v1", origin.host());
+    let env = Env::start().await;
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    env.settings(&format!(
+        "[registry.\"{}\"]\nmirrors = [\"http://127.0.0.1:{}\", \"http://{}\"]\n",
+        origin.host(),
+        berth_tests::free_port(), // a dead mirror first: skipped
+        mirror.host()
+    ));
+    let r = env.pull(&reference).await;
+    assert_eq!(r.reference, reference);
+    env.assert_complete(&r);
+
+    // A mirror without the image: the origin answers.
+    let layout2 = busybox_layout("v2");
+    layout2.push(
+        "v2",
+        &format!("{}/berth/m:v2", origin.host()),
+        Format::Oci,
+        Compression::Gzip,
+        None,
+    );
+    let r = env.pull(&format!("{}/berth/m:v2", origin.host())).await;
+    env.assert_complete(&r);
+
+    env.settings("max_concurrent_downloads = 0\n");
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::FailedPrecondition);
+    assert!(
+        e.message.contains("registries.toml") && e.message.contains("between 1 and 64"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_pulls_of_one_image_share_the_store() {
+    let reg = Registry::start();
+    let layout = big_layout(16);
+    let reference = format!("{}/berth/big:v1", reg.host());
+    layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
+    let env = Env::start().await;
+    let (a, b) = tokio::join!(
+        env.pull_with(&reference, None, None),
+        env.pull_with(&reference, None, None)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.digest, b.digest);
+    env.assert_complete(&a);
+    assert!(env.store.ingests().unwrap().is_empty());
+}
