@@ -108,19 +108,25 @@ impl ContentStore {
             let file = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| {
                 StoreError::io("lock ingest file", &path)(io::Error::from(errno))
             })?;
+            // The previous holder may have committed (renamed) or discarded (unlinked) the file
+            // we opened before we got the lock.
+            let ours = file
+                .metadata()
+                .map_err(StoreError::io("stat ingest file", &path))?;
+            let current = matches!(fs::metadata(&path),
+                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev());
             if self.has(expected) {
+                // We may have created this ingest file just after the blob was committed:
+                // it is of no use, and we hold its lock.
+                if current {
+                    let _ = fs::remove_file(&path);
+                }
                 return Err(StoreError::AlreadyExists {
                     digest: expected.clone(),
                 });
             }
-            // The previous holder may have committed (renamed) or discarded (unlinked) the file
-            // we opened before we got the lock: then start over with the current path.
-            let ours = file
-                .metadata()
-                .map_err(StoreError::io("stat ingest file", &path))?;
-            match fs::metadata(&path) {
-                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => {}
-                _ => continue,
+            if !current {
+                continue;
             }
             return IngestWriter::resume(file, path, self.blob_path(expected), expected, size);
         }
