@@ -763,3 +763,110 @@ async fn concurrent_pulls_of_one_image_share_the_store() {
     env.assert_complete(&a);
     assert!(env.store.ingests().unwrap().is_empty());
 }
+
+/// `berth login`, `berth pull` (plain lines when not a terminal, `-q`), `berth logout`
+/// through a real berthd.
+#[test]
+fn cli_login_pull_logout() {
+    use berth_tests::daemon::{stderr, stdout, Berthd};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let reg = Registry::start_with_auth("bob", "pw-of-bob");
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/cli:v1", reg.host());
+    layout.push(
+        "v1",
+        &reference,
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+
+    let d = Berthd::start();
+    let docker_dir = d.dir.path().join("docker");
+    std::fs::write(
+        d.data_root().join("registries.toml"),
+        format!("docker_config = {:?}\n", docker_dir.join("config.json")),
+    )
+    .unwrap();
+    let berth = |args: &[&str], stdin: &str| {
+        let mut c = Command::new(berth_tests::bin("berth"))
+            .arg("--nats")
+            .arg(d.url())
+            .arg("--creds")
+            .arg(d.admin_creds())
+            .arg("--node")
+            .arg(&d.node)
+            .args(args)
+            .env("DOCKER_CONFIG", &docker_dir)
+            .env_remove("BERTH_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+
+    let out = berth(&["pull", &reference], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("berth login"), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one line: {}",
+        stderr(&out)
+    );
+
+    let out = berth(
+        &["login", &reg.host(), "-u", "bob", "--password-stdin"],
+        "wrong\n",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bob"), "{}", stderr(&out));
+    assert!(!docker_dir.join("config.json").exists(), "nothing recorded");
+
+    let out = berth(
+        &["login", &reg.host(), "-u", "bob", "--password-stdin"],
+        "pw-of-bob\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Login Succeeded"));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(docker_dir.join("config.json")).unwrap()).unwrap();
+    assert!(cfg["auths"][reg.host()]["auth"].is_string(), "{cfg}");
+
+    let out = berth(&["pull", &reference], "");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("Pull complete"), "{text}");
+    assert!(text.contains("Total: "), "{text}");
+    let digest = images::inspect_digest(&reference, reg.creds_arg().as_deref());
+    assert!(text.contains(&format!("Digest: {digest}")), "{text}");
+    assert!(text.contains("Downloaded newer image"), "{text}");
+
+    let out = berth(&["pull", "-q", &reference], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), reference);
+
+    let out = berth(&["pull", &format!("{}/berth/cli:nope", reg.host())], "");
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "berth: manifest nope not found in repository berth/cli on {}",
+            reg.host()
+        )
+    );
+
+    let out = berth(&["logout", &reg.host()], "");
+    assert!(
+        stdout(&out).contains("Removing login credentials"),
+        "{}",
+        stdout(&out)
+    );
+    let out = berth(&["logout", &reg.host()], "");
+    assert!(stdout(&out).contains("Not logged in"), "{}", stdout(&out));
+}

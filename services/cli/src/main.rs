@@ -24,6 +24,12 @@ enum Command {
     System(cmd::system::SystemCmd),
     /// Replay past events, then follow live ones.
     Events(cmd::events::Args),
+    /// Pull an image from a registry.
+    Pull(cmd::pull::Args),
+    /// Log in to a registry.
+    Login(cmd::login::Args),
+    /// Log out from a registry.
+    Logout(cmd::logout::Args),
 }
 
 #[tokio::main]
@@ -33,6 +39,9 @@ async fn main() {
     let r = match cli.command {
         Command::System(c) => cmd::system::run(&ctx, c).await,
         Command::Events(a) => cmd::events::run(&ctx, a).await,
+        Command::Pull(a) => cmd::pull::run(&ctx, a).await,
+        Command::Login(a) => cmd::login::run(&ctx, a).await,
+        Command::Logout(a) => cmd::logout::run(&ctx, a).await,
     };
     std::process::exit(ctx::exit_code(r));
 }
