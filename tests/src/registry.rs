@@ -194,3 +194,158 @@ impl Drop for Registry {
         self.kill();
     }
 }
+
+/// A front for a [`Registry`] that sends blob downloads elsewhere, as registries backed by
+/// object storage do: `GET /v2/<name>/blobs/<digest>` on `127.0.0.1:<port>` is answered with a
+/// 307 to `127.0.0.2:<storage_port>` (another origin), which serves the blob from the registry
+/// with its own credentials and counts requests that arrived carrying an `Authorization`
+/// header. Everything else is passed through to the registry. Stopped on Drop.
+pub struct BlobRedirector {
+    pub port: u16,
+    pub storage_port: u16,
+    storage_hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    leaked_auth: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl BlobRedirector {
+    /// Start in front of the registry on 127.0.0.1:`upstream`; `storage_auth` is the
+    /// `Authorization` value the storage side uses towards the registry, if it needs one.
+    pub async fn start(upstream: u16, storage_auth: Option<String>) -> BlobRedirector {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind front");
+        let storage = tokio::net::TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let port = front.local_addr().unwrap().port();
+        let storage_port = storage.local_addr().unwrap().port();
+        let storage_hits = Arc::new(AtomicUsize::new(0));
+        let leaked_auth = Arc::new(AtomicUsize::new(0));
+        let front_task = tokio::spawn(async move {
+            while let Ok((mut c, _)) = front.accept().await {
+                tokio::spawn(async move {
+                    let Some((head, path)) = read_head(&mut c).await else {
+                        return;
+                    };
+                    if head.starts_with("GET ")
+                        && path.starts_with("/v2/")
+                        && path.contains("/blobs/")
+                    {
+                        let resp = format!(
+                            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.2:{storage_port}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                        let _ = tokio::io::AsyncWriteExt::write_all(&mut c, resp.as_bytes()).await;
+                        return;
+                    }
+                    forward(c, &head, upstream, None).await;
+                });
+            }
+        });
+        let (hits, leaked) = (storage_hits.clone(), leaked_auth.clone());
+        let storage_task = tokio::spawn(async move {
+            while let Ok((mut c, _)) = storage.accept().await {
+                let (hits, leaked, auth) = (hits.clone(), leaked.clone(), storage_auth.clone());
+                tokio::spawn(async move {
+                    let Some((head, _)) = read_head(&mut c).await else {
+                        return;
+                    };
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if head
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    {
+                        leaked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    forward(c, &head, upstream, auth.as_deref()).await;
+                });
+            }
+        });
+        BlobRedirector {
+            port,
+            storage_port,
+            storage_hits,
+            leaked_auth,
+            tasks: vec![front_task, storage_task],
+        }
+    }
+
+    /// `127.0.0.1:<port>`: the registry name to pull through.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Requests the storage side served.
+    pub fn storage_hits(&self) -> usize {
+        self.storage_hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests that reached the storage side with an `Authorization` header.
+    pub fn leaked_auth(&self) -> usize {
+        self.leaked_auth.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlobRedirector {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The request head (up to the blank line) and its path.
+async fn read_head(c: &mut tokio::net::TcpStream) -> Option<(String, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if c.read(&mut byte).await.ok()? == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        // A TLS ClientHello (the client tries HTTPS first): not HTTP, hang up at once.
+        if buf.is_empty() && byte[0] == 0x16 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).ok()?;
+    let path = head.split_whitespace().nth(1)?.to_string();
+    Some((head, path))
+}
+
+/// Send a GET/HEAD request head to the registry (one request per connection, with
+/// `Authorization` replaced by `auth` when given) and pipe the answer back.
+async fn forward(mut c: tokio::net::TcpStream, head: &str, upstream: u16, auth: Option<&str>) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+        return;
+    };
+    let mut out = String::new();
+    for (i, line) in head.trim_end().split("\r\n").enumerate() {
+        let lower = line.to_ascii_lowercase();
+        if i > 0
+            && (lower.starts_with("connection:")
+                || lower.starts_with("host:")
+                || (auth.is_some() && lower.starts_with("authorization:")))
+        {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "Host: 127.0.0.1:{upstream}\r\nConnection: close\r\n"
+    ));
+    if let Some(a) = auth {
+        out.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    out.push_str("\r\n");
+    if up.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy(&mut up, &mut c).await;
+    let _ = c.shutdown().await;
+}

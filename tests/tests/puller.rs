@@ -870,3 +870,53 @@ fn cli_login_pull_logout() {
     let out = berth(&["logout", &reg.host()], "");
     assert!(stdout(&out).contains("Not logged in"), "{}", stdout(&out));
 }
+
+#[tokio::test]
+async fn redirects_to_blob_storage_carry_no_credentials() {
+    use base64_free::basic;
+    let reg = Registry::start_with_auth("carol", "carols-pw");
+    let layout = busybox_layout("v1");
+    layout.push(
+        "v1",
+        &format!("{}/berth/redir:v1", reg.host()),
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+    let front =
+        berth_tests::registry::BlobRedirector::start(reg.port, Some(basic("carol", "carols-pw")))
+            .await;
+    let env = Env::start().await;
+    env.login(&front.host(), "carol", "carols-pw");
+    let r = env.pull(&format!("{}/berth/redir:v1", front.host())).await;
+    env.assert_complete(&r);
+    assert!(
+        front.storage_hits() >= 3,
+        "config and both layers came from storage"
+    );
+    assert_eq!(
+        front.leaked_auth(),
+        0,
+        "no credentials sent to the other host"
+    );
+}
+
+/// `Basic base64(user:password)` without a base64 crate in the tests: `base64` (coreutils).
+mod base64_free {
+    pub fn basic(user: &str, password: &str) -> String {
+        use std::io::Write;
+        let mut c = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{user}:{password}").as_bytes())
+            .unwrap();
+        let out = c.wait_with_output().unwrap();
+        format!("Basic {}", String::from_utf8(out.stdout).unwrap().trim())
+    }
+}
