@@ -14,10 +14,11 @@ pub fn registry_bin() -> String {
 pub struct Registry {
     pub port: u16,
     pub dir: tempfile::TempDir,
-    /// `(user, password)` when started behind htpasswd.
+    /// `(user, password)` when started behind htpasswd or a token server.
     pub auth: Option<(String, String)>,
     child: Option<Child>,
     config: PathBuf,
+    token: Option<TokenServer>,
 }
 
 impl Registry {
@@ -31,7 +32,20 @@ impl Registry {
         Self::start_inner(Some((user.to_string(), password.to_string())))
     }
 
+    /// Start a registry using Bearer tokens from a [`TokenServer`] that grants the pull and
+    /// push scopes asked for to `user`/`password` only, tokens valid `ttl_secs`.
+    pub fn start_with_token(user: &str, password: &str, ttl_secs: u64) -> Registry {
+        Self::start_full(
+            Some((user.to_string(), password.to_string())),
+            Some(ttl_secs),
+        )
+    }
+
     fn start_inner(auth: Option<(String, String)>) -> Registry {
+        Self::start_full(auth, None)
+    }
+
+    fn start_full(auth: Option<(String, String)>, token_ttl: Option<u64>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()
@@ -40,7 +54,18 @@ impl Registry {
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("storage dir");
         let mut auth_block = String::new();
-        if let Some((user, password)) = &auth {
+        let mut token = None;
+        if let (Some((user, password)), Some(ttl)) = (&auth, token_ttl) {
+            let t = TokenServer::start(dir.path(), user, password, ttl);
+            auth_block = format!(
+                "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.port,
+                TokenServer::SERVICE,
+                TokenServer::ISSUER,
+                t.cert.display()
+            );
+            token = Some(t);
+        } else if let Some((user, password)) = &auth {
             let htpasswd = dir.path().join("htpasswd");
             let out = Command::new("htpasswd")
                 .args(["-B", "-b", "-c"])
@@ -77,6 +102,7 @@ impl Registry {
             auth,
             child: None,
             config,
+            token,
         };
         r.spawn();
         r
@@ -186,6 +212,11 @@ impl Registry {
 
     pub fn config_path(&self) -> &Path {
         &self.config
+    }
+
+    /// Tokens issued so far by the token server (0 without one).
+    pub fn tokens_issued(&self) -> usize {
+        self.token.as_ref().map(|t| t.issued()).unwrap_or(0)
     }
 }
 
@@ -348,4 +379,209 @@ async fn forward(mut c: tokio::net::TcpStream, head: &str, upstream: u16, auth: 
     }
     let _ = tokio::io::copy(&mut up, &mut c).await;
     let _ = c.shutdown().await;
+}
+
+/// A token server for a registry with `auth: token` (what docker_auth or Docker Hub's
+/// auth.docker.io do): `GET /token?service=&scope=repository:<name>:<actions>` with Basic
+/// credentials answers a JWT (RS256, signed by `openssl` with a self-signed certificate the
+/// registry trusts, sent in the `x5c` header). Runs on its own thread (the test's runtime may be
+/// blocked in skopeo); stopped on Drop.
+pub struct TokenServer {
+    pub port: u16,
+    pub cert: PathBuf,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenServer {
+    pub const SERVICE: &'static str = "berth-test-registry";
+    pub const ISSUER: &'static str = "berth-test-issuer";
+
+    pub fn start(dir: &Path, user: &str, password: &str, ttl_secs: u64) -> TokenServer {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let key = dir.join("token-key.pem");
+        let cert = dir.join("token-cert.pem");
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=berth-test-token", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("openssl x509");
+        assert!(der.status.success());
+        let x5c = b64(&der.stdout, false);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind token server");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected = format!(
+            "Basic {}",
+            b64(format!("{user}:{password}").as_bytes(), false)
+        );
+        let (issued2, stop2, user) = (issued.clone(), stop.clone(), user.to_string());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut b = [0u8; 1];
+                while !buf.ends_with(b"\r\n\r\n") && buf.len() < 65536 {
+                    match c.read(&mut b) {
+                        Ok(1) => buf.push(b[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let authorized = head.lines().any(|l| {
+                    l.to_ascii_lowercase().starts_with("authorization:")
+                        && l[14..].trim() == expected
+                });
+                let resp = if !authorized {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_string()
+                } else {
+                    let target = head.split_whitespace().nth(1).unwrap_or("");
+                    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+                    let mut access = Vec::new();
+                    for pair in query.split('&') {
+                        let Some(("scope", v)) = pair.split_once('=') else {
+                            continue;
+                        };
+                        let v = percent_decode(v);
+                        let parts: Vec<&str> = v.split(':').collect();
+                        if parts.len() == 3 {
+                            access.push(serde_json::json!({
+                                "type": parts[0], "name": parts[1],
+                                "actions": parts[2].split(',').collect::<Vec<_>>(),
+                            }));
+                        }
+                    }
+                    let token = sign_jwt(&key, &x5c, &user, access, ttl_secs);
+                    issued2.fetch_add(1, Ordering::SeqCst);
+                    let body =
+                        serde_json::json!({"token": token, "expires_in": ttl_secs}).to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = c.write_all(resp.as_bytes());
+            }
+        });
+        TokenServer {
+            port,
+            cert,
+            issued,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn issued(&self) -> usize {
+        self.issued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sign_jwt(key: &Path, x5c: &str, sub: &str, access: Vec<serde_json::Value>, ttl: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": TokenServer::ISSUER, "sub": sub, "aud": TokenServer::SERVICE,
+        "exp": now + ttl, "nbf": now - 10, "iat": now,
+        "jti": berth_bus::random_hex(16), "access": access,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes(), true),
+        b64(claims.to_string().as_bytes(), true)
+    );
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl dgst");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let sig = child.wait_with_output().expect("openssl dgst");
+    assert!(sig.status.success());
+    format!("{input}.{}", b64(&sig.stdout, true))
+}
+
+/// Base64 (standard with padding, or URL-safe without, as JWTs want).
+fn b64(data: &[u8], url: bool) -> String {
+    let table: &[u8] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else if !url {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -920,3 +920,36 @@ mod base64_free {
         format!("Basic {}", String::from_utf8(out.stdout).unwrap().trim())
     }
 }
+
+#[tokio::test]
+async fn bearer_tokens_from_the_registry_token_server() {
+    let reg = Registry::start_with_token("dave", "daves-pw", 60);
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/tok:v1", reg.host());
+    layout.push(
+        "v1",
+        &reference,
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+    let env = Env::start().await;
+
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+
+    env.login(&reg.host(), "dave", "wrong");
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
+    assert!(e.message.contains("token"), "{e}");
+
+    env.login(&reg.host(), "dave", "daves-pw");
+    let before = reg.tokens_issued();
+    let r = env.pull(&reference).await;
+    env.assert_complete(&r);
+    assert_eq!(
+        reg.tokens_issued() - before,
+        1,
+        "one token for the whole pull"
+    );
+}
