@@ -675,6 +675,45 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Check `username`/`password` against registry `server` the way `docker login` does: the
+/// `/v2/` endpoint with Basic credentials, or a token from the Bearer realm.
+pub async fn check_login(
+    settings: &crate::settings::Settings,
+    server: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), PullError> {
+    let spec = EndpointSpec::origin(server);
+    let creds = Credentials {
+        username: username.to_string(),
+        password: password.to_string(),
+    };
+    let c = RegistryClient::connect(&spec, &settings.for_host(&spec.host), "", Some(creds)).await?;
+    match c.challenge().await {
+        Challenge::Anonymous => Ok(()),
+        Challenge::Bearer { realm, service } => c
+            .fetch_token(&realm, service.as_deref(), None)
+            .await
+            .map(|_| ()),
+        Challenge::Basic => {
+            let resp = c
+                .follow("login", join(&c.base, "/v2/"), None, None, c.basic())
+                .await?;
+            if resp.status().is_success() {
+                Ok(())
+            } else if resp.status() == StatusCode::UNAUTHORIZED {
+                Err(PullError::Unauthorized {
+                    registry: server.to_string(),
+                    user: Some(username.to_string()),
+                    reason: "the registry refused the user name or password".into(),
+                })
+            } else {
+                Err(c.status_error("login", resp).await)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,44 +797,5 @@ mod tests {
             &Url::parse("http://a/x").unwrap(),
             &Url::parse("https://a/").unwrap()
         ));
-    }
-}
-
-/// Check `username`/`password` against registry `server` the way `docker login` does: the
-/// `/v2/` endpoint with Basic credentials, or a token from the Bearer realm.
-pub async fn check_login(
-    settings: &crate::settings::Settings,
-    server: &str,
-    username: &str,
-    password: &str,
-) -> Result<(), PullError> {
-    let spec = EndpointSpec::origin(server);
-    let creds = Credentials {
-        username: username.to_string(),
-        password: password.to_string(),
-    };
-    let c = RegistryClient::connect(&spec, &settings.for_host(&spec.host), "", Some(creds)).await?;
-    match c.challenge().await {
-        Challenge::Anonymous => Ok(()),
-        Challenge::Bearer { realm, service } => c
-            .fetch_token(&realm, service.as_deref(), None)
-            .await
-            .map(|_| ()),
-        Challenge::Basic => {
-            let resp = c
-                .follow("login", join(&c.base, "/v2/"), None, None, c.basic())
-                .await?;
-            if resp.status().is_success() {
-                Ok(())
-            } else if resp.status() == StatusCode::UNAUTHORIZED {
-                Err(PullError::Unauthorized {
-                    registry: server.to_string(),
-                    user: Some(username.to_string()),
-                    reason: "the registry refused the user name or password".into(),
-                })
-            } else {
-                Err(c.status_error("login", resp).await)
-            }
-        }
     }
 }

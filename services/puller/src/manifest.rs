@@ -35,8 +35,8 @@ const LAYER_TYPES: [&str; 9] = [
 
 #[derive(Debug)]
 pub enum Parsed {
-    Index(ImageIndex),
-    Image(ImageManifest),
+    Index(Box<ImageIndex>),
+    Image(Box<ImageManifest>),
 }
 
 /// Parse a manifest body, deciding its kind from its `mediaType` (or the Content-Type, or its
@@ -89,13 +89,13 @@ pub fn parse(
         OCI_INDEX | DOCKER_LIST => {
             let idx: ImageIndex =
                 serde_json::from_value(v).map_err(|e| malformed(format!("index: {e}")))?;
-            Ok((Parsed::Index(idx), media_type))
+            Ok((Parsed::Index(Box::new(idx)), media_type))
         }
         OCI_MANIFEST | DOCKER_MANIFEST => {
             let m: ImageManifest =
                 serde_json::from_value(v).map_err(|e| malformed(format!("image manifest: {e}")))?;
             check_image(reference, &m)?;
-            Ok((Parsed::Image(m), media_type))
+            Ok((Parsed::Image(Box::new(m)), media_type))
         }
         other => Err(PullError::UnsupportedManifest {
             reference: reference.to_string(),

@@ -52,14 +52,12 @@ fn digest_of(reference: &str, what: &str, s: &str) -> Result<Digest, PullError> 
     })
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T, StoreError>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .expect("a content store task panicked")
-    }
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("a content store task panicked")
 }
 
 impl Puller {
@@ -157,12 +155,12 @@ impl Puller {
                 digest,
                 body,
                 media_type,
-                manifest: m,
+                manifest: *m,
                 platform: None,
             }),
             Parsed::Index(idx) => {
                 let desc = manifest::select(&name, &idx, want)?;
-                let child = digest_of(&name, "index entry", &desc.digest().to_string())?;
+                let child = digest_of(&name, "index entry", desc.digest().as_ref())?;
                 let (cbody, cctype, _) = client.manifest(&child.to_string()).await?;
                 let got = Digest::of(&cbody);
                 if got != child || cbody.len() as u64 != desc.size() {
@@ -198,7 +196,7 @@ impl Puller {
                     digest: child,
                     body: cbody,
                     media_type: cmedia,
-                    manifest: m,
+                    manifest: *m,
                     platform: p,
                 })
             }
@@ -295,11 +293,7 @@ impl Puller {
         let res = self.resolve_remote(&settings, r, &want).await?;
         let client = res.client.clone();
         let cfg = res.manifest.config();
-        let cfg_digest = digest_of(
-            &r.to_string(),
-            "config descriptor",
-            &cfg.digest().to_string(),
-        )?;
+        let cfg_digest = digest_of(&r.to_string(), "config descriptor", cfg.digest().as_ref())?;
         // The config is small: verified in memory, stored with the manifest at the end.
         let config = client
             .small_blob(&cfg_digest.to_string(), CONFIG_LIMIT)
@@ -318,7 +312,7 @@ impl Puller {
         // Layers, once each, in manifest order for the progress display.
         let mut layers: Vec<(Digest, u64)> = Vec::new();
         for l in res.manifest.layers() {
-            let d = digest_of(&r.to_string(), "layer descriptor", &l.digest().to_string())?;
+            let d = digest_of(&r.to_string(), "layer descriptor", l.digest().as_ref())?;
             if !layers.iter().any(|(x, _)| x == &d) {
                 layers.push((d, l.size()));
             }
@@ -417,7 +411,7 @@ impl Puller {
             Parsed::Image(m) => (top, m, mt, None, None),
             Parsed::Index(idx) => {
                 let desc = manifest::select(&name, &idx, want)?;
-                let child = digest_of(&name, "index entry", &desc.digest().to_string())?;
+                let child = digest_of(&name, "index entry", desc.digest().as_ref())?;
                 if !self.store.has(&child) {
                     return Ok(None);
                 }
@@ -430,10 +424,10 @@ impl Puller {
                 (child, m, cmt, Some(top), plat)
             }
         };
-        let cfg_digest = digest_of(&name, "config descriptor", &m.config().digest().to_string())?;
+        let cfg_digest = digest_of(&name, "config descriptor", m.config().digest().as_ref())?;
         let mut layers = Vec::new();
         for l in m.layers() {
-            let d = digest_of(&name, "layer descriptor", &l.digest().to_string())?;
+            let d = digest_of(&name, "layer descriptor", l.digest().as_ref())?;
             if !self.store.has(&d) {
                 return Ok(None);
             }
