@@ -24,6 +24,27 @@ pub const START_FIFO: &str = "start";
 pub const EXIT_FILE: &str = "exit.json";
 pub const LOG_FILE: &str = "log.jsonl";
 pub const SPEC_FILE: &str = "spec.json";
+/// [`RootfsMount`] of the container, beside `spec.json`.
+pub const ROOTFS_FILE: &str = "rootfs.json";
+/// The OCI runtime bundle config.
+pub const CONFIG_FILE: &str = "config.json";
+/// Mount point of the overlay (mounted only inside the container's mount namespace).
+pub const ROOTFS_DIR: &str = "rootfs";
+/// Per-container files bind-mounted onto `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf`.
+pub const HOSTNAME_FILE: &str = "hostname";
+pub const HOSTS_FILE: &str = "hosts";
+pub const RESOLV_FILE: &str = "resolv.conf";
+/// The shim's own diagnostics.
+pub const SHIM_LOG_FILE: &str = "shim.log";
+/// Exit code of a container whose command could not be executed (Docker's convention).
+pub const EXIT_NOT_FOUND: i32 = 127;
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+
+/// The pids limit of a container whose spec gives none.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
+pub const VOLUMES: &str = "volumes";
+pub const VOLUME_REMOVE: &str = "volume-remove";
 
 /// The overlay that becomes a container's root: lower dirs (topmost first, as overlayfs wants
 /// them) plus this container's own upper and work dirs.
@@ -69,6 +90,10 @@ pub struct Resources {
     /// `None` means berth's default limit; a negative value means unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids_limit: Option<i64>,
+    /// Resource limits of the process (`nofile`, `nproc`, `core`, ...), as Docker keeps its
+    /// `Ulimits` among the resources. Never raised above the host's hard limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Rlimit>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +164,16 @@ pub struct ContainerSpec {
     pub userns_remap: Option<u32>,
 }
 
+/// One rlimit: `name` as Docker's `--ulimit` names it (`nofile`, `nproc`, `core`, `memlock`,
+/// `stack`, `cpu`, `fsize`, `data`, `as`, `locks`, `sigpending`, `msgqueue`, `nice`,
+/// `rtprio`, `rttime`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
 fn yes() -> bool {
     true
 }
@@ -196,4 +231,36 @@ pub struct LogLine {
     /// `stdout` or `stderr`.
     pub s: String,
     pub log: String,
+}
+
+/// `volumes`: the node's named volumes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VolumesRequest {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub path: String,
+    /// Ids of containers whose spec uses the volume and that have not exited.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumesReply {
+    pub volumes: Vec<VolumeInfo>,
+}
+
+/// `volume-remove`: delete a named volume and its data; refused while a live container uses
+/// it unless `force`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRemoveRequest {
+    pub name: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRemoveReply {
+    pub name: String,
 }

@@ -1,0 +1,91 @@
+//! Path resolution that cannot leave a root: every mount target, working directory and file
+//! the shim creates inside a container is resolved with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)` relative to the container's root, so a symlink in the image (even
+//! `/proc` or `/dev` itself being one) or a `/proc/self/fd/N` magic link cannot send it to the
+//! host.
+
+use crate::error::{ShimError, Step};
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{mkdirat, Mode};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// Open `path` (absolute, as seen inside the container) below `root` as an `O_PATH` fd.
+pub fn open_in(root: &impl AsFd, path: &str) -> Result<OwnedFd, Errno> {
+    openat2(root.as_fd(), rel(path), how(OFlag::O_PATH))
+}
+
+fn rel(path: &str) -> &str {
+    let p = path.trim_start_matches('/');
+    if p.is_empty() {
+        "."
+    } else {
+        p
+    }
+}
+
+/// Resolve `path` below `root`, creating it (and missing parents) as `kind` when missing.
+pub fn ensure_in(root: &impl AsFd, path: &str, kind: Kind) -> Result<OwnedFd, ShimError> {
+    match open_in(root, path) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
+            return Err(ShimError::invalid(
+                format!("resolve {path}"),
+                "it resolves through a magic link (/proc/self/fd or the like), refused",
+            ))
+        }
+        Err(e) => return Err(e).step(|| format!("resolve {path}")),
+    }
+    let p = path.trim_end_matches('/');
+    let (parent, name) = match p.rsplit_once('/') {
+        Some((a, b)) => (if a.is_empty() { "/" } else { a }, b),
+        None => ("/", p),
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(ShimError::invalid(
+            format!("resolve {path}"),
+            "not a path to create",
+        ));
+    }
+    let pfd = ensure_in(root, parent, Kind::Dir)?;
+    // The parent is an O_PATH fd; *at calls accept it as a directory.
+    let r = match kind {
+        Kind::Dir => mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755)),
+        Kind::File => nix::fcntl::openat(
+            pfd.as_fd(),
+            name,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map(drop),
+    };
+    match r {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e).step(|| format!("create {path}")),
+    }
+    openat2(pfd.as_fd(), name, how(OFlag::O_PATH)).step(|| format!("resolve {path}"))
+}
+
+/// The `/proc/self/fd/N` path of `fd`, for syscalls that take paths (mount).
+pub fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Whether `fd` (O_PATH) is a directory.
+pub fn is_dir(fd: &impl AsFd) -> Result<bool, Errno> {
+    let st = nix::sys::stat::fstat(fd.as_fd())?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}

@@ -1,0 +1,521 @@
+//! `berth-shim run`: the life of one container. The shim creates the cgroup, clones the
+//! container's init into new namespaces, reports to the isolator once the init is set up and
+//! blocked on the start FIFO, then copies the init's output into the log, waits for it to end,
+//! records the exit status and removes the cgroup.
+
+use crate::error::{ShimError, Step};
+use crate::log::{now_rfc3339, LogWriter};
+use crate::process::{self, ProcessSpec};
+use crate::rootfs::{self, Paths};
+use berth_cgroups::{Cgroup, Layout, Limits};
+use berth_proto::isolator::{
+    ContainerSpec, ExitStatus, NetworkMode, RootfsMount, DEFAULT_PIDS_LIMIT, EXIT_FILE,
+    INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE, START_FIFO,
+};
+use nix::sched::{clone, setns, unshare, CloneFlags};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{dup2, getpid, pipe2, read, sethostname, write, Pid};
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The fd on which the isolator waits for `OK <shim_pid> <init_pid>` or `ERR <message>`.
+pub const REPORT_FD: i32 = 3;
+
+pub struct RunArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub run_dir: PathBuf,
+    pub volumes: PathBuf,
+}
+
+/// Read a JSON file of the bundle.
+pub fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ShimError> {
+    let b = std::fs::read(p).step(|| format!("read {}", p.display()))?;
+    serde_json::from_slice(&b)
+        .map_err(|e| ShimError::invalid(format!("parse {}", p.display()), e.to_string()))
+}
+
+/// Write `data` to `path` durably: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(d) = path.parent() {
+        File::open(d)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn limits(spec: &ContainerSpec) -> Limits {
+    let r = &spec.resources;
+    let pids = r.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT);
+    Limits {
+        memory_bytes: r.memory_bytes,
+        cpus: r.cpus,
+        cpu_shares: r.cpu_shares,
+        pids_max: (pids > 0).then_some(pids as u64),
+    }
+}
+
+fn report(fd: &OwnedFd, msg: &str) {
+    let _ = write(fd, msg.as_bytes());
+}
+
+/// Everything the init needs, prepared by the shim before `clone`.
+struct InitCtx<'a> {
+    spec: &'a ContainerSpec,
+    rootfs: &'a RootfsMount,
+    args: &'a RunArgs,
+    out_w: &'a OwnedFd,
+    err_w: &'a OwnedFd,
+    go_r: &'a OwnedFd,
+    ready_w: &'a OwnedFd,
+    join_net: Option<&'a OwnedFd>,
+}
+
+/// Run the shim. Returns the shim's exit code.
+pub fn run(args: RunArgs) -> i32 {
+    // SAFETY: REPORT_FD was set up by the isolator for us alone.
+    let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: setting a disposition to SIG_IGN installs no handler code.
+        let _ = unsafe { signal(s, SigHandler::SigIgn) };
+    }
+    let shim_pid = getpid().as_raw();
+    let pid_file = args.run_dir.join(SHIM_PID_FILE);
+    if let Err(e) = write_atomic(&pid_file, shim_pid.to_string().as_bytes()) {
+        report(
+            &report_fd,
+            &format!("ERR write {}: {e}\n", pid_file.display()),
+        );
+        return 1;
+    }
+    let mut cgroup = None;
+    match start(&args, &mut cgroup) {
+        Ok(started) => {
+            report(
+                &report_fd,
+                &format!("OK {shim_pid} {}\n", started.init.as_raw()),
+            );
+            drop(report_fd);
+            supervise(&args, started, cgroup);
+            0
+        }
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.remove(Duration::from_secs(5)) {
+                    eprintln!("berth-shim: {e}");
+                }
+            }
+            report(&report_fd, &format!("ERR {e}\n"));
+            1
+        }
+    }
+}
+
+struct Started {
+    init: Pid,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+}
+
+fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimError> {
+    let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
+    let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
+    let layout = Layout::detect()?;
+    let cg = Cgroup::create(&layout, &args.id, &limits(&spec))?;
+    *cgroup = Some(cg.clone());
+
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
+    let mut join_net = None;
+    match &spec.network {
+        NetworkMode::None => flags |= CloneFlags::CLONE_NEWNET,
+        NetworkMode::Host => {}
+        NetworkMode::Container(other) => {
+            let p = args
+                .run_dir
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join(other)
+                .join(INIT_PID_FILE);
+            let pid = std::fs::read_to_string(&p).map_err(|e| {
+                ShimError::invalid(
+                    "network",
+                    format!("container {other}: {}: {e}", p.display()),
+                )
+            })?;
+            let ns = format!("/proc/{}/ns/net", pid.trim());
+            let fd = nix::fcntl::open(
+                ns.as_str(),
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .step(|| format!("open the network namespace of container {other}"))?;
+            join_net = Some(fd);
+        }
+        NetworkMode::Bridge(b) => {
+            return Err(ShimError::invalid(
+                "network",
+                format!("bridge network {b:?} is not supported yet"),
+            ))
+        }
+    }
+    if spec.userns_remap.is_some() {
+        return Err(ShimError::invalid(
+            "user namespace",
+            "userns_remap is not supported yet",
+        ));
+    }
+
+    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+
+    let ctx = InitCtx {
+        spec: &spec,
+        rootfs: &rootfs,
+        args,
+        out_w: &out_w,
+        err_w: &err_w,
+        go_r: &go_r,
+        ready_w: &ready_w,
+        join_net: join_net.as_ref(),
+    };
+    let mut stack = vec![0u8; 1 << 20];
+    // SAFETY: the shim is single-threaded; the child gets a copy of the address space (no
+    // CLONE_VM) and runs `init` on its own stack.
+    let init = unsafe {
+        clone(
+            Box::new(|| init_main(&ctx)),
+            &mut stack,
+            flags,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .step(|| "clone the container's init".into())?;
+    drop(stack);
+    drop((out_w, err_w, go_r, ready_w, join_net));
+
+    let fail = |e: ShimError| -> ShimError {
+        let _ = kill(init, Signal::SIGKILL);
+        let _ = waitpid(init, None);
+        e
+    };
+    if let Err(e) = cg.add(init.as_raw()) {
+        return Err(fail(e.into()));
+    }
+    let init_file = args.run_dir.join(INIT_PID_FILE);
+    if let Err(e) = write_atomic(&init_file, init.as_raw().to_string().as_bytes())
+        .step(|| format!("write {}", init_file.display()))
+    {
+        return Err(fail(e));
+    }
+    if let Err(e) = write(&go_w, b"G").step(|| "release the init".into()) {
+        return Err(fail(e));
+    }
+    drop(go_w);
+    let mut msg = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match read(ready_r.as_fd(), &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                msg.extend_from_slice(&buf[..n]);
+                if msg.first() == Some(&b'R') {
+                    break;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(fail(ShimError::Sys {
+                    step: "read the init's report".into(),
+                    source: e.into(),
+                }))
+            }
+        }
+    }
+    match msg.first() {
+        Some(b'R') => Ok(Started { init, out_r, err_r }),
+        Some(b'E') => Err(fail(ShimError::invalid(
+            "container init",
+            String::from_utf8_lossy(&msg[1..]).into_owned(),
+        ))),
+        _ => Err(fail(ShimError::invalid(
+            "container init",
+            "it exited before it was set up",
+        ))),
+    }
+}
+
+/// The container's init, in its new namespaces. Returns only on failure.
+fn init_main(ctx: &InitCtx) -> isize {
+    if let Err(e) = init_setup(ctx) {
+        let m = format!("E{e}");
+        let _ = write(ctx.ready_w, m.as_bytes());
+    }
+    1
+}
+
+fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: restoring the default disposition.
+        let _ = unsafe { signal(s, SigHandler::SigDfl) };
+    }
+    process::non_dumpable()?;
+    let mut one = [0u8; 1];
+    match read(ctx.go_r.as_fd(), &mut one) {
+        Ok(1) => {}
+        _ => return Err(ShimError::invalid("container init", "the shim went away")),
+    }
+    // The cgroup namespace is made now that the shim has moved us into the cgroup, so the
+    // container sees its own cgroup as the root.
+    unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
+    if let Some(fd) = ctx.join_net {
+        setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
+    }
+    let spec = ctx.spec;
+    let host = process::hostname(spec);
+    sethostname(&host).step(|| format!("sethostname {host}"))?;
+
+    let root = rootfs::mount_overlay(ctx.rootfs, &ctx.args.bundle.join(ROOTFS_DIR))?;
+    rootfs::populate(
+        &root,
+        spec,
+        &Paths {
+            bundle: &ctx.args.bundle,
+            volumes: &ctx.args.volumes,
+        },
+    )?;
+    let fifo_path = ctx.args.run_dir.join(START_FIFO);
+    let fifo = nix::fcntl::open(
+        &fifo_path,
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .step(|| format!("open {}", fifo_path.display()))?;
+    rootfs::pivot(&root, spec.read_only)?;
+    drop(root);
+
+    let null = nix::fcntl::open(
+        "/dev/null",
+        nix::fcntl::OFlag::O_RDWR,
+        nix::sys::stat::Mode::empty(),
+    )
+    .step(|| "open /dev/null".into())?;
+    let stdio = |fd: BorrowedFd, n: i32| -> Result<(), ShimError> {
+        // SAFETY: dup2 onto the stdio numbers, which this process owns.
+        let mut target = unsafe { OwnedFd::from_raw_fd(n) };
+        let r = dup2(fd, &mut target).step(|| format!("dup2 onto fd {n}"));
+        std::mem::forget(target);
+        r.map(drop)
+    };
+    stdio(null.as_fd(), 0)?;
+    stdio(ctx.out_w.as_fd(), 1)?;
+    stdio(ctx.err_w.as_fd(), 2)?;
+    drop(null);
+
+    let prepared = process::prepare(
+        spec,
+        &ProcessSpec {
+            args: &spec.args,
+            env: spec.env.clone(),
+            user: spec.user.as_deref(),
+            working_dir: spec.working_dir.as_deref(),
+            hostname: &host,
+        },
+    )?;
+    process::cloexec_from_3()?;
+    process::finish(&prepared)?;
+    write(ctx.ready_w, b"R").step(|| "report ready".into())?;
+
+    // Blocked here until the supervisor writes a byte into the FIFO.
+    loop {
+        match read(fifo.as_fd(), &mut one) {
+            Ok(1) => break,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                // SAFETY: exiting the init on an unreadable start FIFO.
+                eprintln!("berth: reading the start FIFO: {e}");
+                unsafe { libc::_exit(1) }
+            }
+        }
+    }
+    drop(fifo);
+    if spec.init {
+        crate::reaper::run(&prepared)
+    }
+    process::exec(&prepared)
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, ShimError> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).step(|| "pidfd_open".into());
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Copy output into the log until the init ends; then record the exit and clean up.
+fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let log_path = args.bundle.join(LOG_FILE);
+    let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
+        Ok(f) => Some(LogWriter::new(f)),
+        Err(e) => {
+            eprintln!("berth-shim: open {}: {e}", log_path.display());
+            None
+        }
+    };
+    let mut log = log;
+    let pidfd = pidfd_open(st.init).ok();
+    let mut open = [true, true];
+    let mut status: Option<WaitStatus> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if status.is_some() && (!open[0] && !open[1]) {
+            break;
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut fds = vec![
+            PollFd::new(
+                st.out_r.as_fd(),
+                if open[0] {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ),
+            PollFd::new(
+                st.err_r.as_fd(),
+                if open[1] {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::empty()
+                },
+            ),
+        ];
+        if let (Some(p), None) = (&pidfd, &status) {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = if status.is_some() || pidfd.is_none() {
+            PollTimeout::from(100u16)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                eprintln!("berth-shim: poll: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        for (i, fd) in [&st.out_r, &st.err_r].into_iter().enumerate() {
+            if !open[i] || revents[i].is_empty() {
+                continue;
+            }
+            match read(fd.as_fd(), &mut buf) {
+                Ok(0) => {
+                    open[i] = false;
+                    if let Some(l) = log.as_mut() {
+                        l.finish(i);
+                    }
+                }
+                Ok(n) => {
+                    if let Some(l) = log.as_mut() {
+                        l.feed(i, &buf[..n]);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => open[i] = false,
+            }
+        }
+        if status.is_none() {
+            let exited = match &pidfd {
+                Some(_) => revents.get(2).is_some_and(|r| !r.is_empty()),
+                None => true,
+            };
+            if exited {
+                match waitpid(st.init, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => {}
+                    Ok(s) => {
+                        status = Some(s);
+                        // Output still buffered in the pipes is read for a short while; the
+                        // rest of the container died with its init.
+                        drain_until = Some(Instant::now() + Duration::from_secs(2));
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        eprintln!("berth-shim: waitpid: {e}");
+                        status = Some(WaitStatus::Exited(st.init, 255));
+                        drain_until = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+    for i in 0..2 {
+        if let Some(l) = log.as_mut() {
+            l.finish(i);
+        }
+    }
+    let (exit_code, signal) = match status {
+        Some(WaitStatus::Exited(_, c)) => (c, None),
+        Some(WaitStatus::Signaled(_, s, _)) => (128 + s as i32, Some(s as i32)),
+        _ => (255, None),
+    };
+    let mut oom_killed = false;
+    if let Some(cg) = &cgroup {
+        match cg.oom_kills() {
+            Ok(n) => oom_killed = n > 0,
+            Err(e) => eprintln!("berth-shim: {e}"),
+        }
+        if let Err(e) = cg.remove(Duration::from_secs(10)) {
+            eprintln!("berth-shim: {e}");
+        }
+    }
+    let ex = ExitStatus {
+        exit_code,
+        signal,
+        oom_killed,
+        finished_at: now_rfc3339(),
+    };
+    let p = args.run_dir.join(EXIT_FILE);
+    let body = serde_json::to_vec(&ex).unwrap_or_default();
+    if let Err(e) = write_atomic(&p, &body) {
+        eprintln!("berth-shim: write {}: {e}", p.display());
+    }
+}
