@@ -30,6 +30,32 @@ enum Command {
     Login(cmd::login::Args),
     /// Log out from a registry.
     Logout(cmd::logout::Args),
+    /// Create and start a container (`-d` to leave it running in the background).
+    Run(cmd::run::Args),
+    /// List containers.
+    Ps(cmd::ps::Args),
+    /// Start containers.
+    Start(cmd::start::Args),
+    /// Stop containers: the stop signal, then SIGKILL after the grace period.
+    Stop(cmd::stop::Args),
+    /// Restart containers.
+    Restart(cmd::restart::Args),
+    /// Send a signal to containers.
+    Kill(cmd::kill::Args),
+    /// Remove containers.
+    Rm(cmd::rm::Args),
+    /// Freeze containers.
+    Pause(cmd::pause::Args),
+    /// Thaw containers.
+    Unpause(cmd::unpause::Args),
+    /// Show everything known about containers, as JSON.
+    Inspect(cmd::inspect::Args),
+    /// Run a command in a running container.
+    Exec(cmd::exec::Args),
+    /// Show (and follow) a container's output.
+    Logs(cmd::logs::Args),
+    /// Memory, CPU and processes of running containers.
+    Stats(cmd::stats::Args),
 }
 
 #[tokio::main]
@@ -42,6 +68,19 @@ async fn main() {
         Command::Pull(a) => cmd::pull::run(&ctx, a).await,
         Command::Login(a) => cmd::login::run(&ctx, a).await,
         Command::Logout(a) => cmd::logout::run(&ctx, a).await,
+        Command::Run(a) => cmd::run::run(&ctx, a).await,
+        Command::Ps(a) => cmd::ps::run(&ctx, a).await,
+        Command::Start(a) => cmd::start::run(&ctx, a).await,
+        Command::Stop(a) => cmd::stop::run(&ctx, a).await,
+        Command::Restart(a) => cmd::restart::run(&ctx, a).await,
+        Command::Kill(a) => cmd::kill::run(&ctx, a).await,
+        Command::Rm(a) => cmd::rm::run(&ctx, a).await,
+        Command::Pause(a) => cmd::pause::run(&ctx, a).await,
+        Command::Unpause(a) => cmd::unpause::run(&ctx, a).await,
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a).await,
+        Command::Exec(a) => cmd::exec::run(&ctx, a).await,
+        Command::Logs(a) => cmd::logs::run(&ctx, a).await,
+        Command::Stats(a) => cmd::stats::run(&ctx, a).await,
     };
     std::process::exit(ctx::exit_code(r));
 }

@@ -1,0 +1,565 @@
+//! `berth run [OPTIONS] IMAGE [COMMAND [ARG...]]`: create and start a container the way Docker
+//! users type it. In the foreground it streams the container's output and exits with its exit
+//! code; `-d` prints the id and returns; `--rm` removes the container once it has exited.
+
+use crate::cmd::logs::print_line;
+use crate::ctx::{exit, Ctx};
+use anyhow::{anyhow, bail, Context};
+use berth_proto::isolator::{MountKind, MountSpec, NetworkMode, Resources};
+use berth_proto::supervisor::*;
+use berth_proto::{subjects, Event, Service};
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Creating may pull the image first: allow an hour unless `--timeout` says more.
+const CREATE_TIMEOUT: u64 = 3600;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    #[command(flatten)]
+    opts: CreateOpts,
+    /// The image to run.
+    image: String,
+    /// The command and its arguments (replaces the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// The options of a container, shared with commands that create one.
+#[derive(clap::Args, Debug, Default)]
+pub struct CreateOpts {
+    /// Name of the container (default: a random one).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable: KEY=value, or KEY to take it from this shell.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=value lines; # comments).
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount or named volume: /host/path:/ctr/path[:ro] or name:/ctr/path[:ro].
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// A tmpfs mount: /ctr/path[:size=64m].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// User: uid, uid:gid, name or name:group.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Host name of the container.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (e.g. 512m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPUs (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// Most processes the container may have (-1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy: no, on-failure[:max], always, unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Run a tiny init as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    pub init: bool,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Add a capability (or ALL).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability (or ALL).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give the container a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Replace the image's ENTRYPOINT.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Signal that stops the container (default: the image's, else SIGTERM).
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL (default 10).
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u64>,
+    /// A label KEY=value.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Network: none (loopback only, the default) or host.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// seccomp=unconfined, no-new-privileges=false.
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Health check command (run with /bin/sh -c inside the container).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Longest a health check may run.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
+    /// Time after start when failures do not count.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Disable the image's health check.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// What to do when it turns unhealthy: none, restart, stop, kill.
+    #[arg(long = "health-on-failure")]
+    pub health_on_failure: Option<String>,
+}
+
+/// `512m`, `1g`, `1024k`, `100` (bytes).
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("size {s:?}: expected a number with an optional unit (k, m, g)"))?;
+    if n < 0.0 {
+        bail!("size {s:?} is negative");
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_ms(what: &str, s: &str) -> anyhow::Result<u64> {
+    let d = humantime::parse_duration(s)
+        .map_err(|_| anyhow!("{what} {s:?}: expected a duration like 30s or 1m30s"))?;
+    Ok(d.as_millis() as u64)
+}
+
+/// `-v` forms: `/host:/ctr[:ro|rw]` (bind), `name:/ctr[:ro|rw]` (named volume).
+pub fn parse_volume(v: &str, cwd: &Path) -> anyhow::Result<MountSpec> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [s, d] => (*s, *d, None),
+        [s, d, m] => (*s, *d, Some(*m)),
+        [_] => bail!(
+            "-v {v:?}: anonymous volumes are not supported; give a name or a host path (name:{v})"
+        ),
+        _ => bail!("-v {v:?}: expected SOURCE:TARGET[:ro|rw]"),
+    };
+    let read_only = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(m) => bail!("-v {v:?}: unknown mode {m:?} (expected ro or rw)"),
+    };
+    if !dst.starts_with('/') {
+        bail!("-v {v:?}: the target {dst:?} must be an absolute path");
+    }
+    if src.is_empty() {
+        bail!("-v {v:?}: empty source");
+    }
+    let (kind, source) = if src.starts_with('/') {
+        (MountKind::Bind, src.to_string())
+    } else if src.starts_with('.') || src.starts_with('~') {
+        let p = if let Some(rest) = src.strip_prefix("~/") {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest)
+        } else {
+            cwd.join(src)
+        };
+        (MountKind::Bind, p.display().to_string())
+    } else {
+        (MountKind::Volume, src.to_string())
+    };
+    Ok(MountSpec {
+        kind,
+        source,
+        target: dst.to_string(),
+        read_only,
+        size_bytes: None,
+    })
+}
+
+/// `--tmpfs /path[:size=64m[,ro]]`.
+pub fn parse_tmpfs(v: &str) -> anyhow::Result<MountSpec> {
+    let (target, opts) = v.split_once(':').unwrap_or((v, ""));
+    if !target.starts_with('/') {
+        bail!("--tmpfs {v:?}: the target must be an absolute path");
+    }
+    let mut m = MountSpec {
+        kind: MountKind::Tmpfs,
+        source: String::new(),
+        target: target.to_string(),
+        read_only: false,
+        size_bytes: None,
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", s)) => m.size_bytes = Some(parse_size(s)?),
+            None if o == "ro" => m.read_only = true,
+            None if o == "rw" => m.read_only = false,
+            _ => bail!("--tmpfs {v:?}: unsupported option {o:?} (size=, ro, rw)"),
+        }
+    }
+    Ok(m)
+}
+
+/// Environment entries: `KEY=value` as is, `KEY` from this process's environment (dropped
+/// when unset, as Docker does).
+fn resolve_env(entries: &[String], out: &mut Vec<String>) {
+    for e in entries {
+        if e.contains('=') {
+            out.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            out.push(format!("{e}={v}"));
+        }
+    }
+}
+
+pub fn read_env_file(p: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("--env-file {}", p.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('=') {
+            bail!(
+                "--env-file {} line {}: no variable name",
+                p.display(),
+                i + 1
+            );
+        }
+        out.push(l.to_string());
+    }
+    Ok(out)
+}
+
+impl CreateOpts {
+    /// The create request for `image` with `command` (empty: the image's).
+    pub fn request(&self, image: &str, command: Vec<String>) -> anyhow::Result<CreateRequest> {
+        let cwd = std::env::current_dir().context("current directory")?;
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            resolve_env(&read_env_file(f)?, &mut env);
+        }
+        resolve_env(&self.env, &mut env);
+        let mut mounts = Vec::new();
+        for v in &self.volumes {
+            mounts.push(parse_volume(v, &cwd)?);
+        }
+        for t in &self.tmpfs {
+            mounts.push(parse_tmpfs(t)?);
+        }
+        let mut labels = BTreeMap::new();
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let network = match self.network.as_deref() {
+            None | Some("none") => NetworkMode::None,
+            Some("host") => NetworkMode::Host,
+            Some(n) => match n.strip_prefix("container:") {
+                Some(c) => NetworkMode::Container(c.to_string()),
+                None => bail!("--network {n:?}: expected none, host or container:<id>"),
+            },
+        };
+        let (mut seccomp, mut nnp) = (true, true);
+        for o in &self.security_opt {
+            match o.as_str() {
+                "seccomp=unconfined" | "seccomp:unconfined" => seccomp = false,
+                "no-new-privileges=false" | "no-new-privileges:false" => nnp = false,
+                "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                    nnp = true
+                }
+                _ => bail!("--security-opt {o:?}: supported are seccomp=unconfined and no-new-privileges[=true|false]"),
+            }
+        }
+        if let Some(c) = self.cpus {
+            if c <= 0.0 {
+                bail!("--cpus {c}: must be above 0");
+            }
+        }
+        let healthcheck = if self.no_healthcheck {
+            Some(HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            })
+        } else if self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+        {
+            Some(HealthCheck {
+                test: self
+                    .health_cmd
+                    .as_ref()
+                    .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
+                    .unwrap_or_default(),
+                interval_ms: self
+                    .health_interval
+                    .as_deref()
+                    .map(|s| parse_ms("--health-interval", s))
+                    .transpose()?,
+                timeout_ms: self
+                    .health_timeout
+                    .as_deref()
+                    .map(|s| parse_ms("--health-timeout", s))
+                    .transpose()?,
+                retries: self.health_retries,
+                start_period_ms: self
+                    .health_start_period
+                    .as_deref()
+                    .map(|s| parse_ms("--health-start-period", s))
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+        Ok(CreateRequest {
+            name: self.name.clone(),
+            image: image.to_string(),
+            options: ContainerOptions {
+                cmd: (!command.is_empty()).then_some(command),
+                entrypoint: self.entrypoint.as_ref().map(|e| {
+                    if e.is_empty() {
+                        vec![]
+                    } else {
+                        vec![e.clone()]
+                    }
+                }),
+                env,
+                working_dir: self.workdir.clone(),
+                user: self.user.clone(),
+                hostname: self.hostname.clone(),
+                mounts,
+                resources: Resources {
+                    memory_bytes: self.memory.as_deref().map(parse_size).transpose()?,
+                    cpus: self.cpus,
+                    cpu_shares: self.cpu_shares,
+                    pids_limit: self.pids_limit,
+                    ..Default::default()
+                },
+                read_only: self.read_only,
+                cap_add: self.cap_add.clone(),
+                cap_drop: self.cap_drop.clone(),
+                init: self.init,
+                tty: self.tty,
+                stop_signal: self.stop_signal.clone(),
+                stop_grace_period_ms: self.stop_timeout.map(|s| s * 1000),
+                seccomp,
+                no_new_privileges: nnp,
+                network,
+                userns_remap: None,
+            },
+            labels,
+            restart: match &self.restart {
+                Some(r) => r.parse().map_err(|e: String| anyhow!("--restart: {e}"))?,
+                None => RestartPolicy::No,
+            },
+            healthcheck,
+            health_on_failure: match &self.health_on_failure {
+                Some(a) => a
+                    .parse()
+                    .map_err(|e: String| anyhow!("--health-on-failure: {e}"))?,
+                None => HealthAction::None,
+            },
+            auto_remove: false,
+            start: false,
+        })
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let mut req = a.opts.request(&a.image, a.command)?;
+    if a.rm && req.restart != RestartPolicy::No {
+        bail!("--rm and --restart {} cannot be combined", req.restart);
+    }
+    req.auto_remove = a.rm;
+    let node = ctx.node()?;
+    let bus = ctx.bus().await?;
+    let mut opts = ctx.request_options(true);
+    opts.timeout = opts.timeout.max(Duration::from_secs(CREATE_TIMEOUT));
+    if a.detach {
+        req.start = true;
+        let st: ContainerState = bus
+            .request(&node, Service::Supervisor, CREATE, &req, &opts)
+            .await?;
+        println!("{}", st.id);
+        return Ok(());
+    }
+    let st: ContainerState = bus
+        .request(&node, Service::Supervisor, CREATE, &req, &opts)
+        .await?;
+    // Listen before starting, so no line and no exit is missed.
+    let mut logs = bus
+        .client()
+        .subscribe(logs_subject(&node, &st.id))
+        .await
+        .context("subscribe to the container's output")?;
+    let mut removed = if a.rm {
+        Some(
+            bus.client()
+                .subscribe(subjects::event(&node, EV_ENTITY, EV_REMOVED))
+                .await
+                .context("subscribe to removal events")?,
+        )
+    } else {
+        None
+    };
+    let started: anyhow::Result<ContainerState> = ctx
+        .call_mut(
+            Service::Supervisor,
+            START,
+            &Target {
+                container: st.id.clone(),
+            },
+        )
+        .await;
+    if let Err(e) = started {
+        if a.rm {
+            let _ = ctx
+                .call_mut::<_, ContainerState>(
+                    Service::Supervisor,
+                    REMOVE,
+                    &RemoveRequest {
+                        container: st.id.clone(),
+                        force: true,
+                    },
+                )
+                .await;
+        }
+        return Err(e);
+    }
+    let mut interrupts = 0;
+    let code = loop {
+        tokio::select! {
+            m = logs.next() => {
+                let Some(m) = m else { bail!("the bus connection closed while following {}", st.name) };
+                match serde_json::from_slice::<LogMessage>(&m.payload) {
+                    Ok(LogMessage::Line { line, .. }) => print_line(&line, false),
+                    Ok(LogMessage::Exited { exit_code, restarting: false, .. }) => break exit_code,
+                    Ok(LogMessage::Exited { .. }) => {}
+                    Err(_) => {}
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    eprintln!("berth: detached; {} keeps running", st.name);
+                    return Err(exit(130));
+                }
+                let _ = ctx.call_mut::<_, ContainerState>(Service::Supervisor, KILL, &KillRequest {
+                    container: st.id.clone(),
+                    signal: Some("SIGINT".into()),
+                }).await;
+            }
+        }
+    };
+    if let Some(sub) = removed.as_mut() {
+        let wait = async {
+            while let Some(m) = sub.next().await {
+                if let Ok(ev) = serde_json::from_slice::<Event>(&m.payload) {
+                    if ev.attrs.get("id").and_then(|v| v.as_str()) == Some(st.id.as_str()) {
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .is_err()
+        {
+            eprintln!("berth: {} exited but was not removed within 30 s", st.name);
+        }
+    }
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(exit(code))
+    }
+}
+
+/// One plain line for an error (a remote error's message without its code).
+pub fn describe(e: &anyhow::Error) -> String {
+    if let Some(berth_bus::BusError::Remote(r)) = e.downcast_ref::<berth_bus::BusError>() {
+        return r.message.clone();
+    }
+    format!("{e:#}")
+}
+
+/// Apply `f` to each named container, printing the name on success and one line per failure;
+/// exit code 1 when any failed (as Docker's multi-container verbs do).
+pub async fn each<F, Fut>(containers: &[String], f: F) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut failed = false;
+    for c in containers {
+        match f(c.clone()).await {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("berth: {c}: {}", describe(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(exit(1))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_volumes_and_tmpfs_parse_like_docker() {
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("1.5k").unwrap(), 1536);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("lots").is_err());
+        let cwd = Path::new("/srv");
+        let b = parse_volume("/data:/d:ro", cwd).unwrap();
+        assert_eq!((b.kind, b.read_only), (MountKind::Bind, true));
+        let v = parse_volume("cache:/c", cwd).unwrap();
+        assert_eq!((v.kind, v.source.as_str()), (MountKind::Volume, "cache"));
+        let r = parse_volume("./x:/x", cwd).unwrap();
+        assert_eq!(r.source, "/srv/./x");
+        assert!(parse_volume("/only", cwd)
+            .unwrap_err()
+            .to_string()
+            .contains("anonymous"));
+        assert!(parse_volume("/a:rel", cwd).is_err());
+        assert!(parse_volume("/a:/b:rx", cwd).is_err());
+        let t = parse_tmpfs("/tmp:size=64m").unwrap();
+        assert_eq!(t.size_bytes, Some(64 << 20));
+        assert!(parse_tmpfs("tmp").is_err());
+    }
+}

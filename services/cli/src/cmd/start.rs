@@ -1,0 +1,21 @@
+//! `berth start CONTAINER...`: start created or stopped containers.
+
+use crate::cmd::run::each;
+use crate::ctx::Ctx;
+use berth_proto::supervisor::{ContainerState, Target, START};
+use berth_proto::Service;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    each(&a.containers, |c| async move {
+        ctx.call_mut::<_, ContainerState>(Service::Supervisor, START, &Target { container: c })
+            .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,1246 @@
+//! The supervisor's state machine: containers by id and name, their records on disk, their
+//! running instances (watched through the shim's pidfd), restart policies, stop/kill/remove,
+//! and the recovery of all of it from disk and the run directory at start.
+
+use crate::error::{Result, SupervisorError};
+use crate::logs::Tailer;
+use crate::process::{parse_signal, PidFd};
+use crate::record::Record;
+use crate::settings::Settings;
+use crate::{cgroup, health, merge, names};
+use async_nats::jetstream::kv;
+use berth_bus::{attrs, now_rfc3339, BusError, RequestOptions, ServiceContext};
+use berth_proto::isolator::{self as iso, ExitStatus};
+use berth_proto::layer_store::{self as ls, PrepareReply, PrepareRequest, ReleaseRequest};
+use berth_proto::puller::{PullReply, PullRequest, PULL};
+use berth_proto::supervisor::*;
+use berth_proto::{subjects, ErrorCode, Service};
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+use tokio::sync::{watch, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
+const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
+const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGKILLed container may take to be reported gone.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+pub struct Supervisor {
+    pub(crate) ctx: ServiceContext,
+    pub(crate) settings: Settings,
+    kv: kv::Store,
+    table: StdMutex<Table>,
+    pub(crate) tasks: TaskTracker,
+    /// Cancelled on shutdown: every background task of the supervisor ends (containers live on).
+    pub(crate) token: CancellationToken,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Container>>,
+    /// name → id; names are reserved here before the container exists.
+    names: HashMap<String, String>,
+}
+
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub(crate) inner: Mutex<Inner>,
+    /// A copy of the record as last committed, for `list`/`inspect` without waiting.
+    view: StdMutex<Record>,
+    /// Bumped after every processed exit and at removal.
+    changed: watch::Sender<u64>,
+    pub(crate) tailer: Mutex<Option<Tailer>>,
+}
+
+pub(crate) struct Inner {
+    pub rec: Record,
+    /// The init of the running instance.
+    pub init: Option<Arc<PidFd>>,
+    /// Cancels the tasks of the running instance (health checks, log tail).
+    pub run: Option<CancellationToken>,
+    pub pending_restart: Option<CancellationToken>,
+    pub removing: bool,
+    pub removed: bool,
+    /// Instance generation: a monitor acts only on the instance it watches.
+    pub gen: u64,
+}
+
+fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
+    let name = name.to_string();
+    let step = step.to_string();
+    move |source| SupervisorError::Peer { name, step, source }
+}
+
+fn state_err(rec: &Record, reason: impl Into<String>) -> SupervisorError {
+    SupervisorError::State {
+        name: rec.state.name.clone(),
+        id: rec.state.id.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn sys_err(rec: &Record, step: &str, reason: impl std::fmt::Display) -> SupervisorError {
+    SupervisorError::System {
+        name: rec.state.name.clone(),
+        step: step.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A deterministic event id, so the stream drops a re-published announcement of one exit.
+fn event_id(id: &str, action: &str, at: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{id}:{action}:{at}").as_bytes());
+    hex::encode(&h[..12])
+}
+
+impl Supervisor {
+    pub async fn new(ctx: ServiceContext, settings: Settings) -> Result<Arc<Supervisor>> {
+        let kv = berth_bus::infra::actual(&ctx.bus)
+            .await
+            .map_err(peer("-", "open the actual-state bucket"))?;
+        let token = ctx.shutdown.child_token();
+        Ok(Arc::new(Supervisor {
+            ctx,
+            settings,
+            kv,
+            table: StdMutex::new(Table::default()),
+            tasks: TaskTracker::new(),
+            token,
+        }))
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        &self.ctx.config.node
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.ctx.config.container_dir(id)
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.ctx.config.container_run_dir(id)
+    }
+
+    // ----- lookup ---------------------------------------------------------------------------
+
+    /// Full id, name, or a unique id prefix.
+    pub fn resolve(&self, given: &str) -> Result<Arc<Container>> {
+        let t = self.table.lock().unwrap();
+        if let Some(c) = t.by_id.get(given) {
+            return Ok(c.clone());
+        }
+        if let Some(c) = t.names.get(given).and_then(|id| t.by_id.get(id)) {
+            return Ok(c.clone());
+        }
+        if !given.is_empty() && given.chars().all(|c| c.is_ascii_hexdigit()) {
+            let m: Vec<&Arc<Container>> = t
+                .by_id
+                .iter()
+                .filter(|(id, _)| id.starts_with(given))
+                .map(|(_, c)| c)
+                .collect();
+            match m.len() {
+                1 => return Ok(m[0].clone()),
+                0 => {}
+                _ => {
+                    return Err(SupervisorError::Ambiguous {
+                        given: given.to_string(),
+                        matches: m
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        }
+        Err(SupervisorError::NotFound(given.to_string()))
+    }
+
+    pub fn all(&self) -> Vec<Arc<Container>> {
+        self.table.lock().unwrap().by_id.values().cloned().collect()
+    }
+
+    pub fn view(c: &Container) -> Record {
+        c.view.lock().unwrap().clone()
+    }
+
+    fn reserve_name(&self, name: &str, id: &str) -> Result<()> {
+        let mut t = self.table.lock().unwrap();
+        if let Some(other) = t.names.get(name) {
+            return Err(SupervisorError::NameInUse {
+                name: name.to_string(),
+                id: other.clone(),
+            });
+        }
+        t.names.insert(name.to_string(), id.to_string());
+        Ok(())
+    }
+
+    fn release_name(&self, name: &str, id: &str) {
+        let mut t = self.table.lock().unwrap();
+        if t.names.get(name).map(String::as_str) == Some(id) {
+            t.names.remove(name);
+        }
+    }
+
+    fn insert(&self, rec: Record) -> Arc<Container> {
+        let c = Arc::new(Container {
+            id: rec.state.id.clone(),
+            name: rec.state.name.clone(),
+            view: StdMutex::new(rec.clone()),
+            inner: Mutex::new(Inner {
+                rec,
+                init: None,
+                run: None,
+                pending_restart: None,
+                removing: false,
+                removed: false,
+                gen: 0,
+            }),
+            changed: watch::channel(0).0,
+            tailer: Mutex::new(None),
+        });
+        let mut t = self.table.lock().unwrap();
+        t.names.insert(c.name.clone(), c.id.clone());
+        t.by_id.insert(c.id.clone(), c.clone());
+        c
+    }
+
+    // ----- persistence and announcements -----------------------------------------------------
+
+    /// Save the record, refresh the view and the actual-state bucket.
+    async fn commit(&self, c: &Container, inner: &Inner) -> Result<()> {
+        let dir = self.dir(&c.id);
+        inner
+            .rec
+            .save(&dir)
+            .map_err(|e| SupervisorError::io("save the record in", &dir, e))?;
+        *c.view.lock().unwrap() = inner.rec.clone();
+        self.publish_state(&inner.rec.state).await;
+        Ok(())
+    }
+
+    async fn publish_state(&self, st: &ContainerState) {
+        let key = subjects::actual_key(self.node(), &st.id);
+        let v = serde_json::to_vec(st).expect("states serialize");
+        if let Err(e) = self.kv.put(&key, v.into()).await {
+            tracing::warn!(%e, key, "actual state not stored");
+        }
+    }
+
+    async fn emit(
+        &self,
+        rec: &Record,
+        action: &str,
+        extra: Map<String, Value>,
+        id: Option<String>,
+    ) {
+        let mut a = attrs! {"id" => rec.state.id, "image" => rec.state.image};
+        a.extend(extra);
+        let mut ev = self.ctx.bus.event(EV_ENTITY, action, &rec.state.name, a);
+        if let Some(id) = id {
+            ev.id = id;
+        }
+        if let Err(e) = self.ctx.bus.publish_event(&ev).await {
+            tracing::warn!(%e, action, name = %rec.state.name, "event not published");
+        }
+    }
+
+    async fn publish_log(&self, id: &str, m: &LogMessage) {
+        let subject = logs_subject(self.node(), id);
+        let payload = serde_json::to_vec(m).expect("log messages serialize");
+        if let Err(e) = self.ctx.bus.client().publish(subject, payload.into()).await {
+            tracing::debug!(%e, "log message not published");
+        }
+    }
+
+    // ----- create -----------------------------------------------------------------------------
+
+    pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<ContainerState> {
+        let id = berth_bus::random_hex(64);
+        let name = match &req.name {
+            Some(n) => {
+                names::check_name(n).map_err(|e| SupervisorError::invalid("name", e))?;
+                self.reserve_name(n, &id)?;
+                n.clone()
+            }
+            None => loop {
+                let n = names::random_name();
+                if self.reserve_name(&n, &id).is_ok() {
+                    break n;
+                }
+            },
+        };
+        match self.create_reserved(&id, &name, req).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                if self.resolve(&id).is_err() {
+                    self.release_name(&name, &id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn prepare(&self, id: &str, name: &str, image: &str) -> Result<PrepareReply> {
+        let req = PrepareRequest {
+            container_id: id.to_string(),
+            image: image.to_string(),
+        };
+        let opts = RequestOptions::mutating(PREPARE_TIMEOUT);
+        match self
+            .ctx
+            .bus
+            .call::<_, PrepareReply>(Service::LayerStore, ls::PREPARE, &req, &opts)
+            .await
+        {
+            Err(e) if e.remote().map(|r| r.code) == Some(ErrorCode::NotFound) => {
+                tracing::info!(image, "image not on this node: pulling it");
+                let pull = PullRequest {
+                    reference: image.to_string(),
+                    platform: None,
+                    pull_id: None,
+                };
+                self.ctx
+                    .bus
+                    .call::<_, PullReply>(
+                        Service::Puller,
+                        PULL,
+                        &pull,
+                        &RequestOptions::mutating(PULL_TIMEOUT),
+                    )
+                    .await
+                    .map_err(peer(name, &format!("pulling image {image}")))?;
+                self.ctx
+                    .bus
+                    .call(Service::LayerStore, ls::PREPARE, &req, &opts)
+                    .await
+                    .map_err(peer(name, "preparing the root filesystem"))
+            }
+            r => r.map_err(peer(name, "preparing the root filesystem")),
+        }
+    }
+
+    async fn create_reserved(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+        req: CreateRequest,
+    ) -> Result<ContainerState> {
+        if req.image.is_empty() {
+            return Err(SupervisorError::invalid("image", "no image given"));
+        }
+        if let Some(s) = &req.options.stop_signal {
+            parse_signal(s).map_err(|e| SupervisorError::invalid("stop signal", e))?;
+        }
+        let prepared = self.prepare(id, name, &req.image).await?;
+        let built = (|| {
+            let hc = merge::healthcheck(
+                req.healthcheck.as_ref(),
+                prepared.config.healthcheck.as_ref(),
+            )
+            .map_err(|e| SupervisorError::invalid("healthcheck", e))?;
+            let spec = merge::spec(id, name, &req, &prepared.image_digest, &prepared.config)
+                .map_err(|e| SupervisorError::invalid("container", e))?;
+            if let Some(s) = &spec.stop_signal {
+                parse_signal(s).map_err(|e| SupervisorError::invalid("image stop signal", e))?;
+            }
+            Ok::<_, SupervisorError>((hc, spec))
+        })();
+        let (hc, spec) = match built {
+            Ok(x) => x,
+            Err(e) => {
+                self.release_rootfs(id, name).await;
+                return Err(e);
+            }
+        };
+        let state = ContainerState {
+            id: id.to_string(),
+            name: name.to_string(),
+            node: self.node().to_string(),
+            image: req.image.clone(),
+            image_digest: prepared.image_digest.clone(),
+            args: spec.args.clone(),
+            status: ContainerStatus::Created,
+            pid: None,
+            created_at: now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            oom_killed: false,
+            restart_count: 0,
+            health: None,
+            labels: spec.labels.clone(),
+            restart: req.restart,
+            error: None,
+        };
+        let rec = Record {
+            stop_signal: spec
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| merge::DEFAULT_STOP_SIGNAL.into()),
+            stop_grace_period_ms: req
+                .options
+                .stop_grace_period_ms
+                .unwrap_or(self.settings.stop_grace_period_ms),
+            request: req,
+            spec,
+            rootfs: prepared.rootfs,
+            healthcheck: hc,
+            state,
+            manually_stopped: false,
+            exit_reported: true,
+            backoff_step: 0,
+        };
+        if let Err(e) = rec.save(&self.dir(id)) {
+            self.release_rootfs(id, name).await;
+            return Err(SupervisorError::io("save the record in", &self.dir(id), e));
+        }
+        let c = self.insert(rec);
+        let mut inner = c.inner.lock().await;
+        self.publish_state(&inner.rec.state).await;
+        self.emit(&inner.rec, EV_CREATED, Map::new(), None).await;
+        if inner.rec.request.start {
+            if let Err(e) = self.start_instance(&c, &mut inner).await {
+                inner.rec.state.error = Some(e.to_string());
+                let _ = self.commit(&c, &inner).await;
+                let auto = inner.rec.request.auto_remove;
+                drop(inner);
+                if auto {
+                    let _ = self.remove(&c, true).await;
+                }
+                return Err(e);
+            }
+        }
+        Ok(inner.rec.state.clone())
+    }
+
+    async fn release_rootfs(&self, id: &str, name: &str) -> Option<SupervisorError> {
+        let r = self
+            .ctx
+            .bus
+            .call::<_, Value>(
+                Service::LayerStore,
+                ls::RELEASE,
+                &ReleaseRequest {
+                    container_id: id.to_string(),
+                },
+                &RequestOptions::mutating(RELEASE_TIMEOUT),
+            )
+            .await;
+        match r {
+            Ok(_) => None,
+            Err(e) if e.remote().map(|r| r.code) == Some(ErrorCode::NotFound) => None,
+            Err(e) => {
+                tracing::warn!(%e, id, "releasing the root filesystem failed");
+                Some(peer(name, "releasing the root filesystem")(e))
+            }
+        }
+    }
+
+    // ----- start ------------------------------------------------------------------------------
+
+    pub async fn start(self: &Arc<Self>, c: &Arc<Container>) -> Result<ContainerState> {
+        let mut inner = c.inner.lock().await;
+        if inner.removing || inner.removed {
+            return Err(state_err(&inner.rec, "is being removed"));
+        }
+        if inner.rec.state.status.is_alive() {
+            return Ok(inner.rec.state.clone());
+        }
+        if let Some(t) = inner.pending_restart.take() {
+            t.cancel();
+        }
+        inner.rec.manually_stopped = false;
+        inner.rec.backoff_step = 0;
+        if let Err(e) = self.start_instance(c, &mut inner).await {
+            inner.rec.state.error = Some(e.to_string());
+            if inner.rec.state.status == ContainerStatus::Restarting {
+                inner.rec.state.status = ContainerStatus::Exited;
+            }
+            let _ = self.commit(c, &inner).await;
+            return Err(e);
+        }
+        Ok(inner.rec.state.clone())
+    }
+
+    /// Create the container's process through the isolator, release it, and watch it.
+    async fn start_instance(self: &Arc<Self>, c: &Arc<Container>, inner: &mut Inner) -> Result<()> {
+        let run_dir = self.run_dir(&c.id);
+        // What is left is the previous instance's, whose exit has been processed.
+        match std::fs::remove_dir_all(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SupervisorError::io("clear the run directory", &run_dir, e)),
+        }
+        let reply: iso::CreateReply = self
+            .ctx
+            .bus
+            .call(
+                Service::Isolator,
+                iso::CREATE,
+                &iso::CreateRequest {
+                    spec: inner.rec.spec.clone(),
+                    rootfs: inner.rec.rootfs.clone(),
+                },
+                &RequestOptions::mutating(CREATE_TIMEOUT),
+            )
+            .await
+            .map_err(peer(&c.name, "creating the container's process"))?;
+        let shim = PidFd::open(reply.shim_pid).ok();
+        inner.init = PidFd::open(reply.init_pid).ok().map(Arc::new);
+        inner.gen += 1;
+        *c.tailer.lock().await = Some(Tailer::new(
+            &self.dir(&c.id),
+            logs_subject(self.node(), &c.id),
+            self.settings.log_max_bytes,
+            self.settings.log_max_files,
+        ));
+        let st = &mut inner.rec.state;
+        st.status = ContainerStatus::Running;
+        st.pid = Some(reply.init_pid);
+        st.started_at = Some(now_rfc3339());
+        st.finished_at = None;
+        st.exit_code = None;
+        st.oom_killed = false;
+        st.error = None;
+        st.health = inner.rec.healthcheck.as_ref().map(|_| HealthState {
+            status: HealthStatus::Starting,
+            failing_streak: 0,
+            log: Vec::new(),
+        });
+        self.commit(c, inner).await?;
+        if let Err(e) = poke_start(&run_dir) {
+            tracing::warn!(%e, id = %c.id, "the container could not be released");
+        }
+        self.watch_instance(c, inner, shim);
+        self.emit(
+            &inner.rec,
+            EV_STARTED,
+            attrs! {"pid" => reply.init_pid},
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Spawn the tasks of a running instance: exit watch, log tail, health checks.
+    fn watch_instance(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        inner: &mut Inner,
+        shim: Option<PidFd>,
+    ) {
+        let run = self.token.child_token();
+        inner.run = Some(run.clone());
+        let gen = inner.gen;
+        self.tasks.spawn(self.clone().monitor(c.clone(), shim, gen));
+        let (sup, c2, run2) = (self.clone(), c.clone(), run.clone());
+        self.tasks.spawn(async move {
+            let every = Duration::from_millis(sup.settings.log_poll_ms.max(10));
+            loop {
+                tokio::select! {
+                    _ = run2.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                if let Some(t) = c2.tailer.lock().await.as_mut() {
+                    t.poll(sup.ctx.bus.client()).await;
+                }
+            }
+        });
+        if let Some(hc) = inner.rec.healthcheck.clone() {
+            self.tasks
+                .spawn(health::checker(self.clone(), c.clone(), hc, gen, run));
+        }
+    }
+
+    fn monitor(
+        self: Arc<Self>,
+        c: Arc<Container>,
+        shim: Option<PidFd>,
+        gen: u64,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if let Some(shim) = shim {
+                tokio::select! {
+                    _ = self.token.cancelled() => return,
+                    r = shim.wait() => if let Err(e) = r {
+                        tracing::warn!(%e, id = %c.id, "waiting on the shim failed");
+                    },
+                }
+            }
+            let mut inner = c.inner.lock().await;
+            if inner.gen != gen || !inner.rec.state.status.is_alive() {
+                return;
+            }
+            let status = read_exit(&self.run_dir(&c.id));
+            self.process_exit(&c, &mut inner, status).await;
+        })
+    }
+
+    // ----- exits and restart policies ---------------------------------------------------------
+
+    /// Record an exit (or a lost one: `None`), announce it once, and apply the restart policy.
+    async fn process_exit(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        inner: &mut Inner,
+        status: Option<ExitStatus>,
+    ) {
+        if let Some(t) = inner.run.take() {
+            t.cancel();
+        }
+        inner.init = None;
+        if let Some(t) = c.tailer.lock().await.as_mut() {
+            t.poll(self.ctx.bus.client()).await;
+        }
+        let lost = status.is_none();
+        let (code, oom, finished) = match &status {
+            Some(s) => (s.exit_code, s.oom_killed, s.finished_at.clone()),
+            None => (255, false, now_rfc3339()),
+        };
+        let rec = &mut inner.rec;
+        // A run long enough resets the backoff.
+        let ran = rec
+            .state
+            .started_at
+            .as_deref()
+            .and_then(crate::logs::parse_time)
+            .zip(crate::logs::parse_time(&finished))
+            .map(|(a, b)| (b - a).num_milliseconds().max(0) as u64)
+            .unwrap_or(0);
+        if ran >= self.settings.restart_backoff_reset_ms {
+            rec.backoff_step = 0;
+        }
+        let restart = !inner.removing
+            && !rec.manually_stopped
+            && match rec.request.restart {
+                RestartPolicy::No => false,
+                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                RestartPolicy::OnFailure { max_retries } => {
+                    code != 0 && max_retries.is_none_or(|m| rec.state.restart_count < m)
+                }
+            };
+        rec.state.pid = None;
+        rec.state.exit_code = Some(code);
+        rec.state.oom_killed = oom;
+        rec.state.finished_at = Some(finished.clone());
+        if lost {
+            rec.state.error = Some("the shim ended without recording the exit status".into());
+        }
+        rec.state.status = if restart {
+            ContainerStatus::Restarting
+        } else if lost {
+            ContainerStatus::Dead
+        } else {
+            ContainerStatus::Exited
+        };
+        rec.exit_reported = false;
+        let delay = self.settings.backoff(rec.backoff_step);
+        if restart {
+            rec.backoff_step = rec.backoff_step.saturating_add(1);
+        }
+        if let Err(e) = self.commit(c, inner).await {
+            tracing::error!(%e, "exit not recorded");
+        }
+        self.publish_log(
+            &c.id,
+            &LogMessage::Exited {
+                exit_code: code,
+                oom_killed: oom,
+                restarting: restart,
+            },
+        )
+        .await;
+        *c.tailer.lock().await = None;
+        self.announce_exit(c, inner).await;
+        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        c.changed.send_modify(|g| *g += 1);
+        if restart {
+            self.schedule_restart(c, inner, delay).await;
+        } else if inner.rec.request.auto_remove && !inner.removing {
+            let (sup, c2) = (self.clone(), c.clone());
+            self.tasks.spawn(async move {
+                if let Err(e) = sup.remove(&c2, false).await {
+                    tracing::warn!(%e, "automatic removal failed");
+                }
+            });
+        }
+    }
+
+    /// Publish the `exited` event of the exit in the record (once: its id is derived from the
+    /// exit), then mark it announced.
+    async fn announce_exit(&self, c: &Container, inner: &mut Inner) {
+        let rec = &inner.rec;
+        let at = rec.state.finished_at.clone().unwrap_or_default();
+        let mut a = attrs! {
+            "exit_code" => rec.state.exit_code,
+            "oom_killed" => rec.state.oom_killed,
+            "restart_count" => rec.state.restart_count,
+        };
+        if let Some(e) = &rec.state.error {
+            a.insert("error".into(), Value::String(e.clone()));
+        }
+        self.emit(rec, EV_EXITED, a, Some(event_id(&c.id, EV_EXITED, &at)))
+            .await;
+        if rec.state.oom_killed {
+            self.emit(rec, "oom", Map::new(), Some(event_id(&c.id, "oom", &at)))
+                .await;
+        }
+        inner.rec.exit_reported = true;
+        let dir = self.dir(&c.id);
+        if let Err(e) = inner.rec.save(&dir) {
+            tracing::warn!(%e, dir = %dir.display(), "record not saved");
+        }
+    }
+
+    async fn schedule_restart(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        inner: &mut Inner,
+        delay: Duration,
+    ) {
+        let tok = self.token.child_token();
+        inner.pending_restart = Some(tok.clone());
+        self.emit(
+            &inner.rec,
+            EV_RESTARTING,
+            attrs! {"restart_count" => inner.rec.state.restart_count + 1, "delay_ms" => delay.as_millis() as u64},
+            None,
+        )
+        .await;
+        self.tasks
+            .spawn(self.clone().delayed_restart(c.clone(), tok, delay));
+    }
+
+    fn delayed_restart(
+        self: Arc<Self>,
+        c: Arc<Container>,
+        tok: CancellationToken,
+        delay: Duration,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            tokio::select! {
+                _ = tok.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let mut inner = c.inner.lock().await;
+            if tok.is_cancelled()
+                || inner.removing
+                || inner.rec.state.status != ContainerStatus::Restarting
+            {
+                return;
+            }
+            inner.pending_restart = None;
+            inner.rec.state.restart_count += 1;
+            if let Err(e) = self.start_instance(&c, &mut inner).await {
+                tracing::warn!(%e, id = %c.id, "restart failed");
+                // A failed start counts as a failed run: the policy decides again.
+                inner.rec.state.status = ContainerStatus::Running;
+                let status = ExitStatus {
+                    exit_code: 255,
+                    signal: None,
+                    oom_killed: false,
+                    finished_at: now_rfc3339(),
+                };
+                self.process_exit(&c, &mut inner, Some(status)).await;
+                inner.rec.state.error = Some(e.to_string());
+                let _ = self.commit(&c, &inner).await;
+            }
+        })
+    }
+
+    // ----- stop, kill, restart, pause ---------------------------------------------------------
+
+    fn signal(&self, inner: &Inner, sig: Signal) -> Result<()> {
+        let Some(init) = &inner.init else {
+            return Err(state_err(&inner.rec, "has no process to signal"));
+        };
+        init.signal(sig)
+            .map_err(|e| sys_err(&inner.rec, &format!("sending {sig}"), e))
+    }
+
+    /// Stop: the stop signal, then SIGKILL after the grace period. `manual` keeps the restart
+    /// policy from starting it again.
+    pub async fn stop(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        timeout_ms: Option<u64>,
+        manual: bool,
+    ) -> Result<ContainerState> {
+        let (mut rx, grace) = {
+            let mut inner = c.inner.lock().await;
+            if manual && !inner.rec.manually_stopped {
+                inner.rec.manually_stopped = true;
+                self.commit(c, &inner).await?;
+            }
+            match inner.rec.state.status {
+                ContainerStatus::Restarting => {
+                    if let Some(t) = inner.pending_restart.take() {
+                        t.cancel();
+                    }
+                    inner.rec.state.status = ContainerStatus::Exited;
+                    self.commit(c, &inner).await?;
+                    c.changed.send_modify(|g| *g += 1);
+                    return Ok(inner.rec.state.clone());
+                }
+                s if !s.is_alive() => return Ok(inner.rec.state.clone()),
+                _ => {}
+            }
+            let rx = c.changed.subscribe();
+            let sig = parse_signal(&inner.rec.stop_signal).unwrap_or(Signal::SIGTERM);
+            self.signal(&inner, sig)?;
+            if inner.rec.state.status == ContainerStatus::Paused {
+                self.set_frozen(c, &mut inner, false).await?;
+            }
+            self.emit(
+                &inner.rec,
+                EV_KILLED,
+                attrs! {"signal" => sig.as_str()},
+                None,
+            )
+            .await;
+            (
+                rx,
+                Duration::from_millis(timeout_ms.unwrap_or(inner.rec.stop_grace_period_ms)),
+            )
+        };
+        if tokio::time::timeout(grace, rx.changed()).await.is_err() {
+            {
+                let inner = c.inner.lock().await;
+                if inner.rec.state.status.is_alive() {
+                    self.signal(&inner, Signal::SIGKILL)?;
+                    self.emit(&inner.rec, EV_KILLED, attrs! {"signal" => "SIGKILL"}, None)
+                        .await;
+                }
+            }
+            if tokio::time::timeout(KILL_WAIT, rx.changed()).await.is_err() {
+                let inner = c.inner.lock().await;
+                if inner.rec.state.status.is_alive() {
+                    return Err(state_err(
+                        &inner.rec,
+                        format!("still running {KILL_WAIT:?} after SIGKILL"),
+                    ));
+                }
+            }
+        }
+        Ok(Self::view(c).state)
+    }
+
+    pub async fn kill(self: &Arc<Self>, c: &Arc<Container>, signal: Option<&str>) -> Result<()> {
+        let sig = match signal {
+            Some(s) => parse_signal(s).map_err(|e| SupervisorError::invalid("signal", e))?,
+            None => Signal::SIGKILL,
+        };
+        let mut inner = c.inner.lock().await;
+        if !inner.rec.state.status.is_alive() {
+            return Err(state_err(&inner.rec, "is not running"));
+        }
+        let paused = inner.rec.state.status == ContainerStatus::Paused;
+        if paused && sig != Signal::SIGKILL {
+            return Err(state_err(&inner.rec, "is paused: unpause it first"));
+        }
+        self.signal(&inner, sig)?;
+        if paused {
+            self.set_frozen(c, &mut inner, false).await?;
+        }
+        self.emit(
+            &inner.rec,
+            EV_KILLED,
+            attrs! {"signal" => sig.as_str()},
+            None,
+        )
+        .await;
+        Ok(())
+    }
+
+    pub async fn restart(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        timeout_ms: Option<u64>,
+    ) -> Result<ContainerState> {
+        self.stop(c, timeout_ms, true).await?;
+        self.start(c).await
+    }
+
+    /// Stop then start, counted as a restart (the health action `restart`).
+    pub(crate) async fn restart_counted(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
+        self.stop(c, None, true).await?;
+        {
+            let mut inner = c.inner.lock().await;
+            inner.rec.state.restart_count += 1;
+        }
+        self.start(c).await.map(|_| ())
+    }
+
+    async fn set_frozen(&self, c: &Container, inner: &mut Inner, frozen: bool) -> Result<()> {
+        let pid = inner
+            .rec
+            .state
+            .pid
+            .ok_or_else(|| state_err(&inner.rec, "has no process"))?;
+        let cg = cgroup::of_pid(pid).map_err(|e| sys_err(&inner.rec, "finding its cgroup", e))?;
+        cg.freeze(frozen)
+            .await
+            .map_err(|e| sys_err(&inner.rec, if frozen { "freezing" } else { "thawing" }, e))?;
+        inner.rec.state.status = if frozen {
+            ContainerStatus::Paused
+        } else {
+            ContainerStatus::Running
+        };
+        self.commit(c, inner).await?;
+        let action = if frozen { EV_PAUSED } else { EV_UNPAUSED };
+        self.emit(&inner.rec, action, Map::new(), None).await;
+        Ok(())
+    }
+
+    pub async fn pause(&self, c: &Container, frozen: bool) -> Result<ContainerState> {
+        let mut inner = c.inner.lock().await;
+        let want = if frozen {
+            ContainerStatus::Running
+        } else {
+            ContainerStatus::Paused
+        };
+        if inner.rec.state.status != want {
+            return Err(state_err(
+                &inner.rec,
+                format!(
+                    "is {}, not {}",
+                    inner.rec.state.status.as_str(),
+                    want.as_str()
+                ),
+            ));
+        }
+        self.set_frozen(c, &mut inner, frozen).await?;
+        Ok(inner.rec.state.clone())
+    }
+
+    // ----- remove -----------------------------------------------------------------------------
+
+    pub async fn remove(self: &Arc<Self>, c: &Arc<Container>, force: bool) -> Result<()> {
+        let rx = {
+            let mut inner = c.inner.lock().await;
+            if inner.removed {
+                return Ok(());
+            }
+            if inner.removing {
+                return Err(state_err(&inner.rec, "is already being removed"));
+            }
+            if inner.rec.state.status.is_alive() && !force {
+                return Err(state_err(
+                    &inner.rec,
+                    "is running: stop it first, or force the removal",
+                ));
+            }
+            if let Some(t) = inner.pending_restart.take() {
+                t.cancel();
+            }
+            inner.removing = true;
+            if inner.rec.state.status.is_alive() {
+                let rx = c.changed.subscribe();
+                self.signal(&inner, Signal::SIGKILL)?;
+                if inner.rec.state.status == ContainerStatus::Paused {
+                    let _ = self.set_frozen(c, &mut inner, false).await;
+                }
+                Some(rx)
+            } else {
+                None
+            }
+        };
+        if let Some(mut rx) = rx {
+            if tokio::time::timeout(KILL_WAIT, rx.changed()).await.is_err() {
+                let mut inner = c.inner.lock().await;
+                inner.removing = false;
+                return Err(state_err(
+                    &inner.rec,
+                    format!("still running {KILL_WAIT:?} after SIGKILL"),
+                ));
+            }
+        }
+        let mut inner = c.inner.lock().await;
+        if let Some(e) = self.release_rootfs(&c.id, &c.name).await {
+            inner.removing = false;
+            return Err(e);
+        }
+        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        let dir = self.dir(&c.id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                inner.removing = false;
+                return Err(SupervisorError::io("remove", &dir, e));
+            }
+        }
+        let key = subjects::actual_key(self.node(), &c.id);
+        if let Err(e) = self.kv.delete(&key).await {
+            tracing::warn!(%e, key, "actual state not deleted");
+        }
+        {
+            let mut t = self.table.lock().unwrap();
+            t.by_id.remove(&c.id);
+            if t.names.get(&c.name) == Some(&c.id) {
+                t.names.remove(&c.name);
+            }
+        }
+        inner.removed = true;
+        self.emit(&inner.rec, EV_REMOVED, Map::new(), None).await;
+        c.changed.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    // ----- wait, exec ------------------------------------------------------------------------
+
+    /// Wait until the container is not running and no restart is pending.
+    pub async fn wait(&self, c: &Arc<Container>) -> Result<WaitReply> {
+        let mut rx = c.changed.subscribe();
+        loop {
+            {
+                let inner = c.inner.lock().await;
+                let st = &inner.rec.state;
+                let busy = st.status.is_alive() || st.status == ContainerStatus::Restarting;
+                if !busy || inner.removed {
+                    return Ok(WaitReply {
+                        exit_code: st.exit_code.unwrap_or(0),
+                        oom_killed: st.oom_killed,
+                    });
+                }
+            }
+            tokio::select! {
+                _ = self.token.cancelled() => return Err(SupervisorError::invalid("wait", "the supervisor is shutting down")),
+                r = rx.changed() => if r.is_err() { return Err(SupervisorError::NotFound(c.id.clone())) },
+            }
+        }
+    }
+
+    pub async fn exec(
+        &self,
+        c: &Container,
+        req: ExecRequest,
+        timeout: Duration,
+    ) -> Result<iso::ExecReply> {
+        {
+            let inner = c.inner.lock().await;
+            if inner.rec.state.status != ContainerStatus::Running {
+                return Err(state_err(
+                    &inner.rec,
+                    format!("is {}, not running", inner.rec.state.status.as_str()),
+                ));
+            }
+        }
+        self.ctx
+            .bus
+            .call(
+                Service::Isolator,
+                iso::EXEC,
+                &iso::ExecRequest {
+                    id: c.id.clone(),
+                    args: req.args,
+                    env: req.env,
+                    user: req.user,
+                    working_dir: req.working_dir,
+                },
+                &RequestOptions::timeout(timeout),
+            )
+            .await
+            .map_err(peer(&c.name, "exec"))
+    }
+
+    // ----- health -----------------------------------------------------------------------------
+
+    /// Record a health transition (called by the checker with the container locked).
+    pub(crate) async fn health_changed(&self, c: &Container, inner: &Inner) {
+        if let Err(e) = self.commit(c, inner).await {
+            tracing::warn!(%e, "health not recorded");
+        }
+        if let Some(h) = &inner.rec.state.health {
+            self.emit(
+                &inner.rec,
+                EV_HEALTH,
+                attrs! {"health" => h.status.as_str()},
+                None,
+            )
+            .await;
+        }
+    }
+
+    /// Refresh the view only (a probe that changed nothing but the probe log).
+    pub(crate) fn refresh_view(&self, c: &Container, inner: &Inner) {
+        *c.view.lock().unwrap() = inner.rec.clone();
+    }
+
+    // ----- recovery --------------------------------------------------------------------------
+
+    /// Rebuild every container from its record and the run directory: re-adopt running shims,
+    /// process exits that happened while the supervisor was away, resume pending restarts.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        let root = self.ctx.config.containers_dir();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(SupervisorError::io("list", &root, e)),
+        };
+        let mut known = std::collections::HashSet::new();
+        for ent in entries.flatten() {
+            let dir = ent.path();
+            if !crate::record::path(&dir).exists() {
+                continue;
+            }
+            let rec = match Record::load(&dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(%e, "container record unreadable: left alone");
+                    continue;
+                }
+            };
+            known.insert(rec.state.id.clone());
+            let c = self.insert(rec);
+            if let Err(e) = self.recover_one(&c).await {
+                tracing::error!(%e, id = %c.id, "recovery failed");
+            }
+        }
+        // Drop actual-state keys of containers that are gone.
+        let prefix = format!("{}.", self.node());
+        if let Ok(mut keys) = self.kv.keys().await {
+            use futures::StreamExt;
+            let mut stale = Vec::new();
+            while let Some(Ok(k)) = keys.next().await {
+                if let Some(id) = k.strip_prefix(&prefix) {
+                    if !known.contains(id) {
+                        stale.push(k.clone());
+                    }
+                }
+            }
+            for k in stale {
+                let _ = self.kv.delete(&k).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_one(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
+        let mut inner = c.inner.lock().await;
+        let run_dir = self.run_dir(&c.id);
+        if let Some(shim) = live_shim(&run_dir, &c.id) {
+            // Running (or created and never released: release it now).
+            let init_pid = read_pid(&run_dir.join(iso::INIT_PID_FILE)).or(inner.rec.state.pid);
+            inner.init = init_pid.and_then(|p| PidFd::open(p).ok()).map(Arc::new);
+            inner.gen += 1;
+            if !inner.rec.state.status.is_alive() {
+                inner.rec.state.status = ContainerStatus::Running;
+                inner.rec.state.started_at = Some(now_rfc3339());
+                inner.rec.state.finished_at = None;
+                inner.rec.state.exit_code = None;
+            }
+            inner.rec.state.pid = init_pid;
+            if let Err(e) = poke_start(&run_dir) {
+                tracing::warn!(%e, id = %c.id, "the container could not be released");
+            }
+            *c.tailer.lock().await = Some(Tailer::new(
+                &self.dir(&c.id),
+                logs_subject(self.node(), &c.id),
+                self.settings.log_max_bytes,
+                self.settings.log_max_files,
+            ));
+            if inner.rec.healthcheck.is_some() && inner.rec.state.health.is_none() {
+                inner.rec.state.health = Some(HealthState {
+                    status: HealthStatus::Starting,
+                    failing_streak: 0,
+                    log: Vec::new(),
+                });
+            }
+            self.commit(c, &inner).await?;
+            self.watch_instance(c, &mut inner, Some(shim));
+            tracing::info!(id = %c.id, name = %c.name, "re-adopted a running container");
+            return Ok(());
+        }
+        let exit = read_exit(&run_dir);
+        let fresh_exit = exit
+            .as_ref()
+            .is_some_and(|e| inner.rec.state.finished_at.as_deref() != Some(&e.finished_at));
+        if fresh_exit {
+            // It ended while the supervisor was away.
+            inner.rec.state.status = ContainerStatus::Running;
+            self.process_exit(c, &mut inner, exit).await;
+            return Ok(());
+        }
+        match inner.rec.state.status {
+            ContainerStatus::Running | ContainerStatus::Paused => {
+                self.process_exit(c, &mut inner, None).await;
+            }
+            ContainerStatus::Restarting => {
+                let delay = self
+                    .settings
+                    .backoff(inner.rec.backoff_step.saturating_sub(1));
+                self.publish_state(&inner.rec.state).await;
+                self.schedule_restart(c, &mut inner, delay).await;
+            }
+            _ => {
+                if !inner.rec.exit_reported {
+                    self.announce_exit(c, &mut inner).await;
+                }
+                let _ = std::fs::remove_dir_all(&run_dir);
+                self.publish_state(&inner.rec.state).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir(id)
+    }
+}
+
+fn read_pid(p: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn read_exit(run_dir: &std::path::Path) -> Option<ExitStatus> {
+    let b = std::fs::read(run_dir.join(iso::EXIT_FILE)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// The shim of `id` if it still runs: its pidfd, after checking that the pid is really that
+/// shim (`/proc/<pid>/cmdline` names `berth-shim` and the id), not a recycled pid.
+fn live_shim(run_dir: &std::path::Path, id: &str) -> Option<PidFd> {
+    let pid = read_pid(&run_dir.join(iso::SHIM_PID_FILE))?;
+    let fd = PidFd::open(pid).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let is_shim = args.iter().any(|a| a.contains("berth-shim"));
+    let has_id = args.iter().any(|a| a.contains(id));
+    if !is_shim || !has_id || fd.exited() {
+        return None;
+    }
+    Some(fd)
+}
+
+/// Release a container waiting before `exec`: one byte into its `start` FIFO. `ENXIO` (no
+/// reader) means it was released already or has ended.
+fn poke_start(run_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = run_dir.join(iso::START_FIFO);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+    {
+        Ok(mut f) => f.write_all(b"1"),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
