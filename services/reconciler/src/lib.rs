@@ -3,6 +3,8 @@
 use berth_bus::{serve, Router, ServiceContext};
 use berth_proto::Service;
 
+pub mod plan;
+
 /// Serve the reconciler's verbs until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let router = Router::new();
