@@ -338,13 +338,42 @@ impl Supervisor {
         name: &str,
         req: CreateRequest,
     ) -> Result<ContainerState> {
-        if req.image.is_empty() {
-            return Err(SupervisorError::invalid("image", "no image given"));
-        }
+        let mut req = req;
         if let Some(s) = &req.options.stop_signal {
             parse_signal(s).map_err(|e| SupervisorError::invalid("stop signal", e))?;
         }
-        let prepared = self.prepare(id, name, &req.image).await?;
+        let prepared = match &req.rootfs {
+            Some(dir) => {
+                let p = PathBuf::from(dir);
+                if !p.is_absolute() || !p.is_dir() {
+                    return Err(SupervisorError::invalid(
+                        "rootfs",
+                        format!("{dir:?} is not an absolute path to a directory"),
+                    ));
+                }
+                if req.image.is_empty() {
+                    req.image = dir.clone();
+                }
+                let cdir = self.dir(id);
+                let (upper, work) = (cdir.join("upper"), cdir.join("work"));
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d).map_err(|e| SupervisorError::io("create", d, e))?;
+                }
+                PrepareReply {
+                    rootfs: iso::RootfsMount {
+                        lowerdirs: vec![dir.clone()],
+                        upperdir: upper.display().to_string(),
+                        workdir: work.display().to_string(),
+                    },
+                    image_digest: String::new(),
+                    config: Default::default(),
+                }
+            }
+            None if req.image.is_empty() => {
+                return Err(SupervisorError::invalid("image", "no image given"))
+            }
+            None => self.prepare(id, name, &req.image).await?,
+        };
         let built = (|| {
             let hc = merge::healthcheck(
                 req.healthcheck.as_ref(),
@@ -361,7 +390,7 @@ impl Supervisor {
         let (hc, spec) = match built {
             Ok(x) => x,
             Err(e) => {
-                self.release_rootfs(id, name).await;
+                self.discard_rootfs(id, name, &req).await;
                 return Err(e);
             }
         };
@@ -404,7 +433,7 @@ impl Supervisor {
             backoff_step: 0,
         };
         if let Err(e) = rec.save(&self.dir(id)) {
-            self.release_rootfs(id, name).await;
+            self.discard_rootfs(id, name, &rec.request).await;
             return Err(SupervisorError::io("save the record in", &self.dir(id), e));
         }
         let c = self.insert(rec);
@@ -424,6 +453,14 @@ impl Supervisor {
             }
         }
         Ok(inner.rec.state.clone())
+    }
+
+    /// Undo a prepared root filesystem of a container that will not exist after all.
+    async fn discard_rootfs(&self, id: &str, name: &str, req: &CreateRequest) {
+        if req.rootfs.is_none() {
+            self.release_rootfs(id, name).await;
+        }
+        let _ = std::fs::remove_dir_all(self.dir(id));
     }
 
     async fn release_rootfs(&self, id: &str, name: &str) -> Option<SupervisorError> {
@@ -969,9 +1006,11 @@ impl Supervisor {
             }
         }
         let mut inner = c.inner.lock().await;
-        if let Some(e) = self.release_rootfs(&c.id, &c.name).await {
-            inner.removing = false;
-            return Err(e);
+        if inner.rec.request.rootfs.is_none() {
+            if let Some(e) = self.release_rootfs(&c.id, &c.name).await {
+                inner.removing = false;
+                return Err(e);
+            }
         }
         let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
         let dir = self.dir(&c.id);

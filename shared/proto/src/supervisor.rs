@@ -243,8 +243,15 @@ pub struct CreateRequest {
     /// Unique per node; a random Docker-style name when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// An image reference or manifest digest; pulled when not present on the node.
+    /// An image reference or manifest digest; pulled when not present on the node. Empty
+    /// when `rootfs` is given.
+    #[serde(default)]
     pub image: String,
+    /// A host directory to run instead of an image, as Podman's `--rootfs`: it is the
+    /// read-only lower layer of the container's overlay (never written to); the container
+    /// writes to its own upper dir. No image config applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
     #[serde(default)]
     pub options: ContainerOptions,
     #[serde(default)]

@@ -24,9 +24,13 @@ pub struct Args {
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
+    /// IMAGE is a directory holding a root filesystem to run instead of an image (it is
+    /// never written to), as Podman's --rootfs.
+    #[arg(long)]
+    rootfs: bool,
     #[command(flatten)]
     opts: CreateOpts,
-    /// The image to run.
+    /// The image to run (a directory with --rootfs).
     image: String,
     /// The command and its arguments (replaces the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -341,6 +345,7 @@ impl CreateOpts {
         Ok(CreateRequest {
             name: self.name.clone(),
             image: image.to_string(),
+            rootfs: None,
             options: ContainerOptions {
                 cmd: (!command.is_empty()).then_some(command),
                 entrypoint: self.entrypoint.as_ref().map(|e| {
@@ -394,6 +399,12 @@ impl CreateOpts {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut req = a.opts.request(&a.image, a.command)?;
+    if a.rootfs {
+        let dir =
+            std::fs::canonicalize(&a.image).with_context(|| format!("--rootfs {}", a.image))?;
+        req.rootfs = Some(dir.display().to_string());
+        req.image = String::new();
+    }
     if a.rm && req.restart != RestartPolicy::No {
         bail!("--rm and --restart {} cannot be combined", req.restart);
     }
