@@ -3,6 +3,7 @@
 use berth_bus::{serve, Router, ServiceContext};
 use berth_proto::Service;
 
+pub mod converge;
 pub mod plan;
 
 /// Serve the reconciler's verbs until `ctx.shutdown` is cancelled.

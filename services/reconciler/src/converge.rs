@@ -1,0 +1,255 @@
+//! Carrying out plans: one pass compares a project's desired containers with what the
+//! supervisor reports and performs the steps, concurrently where they are independent. Failing
+//! steps are retried with backoff (1 s doubling to 60 s), never spun on, and reported as
+//! `reconcile.failed`; reaching the desired state is announced once per revision as
+//! `reconcile.converged`.
+
+use crate::plan::{plan, Action, DesiredProject, Plan, LABEL_PROJECT};
+use berth_bus::{attrs, Bus, BusError, RequestOptions};
+use berth_proto::supervisor::{
+    self, ContainerState, ListReply, ListRequest, RemoveRequest, Target,
+};
+use berth_proto::{ErrorCode, Service};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+pub const EV_ENTITY: &str = "reconcile";
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const PARALLEL: usize = 8;
+
+struct Failure {
+    count: u32,
+    next_at: Instant,
+}
+
+/// What a pass found and did.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    pub plan: Plan,
+    pub done: usize,
+    pub failed: Vec<(String, String)>,
+    /// Steps not tried because they are backing off.
+    pub deferred: usize,
+}
+
+impl PassOutcome {
+    pub fn converged(&self) -> bool {
+        self.plan.is_converged()
+    }
+}
+
+pub struct Converger {
+    bus: Bus,
+    /// The node whose supervisor runs the containers.
+    node: String,
+    timeout: Duration,
+    failures: HashMap<(String, String), Failure>,
+    announced: HashMap<String, u64>,
+}
+
+impl Converger {
+    pub fn new(bus: Bus, node: String) -> Converger {
+        Converger {
+            bus,
+            node,
+            timeout: Duration::from_secs(120),
+            failures: HashMap::new(),
+            announced: HashMap::new(),
+        }
+    }
+
+    /// Every container of `project` on the node, in any status.
+    pub async fn actual(&self, project: &str) -> Result<Vec<ContainerState>, BusError> {
+        let req = ListRequest {
+            all: true,
+            labels: BTreeMap::from([(LABEL_PROJECT.to_string(), project.to_string())]),
+            ..Default::default()
+        };
+        let r: ListReply = self
+            .bus
+            .request(
+                &self.node,
+                Service::Supervisor,
+                supervisor::LIST,
+                &req,
+                &RequestOptions::timeout(Duration::from_secs(10)),
+            )
+            .await?;
+        Ok(r.containers)
+    }
+
+    /// One pass over one project.
+    pub async fn pass(&mut self, d: &DesiredProject) -> Result<PassOutcome, BusError> {
+        let actual = self.actual(&d.name).await?;
+        let plan = plan(d, &actual, true);
+        let mut out = PassOutcome {
+            plan: plan.clone(),
+            ..Default::default()
+        };
+        if plan.is_converged() {
+            if self.announced.get(&d.name) != Some(&d.revision) {
+                self.announced.insert(d.name.clone(), d.revision);
+                self.bus
+                    .emit(
+                        EV_ENTITY,
+                        "converged",
+                        &d.name,
+                        attrs! {"project" => d.name, "revision" => d.revision, "containers" => actual.len()},
+                    )
+                    .await;
+            }
+            return Ok(out);
+        }
+        self.announced.remove(&d.name);
+        let now = Instant::now();
+        let mut todo = Vec::new();
+        for a in plan.steps {
+            let key = (d.name.clone(), a.name().to_string());
+            if self.failures.get(&key).map(|f| f.next_at > now).unwrap_or(false) {
+                out.deferred += 1;
+                continue;
+            }
+            todo.push(a);
+        }
+        // Removals first (a replacement reuses the name), then the rest, PARALLEL at a time.
+        for chunk in todo.chunks(PARALLEL) {
+            let results = futures::future::join_all(chunk.iter().map(|a| self.execute(d, a))).await;
+            for (a, r) in chunk.iter().zip(results) {
+                let key = (d.name.clone(), a.name().to_string());
+                match r {
+                    Ok(()) => {
+                        out.done += 1;
+                        self.failures.remove(&key);
+                        self.bus
+                            .emit(
+                                EV_ENTITY,
+                                "step",
+                                &d.name,
+                                attrs! {"project" => d.name, "revision" => d.revision, "action" => a.kind(), "container" => a.name(), "step" => a.describe()},
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        let f = self.failures.entry(key).or_insert(Failure {
+                            count: 0,
+                            next_at: now,
+                        });
+                        f.count += 1;
+                        let delay = BACKOFF_BASE
+                            .saturating_mul(1 << (f.count - 1).min(10))
+                            .min(BACKOFF_MAX);
+                        f.next_at = Instant::now() + delay;
+                        tracing::warn!(project = %d.name, step = %a.describe(), error = %e, "step failed");
+                        self.bus
+                            .emit(
+                                EV_ENTITY,
+                                "failed",
+                                &d.name,
+                                attrs! {"project" => d.name, "revision" => d.revision, "action" => a.kind(), "container" => a.name(), "error" => e, "attempt" => f.count, "retry_in_ms" => delay.as_millis() as u64},
+                            )
+                            .await;
+                        out.failed.push((a.name().to_string(), e));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn execute(&self, d: &DesiredProject, a: &Action) -> Result<(), String> {
+        let service_of = |name: &str| d.services.iter().find(|s| s.name == name);
+        match a {
+            Action::Create { service, replica, .. } => {
+                let s = service_of(service).ok_or("service vanished from the plan")?;
+                self.create(s.request_for(&d.name, *replica)).await
+            }
+            Action::Replace {
+                service,
+                replica,
+                old_id,
+                ..
+            } => {
+                let s = service_of(service).ok_or("service vanished from the plan")?;
+                self.remove(old_id).await?;
+                self.create(s.request_for(&d.name, *replica)).await
+            }
+            Action::Remove { id, .. } => self.remove(id).await,
+            Action::Start { id, .. } => self
+                .call::<_, serde_json::Value>(supervisor::START, &Target { container: id.clone() })
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    async fn create(&self, req: supervisor::CreateRequest) -> Result<(), String> {
+        match self
+            .call::<_, serde_json::Value>(supervisor::CREATE, &req)
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Created meanwhile (a restarted reconciler, a concurrent pass): the next pass sees it.
+            Err(e) if e.starts_with("conflict:") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), String> {
+        match self
+            .call::<_, serde_json::Value>(
+                supervisor::REMOVE,
+                &RemoveRequest {
+                    container: id.to_string(),
+                    force: true,
+                },
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.starts_with("not_found:") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remove every container of a project (`down`, or a project whose desired state was
+    /// deleted). Returns how many were removed.
+    pub async fn remove_project(&mut self, project: &str) -> Result<usize, String> {
+        let actual = self.actual(project).await.map_err(|e| e.to_string())?;
+        let results = futures::future::join_all(actual.iter().map(|c| self.remove(&c.id))).await;
+        let mut n = 0;
+        for (c, r) in actual.iter().zip(results) {
+            r.map_err(|e| format!("removing {}: {e}", c.name))?;
+            n += 1;
+        }
+        self.announced.remove(project);
+        self.failures.retain(|(p, _), _| p != project);
+        Ok(n)
+    }
+
+    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        verb: &str,
+        body: &Req,
+    ) -> Result<Resp, String> {
+        self.bus
+            .request(
+                &self.node,
+                Service::Supervisor,
+                verb,
+                body,
+                &RequestOptions::mutating(self.timeout),
+            )
+            .await
+            .map_err(|e| match e {
+                BusError::Remote(r) => {
+                    let code = match r.code {
+                        ErrorCode::Conflict => "conflict",
+                        ErrorCode::NotFound => "not_found",
+                        other => other.as_str(),
+                    };
+                    format!("{code}: {}", r.message)
+                }
+                other => other.to_string(),
+            })
+    }
+}
