@@ -101,6 +101,16 @@ fn services_reconnect_after_the_local_nats_server_is_killed() {
 fn sigterm_drains_and_stops_the_nats_child() {
     let mut d = Berthd::start();
     let nats = d.nats_pid().unwrap();
+    // The server stays up while berthd runs (it must not die with an idle thread of berthd's:
+    // blocking-pool threads exit after 10 s).
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        d.nats_pid(),
+        Some(nats),
+        "the local nats-server was restarted:\n{}",
+        d.log()
+    );
+    assert!(!d.log().contains("nats-server is gone"), "{}", d.log());
     let st = d
         .terminate(Duration::from_secs(15))
         .expect("berthd exit status");

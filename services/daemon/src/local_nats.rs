@@ -7,9 +7,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalNatsError {
@@ -45,6 +45,7 @@ pub struct LocalNats {
     pub dir: PathBuf,
     bin: String,
     child: Arc<Mutex<Option<Child>>>,
+    stopping: AtomicBool,
 }
 
 impl LocalNats {
@@ -63,6 +64,7 @@ impl LocalNats {
             dir,
             bin: cfg.nats_server_bin.clone(),
             child: Arc::new(Mutex::new(None)),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -74,8 +76,9 @@ impl LocalNats {
         self.dir.join("nats.log")
     }
 
-    /// Start the server and wait until it accepts connections.
-    pub fn start(&self) -> Result<(), LocalNatsError> {
+    /// Start the server and wait until it accepts connections. Call it from the thread that
+    /// should be the server's parent (see [`LocalNats::run_supervised`]).
+    fn start(&self) -> Result<(), LocalNatsError> {
         self.stop_stale();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -170,52 +173,72 @@ impl LocalNats {
         }
     }
 
-    /// Watch the child and start it again when it dies, until `shutdown`.
-    pub fn keep_running(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Start the server and keep it running: a dedicated thread (the parent of the server, so
+    /// that PR_SET_PDEATHSIG fires only when berthd itself goes) starts it, waits for it, and
+    /// starts it again with backoff whenever it dies, until [`LocalNats::stop`]. Returns once
+    /// the first start has succeeded or failed.
+    pub fn run_supervised(self: &Arc<Self>) -> Result<std::thread::JoinHandle<()>, LocalNatsError> {
+        let (tx, rx) = std::sync::mpsc::channel();
         let me = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        let handle = std::thread::Builder::new()
+            .name("berth-nats".into())
+            .spawn(move || {
+                let first = me.start();
+                let ok = first.is_ok();
+                let _ = tx.send(first);
+                if !ok {
+                    return;
                 }
-                let exited = {
-                    let mut g = me.child.lock().unwrap();
-                    match g.as_mut().map(|c| c.try_wait()) {
-                        Some(Ok(Some(status))) => {
-                            g.take();
-                            Some(status.to_string())
-                        }
-                        None => Some("not running".to_string()),
-                        _ => None,
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if me.stopping.load(Ordering::SeqCst) {
+                        return;
                     }
-                };
-                if let Some(status) = exited {
-                    if shutdown.is_cancelled() {
+                    let exited = {
+                        let mut g = me.child.lock().unwrap();
+                        match g.as_mut().map(|c| c.try_wait()) {
+                            Some(Ok(Some(status))) => {
+                                g.take();
+                                Some(status.to_string())
+                            }
+                            None => Some("not running".to_string()),
+                            _ => None,
+                        }
+                    };
+                    let Some(status) = exited else { continue };
+                    if me.stopping.load(Ordering::SeqCst) {
                         return;
                     }
                     tracing::warn!(%status, "local nats-server is gone; starting it again");
-                    let m = me.clone();
-                    match tokio::task::spawn_blocking(move || m.start()).await {
-                        Ok(Ok(())) => backoff = Duration::from_millis(100),
-                        Ok(Err(e)) => {
+                    match me.start() {
+                        Ok(()) => backoff = Duration::from_millis(100),
+                        Err(e) => {
                             tracing::error!(%e, "restarting nats-server failed");
-                            tokio::time::sleep(backoff).await;
+                            std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
-                        Err(e) => tracing::error!(%e, "restart task failed"),
                     }
                 }
-            }
-        })
+            })
+            .map_err(|source| LocalNatsError::Spawn {
+                bin: "the berth-nats thread".into(),
+                source,
+            })?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(LocalNatsError::NotReady {
+                port: self.port,
+                within: Duration::ZERO,
+                log: self.log_path(),
+            }),
+        }
     }
 
     /// Stop the child: SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return;
         };

@@ -78,16 +78,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let local = if cfg.nats_url.is_none() {
         let local = Arc::new(LocalNats::prepare(&cfg)?);
         let l = local.clone();
-        tokio::task::spawn_blocking(move || l.start()).await??;
+        let keeper = tokio::task::spawn_blocking(move || l.run_supervised()).await??;
         cfg.nats_url = Some(local.url());
         cfg.nats_creds = Some(cfg.admin_creds_path());
-        Some(local)
+        Some((local, keeper))
     } else {
         None
     };
-    let watcher = local
-        .as_ref()
-        .map(|l| l.keep_running(shutdown.child_token()));
 
     let bus = host::connect_service(&cfg, "berthd").await?;
     // The stream and buckets; retried while a fresh server is still settling.
@@ -114,11 +111,12 @@ async fn run(a: Args) -> anyhow::Result<()> {
 
     // Drain: services have stopped taking work and finished their replies.
     let _ = bus.client().flush().await;
-    if let Some(w) = watcher {
-        let _ = w.await;
-    }
-    if let Some(local) = local {
-        tokio::task::spawn_blocking(move || local.stop(Duration::from_secs(5))).await?;
+    if let Some((local, keeper)) = local {
+        tokio::task::spawn_blocking(move || {
+            local.stop(Duration::from_secs(5));
+            let _ = keeper.join();
+        })
+        .await?;
     }
     let _ = std::fs::remove_file(&pid_file);
     tracing::info!("berthd stopped; containers are left running");
