@@ -30,6 +30,8 @@ const PREPARE_TIMEOUT: Duration = Duration::from_secs(600);
 const PULL_TIMEOUT: Duration = Duration::from_secs(1800);
 const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Prefix of a removed container's directory while it is deleted in the background.
+const TRASH_PREFIX: &str = ".removed-";
 /// How long a SIGKILLed container may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
@@ -224,7 +226,7 @@ impl Supervisor {
         let dir = self.dir(&c.id);
         inner
             .rec
-            .save(&dir)
+            .save(&dir, false)
             .map_err(|e| SupervisorError::io("save the record in", &dir, e))?;
         *c.view.lock().unwrap() = inner.rec.clone();
         self.publish_state(&inner.rec.state).await;
@@ -432,7 +434,7 @@ impl Supervisor {
             exit_reported: true,
             backoff_step: 0,
         };
-        if let Err(e) = rec.save(&self.dir(id)) {
+        if let Err(e) = rec.save(&self.dir(id), true) {
             self.discard_rootfs(id, name, &rec.request).await;
             return Err(SupervisorError::io("save the record in", &self.dir(id), e));
         }
@@ -737,7 +739,7 @@ impl Supervisor {
         }
         inner.rec.exit_reported = true;
         let dir = self.dir(&c.id);
-        if let Err(e) = inner.rec.save(&dir) {
+        if let Err(e) = inner.rec.save(&dir, false) {
             tracing::warn!(%e, dir = %dir.display(), "record not saved");
         }
     }
@@ -1013,9 +1015,23 @@ impl Supervisor {
             }
         }
         let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        // Out of the way at once (one rename), deleted in the background.
         let dir = self.dir(&c.id);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
+        let trash = self
+            .ctx
+            .config
+            .containers_dir()
+            .join(format!("{TRASH_PREFIX}{}", c.id));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => {
+                self.tasks.spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&trash) {
+                        tracing::warn!(%e, dir = %trash.display(), "removal of container files failed");
+                    }
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
                 inner.removing = false;
                 return Err(SupervisorError::io("remove", &dir, e));
             }
@@ -1131,6 +1147,11 @@ impl Supervisor {
         let mut known = std::collections::HashSet::new();
         for ent in entries.flatten() {
             let dir = ent.path();
+            if ent.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
+                // A removal the supervisor did not finish.
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
             if !crate::record::path(&dir).exists() {
                 continue;
             }

@@ -39,12 +39,18 @@ pub fn path(container_dir: &Path) -> PathBuf {
 }
 
 impl Record {
-    pub fn save(&self, container_dir: &Path) -> std::io::Result<()> {
+    /// Replace the record atomically (temporary file, rename). `durable` also syncs it to
+    /// disk first: needed when the container comes into existence; later transitions only
+    /// have to survive the supervisor's own death (the page cache outlives it), and after a
+    /// power loss no container runs anyway.
+    pub fn save(&self, container_dir: &Path, durable: bool) -> std::io::Result<()> {
         std::fs::create_dir_all(container_dir)?;
         let tmp = container_dir.join(format!(".{RECORD_FILE}.tmp"));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(self).expect("records serialize"))?;
-        f.sync_data()?;
+        if durable {
+            f.sync_data()?;
+        }
         std::fs::rename(&tmp, path(container_dir))
     }
 
