@@ -997,12 +997,58 @@ async fn cli_run_rm_returns_the_exit_code_and_cleans_up() {
         assert!(Instant::now() < deadline, "{out:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `logs -f` prints new lines as they come and returns when the container stops.
+    let ticker = n
+        .run(
+            "ticker",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        )
+        .await;
+    let mut follower = cli(&["logs", "-f", "--tail", "1", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let _: ContainerState = n
+        .call(
+            STOP,
+            &StopRequest {
+                container: ticker.id.clone(),
+                timeout_ms: Some(5000),
+            },
+        )
+        .await
+        .unwrap();
+    let status = tokio::task::block_in_place(|| follower.wait().unwrap());
+    assert!(status.success(), "{status:?}");
+    let lines = lines.await.unwrap();
+    assert!(lines.len() >= 5, "{lines:?}");
+    let nums: Vec<u64> = lines
+        .iter()
+        .map(|l| l.trim_start_matches("tick").parse().unwrap())
+        .collect();
+    for w in nums.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{lines:?}");
+    }
     let out = tokio::task::block_in_place(|| cli(&["rm", "bg"]).output().unwrap());
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("running"),
         "{out:?}"
     );
-    let out = tokio::task::block_in_place(|| cli(&["rm", "-f", "bg"]).output().unwrap());
+    let out = tokio::task::block_in_place(|| cli(&["rm", "-f", "bg", "ticker"]).output().unwrap());
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bg\nticker\n");
 }

@@ -802,9 +802,11 @@ impl Supervisor {
 
     // ----- stop, kill, restart, pause ---------------------------------------------------------
 
+    /// Signal the init. Without a pidfd the init had ended already when the supervisor
+    /// looked (its exit is on the way): nothing to signal.
     fn signal(&self, inner: &Inner, sig: Signal) -> Result<()> {
         let Some(init) = &inner.init else {
-            return Err(state_err(&inner.rec, "has no process to signal"));
+            return Ok(());
         };
         init.signal(sig)
             .map_err(|e| sys_err(&inner.rec, &format!("sending {sig}"), e))
