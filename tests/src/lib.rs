@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod images;
 pub mod nats;
 pub mod registry;
+pub mod rootfs;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

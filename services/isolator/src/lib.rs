@@ -1,11 +1,288 @@
-//! The isolator service of berth. See docs/architecture.md.
+//! The isolator service of berth: `create` turns a prepared rootfs and a `ContainerSpec` into
+//! a container held before `exec` by its own `berth-shim`; `exec` runs a process in a
+//! running container; `volumes` and `volume-remove` manage named volumes. See
+//! docs/isolator.md.
 
-use berth_bus::{serve, Router, ServiceContext};
-use berth_proto::Service;
+pub mod bundle;
+pub mod error;
+pub mod shim;
+pub mod validate;
+pub mod volumes;
+
+use berth_bus::{attrs, serve, NodeConfig, Router, ServiceContext};
+use berth_proto::isolator::*;
+use berth_proto::{BerthError, Service};
+use error::{io, IsolatorError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long `create` waits for the shim's report.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve the isolator's verbs until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let router = Router::new();
+    let c1 = ctx.clone();
+    let c2 = ctx.config.clone();
+    let c3 = ctx.config.clone();
+    let c4 = ctx.config.clone();
+    let router = Router::new()
+        .route(CREATE, move |req: CreateRequest| {
+            let ctx = c1.clone();
+            async move {
+                let name = req.spec.name.clone();
+                let image = req.spec.image.clone();
+                let cfg = ctx.config.clone();
+                let reply = tokio::task::spawn_blocking(move || create(&cfg, &req))
+                    .await
+                    .map_err(|e| BerthError::internal(format!("create task: {e}")))?
+                    .map_err(BerthError::from)?;
+                ctx.bus
+                    .emit(
+                        "container",
+                        "created",
+                        &name,
+                        attrs! {
+                            "id" => reply.id.clone(),
+                            "image" => image,
+                            "shim_pid" => reply.shim_pid,
+                            "init_pid" => reply.init_pid,
+                        },
+                    )
+                    .await;
+                Ok::<_, BerthError>(reply)
+            }
+        })
+        .route(EXEC, move |req: ExecRequest| {
+            let cfg = c2.clone();
+            async move {
+                tokio::task::spawn_blocking(move || exec(&cfg, &req))
+                    .await
+                    .map_err(|e| BerthError::internal(format!("exec task: {e}")))?
+                    .map_err(BerthError::from)
+            }
+        })
+        .route(VOLUMES, move |_: VolumesRequest| {
+            let cfg = c3.clone();
+            async move {
+                tokio::task::spawn_blocking(move || volumes::list(&cfg))
+                    .await
+                    .map_err(|e| BerthError::internal(e.to_string()))?
+                    .map_err(BerthError::from)
+            }
+        })
+        .route(VOLUME_REMOVE, move |req: VolumeRemoveRequest| {
+            let cfg = c4.clone();
+            async move {
+                tokio::task::spawn_blocking(move || volumes::remove(&cfg, &req))
+                    .await
+                    .map_err(|e| BerthError::internal(e.to_string()))?
+                    .map_err(BerthError::from)
+            }
+        });
     serve(&ctx, Service::Isolator, router).await?;
     Ok(())
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+fn read_pid(p: &Path) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whether the container's shim is still there (its run dir has a live `shim.pid` and no
+/// `exit.json`).
+pub fn is_live(run_dir: &Path) -> bool {
+    !run_dir.join(EXIT_FILE).exists() && read_pid(&run_dir.join(SHIM_PID_FILE)).is_some_and(alive)
+}
+
+/// What a create has made so far; undone on drop unless disarmed.
+#[derive(Default)]
+struct Undo {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    cgroup_id: Option<String>,
+    armed: bool,
+}
+
+impl Undo {
+    fn mkdir(&mut self, d: &Path) -> Result<(), IsolatorError> {
+        if d.is_dir() {
+            return Ok(());
+        }
+        if let Some(p) = d.parent() {
+            if !p.is_dir() {
+                self.mkdir(p)?;
+            }
+        }
+        std::fs::create_dir(d).map_err(io("mkdir", d))?;
+        self.dirs.push(d.to_path_buf());
+        Ok(())
+    }
+
+    fn write(&mut self, p: &Path, data: &[u8]) -> Result<(), IsolatorError> {
+        std::fs::write(p, data).map_err(io("write", p))?;
+        self.files.push(p.to_path_buf());
+        Ok(())
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(id) = &self.cgroup_id {
+            if let Ok(cg) =
+                berth_cgroups::Layout::detect().and_then(|l| berth_cgroups::Cgroup::at(&l, id))
+            {
+                let _ = cg.remove(Duration::from_secs(5));
+            }
+        }
+        for f in self.files.iter().rev() {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// Create a container (blocking): validate, write the bundle, start the shim, wait for its
+/// report. On any failure nothing created here stays.
+pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, IsolatorError> {
+    let spec = &req.spec;
+    validate::spec(spec)?;
+    validate::rootfs(&req.rootfs)?;
+    let id = &spec.id;
+    let bundle = cfg.container_dir(id);
+    let run_dir = cfg.container_run_dir(id);
+    if run_dir.exists() {
+        if is_live(&run_dir) {
+            return Err(IsolatorError::Conflict(id.clone()));
+        }
+        // A previous run of this container ended: its run files are stale.
+        std::fs::remove_dir_all(&run_dir).map_err(io("remove stale run dir", &run_dir))?;
+    }
+    if let NetworkMode::Container(other) = &spec.network {
+        if !is_live(&cfg.container_run_dir(other)) {
+            return Err(IsolatorError::invalid(
+                "network",
+                format!("container {other} is not running"),
+            ));
+        }
+    }
+    let mut undo = Undo::default();
+    undo.armed = true;
+    undo.mkdir(&bundle)?;
+    undo.mkdir(&run_dir)?;
+    let hostname = berth_shim::process::hostname(spec);
+    let volumes_dir = cfg.volumes_dir();
+    for m in &spec.mounts {
+        if m.kind == MountKind::Volume {
+            let d = berth_shim::rootfs::volume_dir(&volumes_dir, &m.source);
+            if !d.exists() {
+                undo.mkdir(&d)?;
+            }
+        }
+    }
+    undo.write(&bundle.join(SPEC_FILE), &json(spec))?;
+    undo.write(&bundle.join(ROOTFS_FILE), &json(&req.rootfs))?;
+    undo.write(
+        &bundle.join(HOSTNAME_FILE),
+        format!("{hostname}\n").as_bytes(),
+    )?;
+    undo.write(
+        &bundle.join(HOSTS_FILE),
+        bundle::hosts(spec, &hostname).as_bytes(),
+    )?;
+    undo.write(
+        &bundle.join(RESOLV_FILE),
+        bundle::resolv_conf(spec).as_bytes(),
+    )?;
+    let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
+    let cfg_path = bundle.join(CONFIG_FILE);
+    oci.save(&cfg_path)
+        .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))?;
+    undo.files.push(cfg_path);
+    undo.mkdir(&bundle.join(ROOTFS_DIR))?;
+    let fifo = run_dir.join(START_FIFO);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| io("mkfifo", &fifo)(e.into()))?;
+    undo.files.push(fifo);
+    // Run files the shim writes; removed with the run dir on failure.
+    for f in [SHIM_PID_FILE, INIT_PID_FILE] {
+        undo.files.push(run_dir.join(f));
+    }
+    undo.files.push(bundle.join(SHIM_LOG_FILE));
+    undo.files.push(bundle.join(LOG_FILE));
+    undo.cgroup_id = Some(id.clone());
+
+    let launched = shim::launch(&shim::Launch {
+        id,
+        bundle: &bundle,
+        run_dir: &run_dir,
+        volumes: &volumes_dir,
+        log: &bundle.join(SHIM_LOG_FILE),
+        timeout: CREATE_TIMEOUT,
+    });
+    let (shim_pid, init_pid) = match launched {
+        Ok(p) => p,
+        Err(e) => {
+            if let IsolatorError::Timeout(_) = e {
+                if let Some(pid) = read_pid(&run_dir.join(SHIM_PID_FILE)) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            return Err(e);
+        }
+    };
+    undo.armed = false;
+    tracing::info!(id, shim_pid, init_pid, "container created");
+    Ok(CreateReply {
+        id: id.clone(),
+        shim_pid,
+        init_pid,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("plain data serializes")
+}
+
+/// Run a process in a running container and collect its output (blocking).
+pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorError> {
+    validate::id(&req.id)?;
+    if req.args.is_empty() {
+        return Err(IsolatorError::invalid("args", "no command given"));
+    }
+    let bundle = cfg.container_dir(&req.id);
+    let run_dir = cfg.container_run_dir(&req.id);
+    if !bundle.join(SPEC_FILE).exists() {
+        return Err(IsolatorError::NotFound(format!("no container {}", req.id)));
+    }
+    if !is_live(&run_dir) {
+        return Err(IsolatorError::Precondition(format!(
+            "container {} is not running",
+            req.id
+        )));
+    }
+    let body = serde_json::to_string(req).expect("plain data serializes");
+    let out = shim::exec(&req.id, &bundle, &run_dir, &body)?;
+    if let Some(e) = out.error {
+        return Err(IsolatorError::Precondition(format!(
+            "exec in {}: {e}",
+            req.id
+        )));
+    }
+    Ok(ExecReply {
+        exit_code: out.code,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }

@@ -36,31 +36,58 @@ fn rel(path: &str) -> &str {
     }
 }
 
+/// How many symlinks `ensure_in` follows while creating, as the kernel's own limit.
+const MAX_LINKS: u32 = 40;
+
 /// Resolve `path` below `root`, creating it (and missing parents) as `kind` when missing.
+/// A dangling symlink on the way is followed inside `root` (its target is created there), as
+/// the kernel would resolve it from inside the container.
 pub fn ensure_in(root: &impl AsFd, path: &str, kind: Kind) -> Result<OwnedFd, ShimError> {
+    ensure(root, path, kind, 0)
+}
+
+fn ensure(root: &impl AsFd, path: &str, kind: Kind, links: u32) -> Result<OwnedFd, ShimError> {
     match open_in(root, path) {
         Ok(fd) => return Ok(fd),
         Err(Errno::ENOENT) => {}
         Err(Errno::ELOOP) | Err(Errno::EXDEV) => {
             return Err(ShimError::invalid(
                 format!("resolve {path}"),
-                "it resolves through a magic link (/proc/self/fd or the like), refused",
+                "it resolves through a magic link (/proc/self/fd or the like) or a symlink loop, refused",
             ))
         }
         Err(e) => return Err(e).step(|| format!("resolve {path}")),
+    }
+    if links > MAX_LINKS {
+        return Err(ShimError::invalid(
+            format!("resolve {path}"),
+            "too many levels of symbolic links",
+        ));
     }
     let p = path.trim_end_matches('/');
     let (parent, name) = match p.rsplit_once('/') {
         Some((a, b)) => (if a.is_empty() { "/" } else { a }, b),
         None => ("/", p),
     };
-    if name.is_empty() || name == "." || name == ".." {
+    if name.is_empty() {
         return Err(ShimError::invalid(
             format!("resolve {path}"),
             "not a path to create",
         ));
     }
-    let pfd = ensure_in(root, parent, Kind::Dir)?;
+    let pfd = ensure(root, parent, Kind::Dir, links)?;
+    if name == "." || name == ".." {
+        return open_in(root, path).step(|| format!("resolve {path}"));
+    }
+    if let Ok(target) = nix::fcntl::readlinkat(pfd.as_fd(), name) {
+        let target = target.to_string_lossy().into_owned();
+        let next = if target.starts_with('/') {
+            target
+        } else {
+            format!("{parent}/{target}")
+        };
+        return ensure(root, &next, kind, links + 1);
+    }
     // The parent is an O_PATH fd; *at calls accept it as a directory.
     let r = match kind {
         Kind::Dir => mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755)),

@@ -18,7 +18,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2, getpid, pipe2, read, sethostname, write, Pid};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,8 @@ struct InitCtx<'a> {
     go_r: &'a OwnedFd,
     ready_w: &'a OwnedFd,
     join_net: Option<&'a OwnedFd>,
+    /// The shim's ends of the pipes and its report fd: closed in the init at once.
+    parent_fds: [RawFd; 5],
 }
 
 /// Run the shim. Returns the shim's exit code.
@@ -197,6 +199,13 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
         go_r: &go_r,
         ready_w: &ready_w,
         join_net: join_net.as_ref(),
+        parent_fds: [
+            out_r.as_raw_fd(),
+            err_r.as_raw_fd(),
+            go_w.as_raw_fd(),
+            ready_r.as_raw_fd(),
+            REPORT_FD,
+        ],
     };
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the shim is single-threaded; the child gets a copy of the address space (no
@@ -283,6 +292,12 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         // SAFETY: restoring the default disposition.
         let _ = unsafe { signal(s, SigHandler::SigDfl) };
     }
+    for fd in ctx.parent_fds {
+        // SAFETY: these fds belong to the shim; this copy of the fd table no longer needs them.
+        unsafe { libc::close(fd) };
+    }
+    // Until it reports ready, the init dies with the shim.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
     process::non_dumpable()?;
     let mut one = [0u8; 1];
     match read(ctx.go_r.as_fd(), &mut one) {
@@ -348,6 +363,7 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
     )?;
     process::cloexec_from_3()?;
     process::finish(&prepared)?;
+    nix::sys::prctl::set_pdeathsig(None).step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
     write(ctx.ready_w, b"R").step(|| "report ready".into())?;
 
     // Blocked here until the supervisor writes a byte into the FIFO.

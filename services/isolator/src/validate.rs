@@ -1,0 +1,274 @@
+//! Checks of a create request before anything is written: each error names the field.
+
+use crate::error::IsolatorError;
+use berth_proto::isolator::{ContainerSpec, MountKind, NetworkMode, RootfsMount};
+use std::path::Path;
+
+/// Docker's smallest memory limit.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+fn bad(field: impl Into<String>, msg: impl Into<String>) -> IsolatorError {
+    IsolatorError::invalid(field, msg)
+}
+
+pub fn id(id: &str) -> Result<(), IsolatorError> {
+    if id.len() != 64 || !id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad(
+            "id",
+            format!("{id:?} is not 64 lowercase hex characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A volume name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 characters.
+pub fn volume_name(name: &str) -> Result<(), IsolatorError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if !ok {
+        return Err(bad(
+            "volume",
+            format!("{name:?} is not a valid volume name ([A-Za-z0-9][A-Za-z0-9_.-]*)"),
+        ));
+    }
+    Ok(())
+}
+
+fn container_path(field: &str, p: &str) -> Result<(), IsolatorError> {
+    if !p.starts_with('/') {
+        return Err(bad(field, format!("{p:?} is not an absolute path")));
+    }
+    if p.contains('\0') {
+        return Err(bad(field, format!("{p:?} contains a NUL byte")));
+    }
+    if p.split('/').any(|c| c == "..") {
+        return Err(bad(field, format!("{p:?} contains '..'")));
+    }
+    Ok(())
+}
+
+fn overlay_dir(field: &str, p: &str) -> Result<(), IsolatorError> {
+    if !p.starts_with('/') {
+        return Err(bad(field, format!("{p:?} is not an absolute path")));
+    }
+    if p.contains([',', ':', '\0', '\\']) {
+        return Err(bad(
+            field,
+            format!("{p:?} contains ',', ':' or '\\', which overlayfs options cannot carry"),
+        ));
+    }
+    if !Path::new(p).is_dir() {
+        return Err(bad(
+            field,
+            format!("{p} does not exist or is not a directory"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn rootfs(r: &RootfsMount) -> Result<(), IsolatorError> {
+    if r.lowerdirs.is_empty() {
+        return Err(bad("rootfs.lowerdirs", "no lower directory given"));
+    }
+    for (i, l) in r.lowerdirs.iter().enumerate() {
+        overlay_dir(&format!("rootfs.lowerdirs[{i}]"), l)?;
+    }
+    overlay_dir("rootfs.upperdir", &r.upperdir)?;
+    overlay_dir("rootfs.workdir", &r.workdir)?;
+    let len = r.lowerdirs.iter().map(|l| l.len() + 1).sum::<usize>()
+        + r.upperdir.len()
+        + r.workdir.len()
+        + 40;
+    if len > 4000 {
+        return Err(bad(
+            "rootfs.lowerdirs",
+            format!("the overlay options would be {len} bytes; the kernel takes at most a page"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
+    id(&s.id)?;
+    if s.args.is_empty() {
+        return Err(bad(
+            "args",
+            "no command: the image has no entrypoint or cmd and none was given",
+        ));
+    }
+    if let Some(a) = s.args.iter().find(|a| a.contains('\0')) {
+        return Err(bad("args", format!("{a:?} contains a NUL byte")));
+    }
+    for e in &s.env {
+        if !e.contains('=') || e.starts_with('=') || e.contains('\0') {
+            return Err(bad("env", format!("{e:?} is not KEY=value")));
+        }
+    }
+    if let Some(w) = &s.working_dir {
+        if !w.is_empty() {
+            container_path("working_dir", w)?;
+        }
+    }
+    if let Some(h) = &s.hostname {
+        let ok = h.len() <= 64
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+        if !ok {
+            return Err(bad("hostname", format!("{h:?} is not a valid host name")));
+        }
+    }
+    if let Some(u) = &s.user {
+        if u.contains(['\0', '\n']) || u.split(':').count() > 2 {
+            return Err(bad(
+                "user",
+                format!("{u:?} is not uid, uid:gid, name or name:group"),
+            ));
+        }
+    }
+    for (i, m) in s.mounts.iter().enumerate() {
+        let f = format!("mounts[{i}]");
+        container_path(&format!("{f}.target"), &m.target)?;
+        if m.target.trim_end_matches('/').is_empty() {
+            return Err(bad(format!("{f}.target"), "cannot mount over /"));
+        }
+        match m.kind {
+            MountKind::Bind => {
+                if !m.source.starts_with('/') {
+                    return Err(bad(
+                        format!("{f}.source"),
+                        format!("{:?} is not an absolute host path", m.source),
+                    ));
+                }
+                if !Path::new(&m.source).exists() {
+                    return Err(bad(
+                        format!("{f}.source"),
+                        format!("bind source {} does not exist", m.source),
+                    ));
+                }
+            }
+            MountKind::Volume => volume_name(&m.source)?,
+            MountKind::Tmpfs => {
+                if m.size_bytes == Some(0) {
+                    return Err(bad(format!("{f}.size_bytes"), "must be above 0"));
+                }
+            }
+        }
+    }
+    let r = &s.resources;
+    if let Some(m) = r.memory_bytes {
+        if m < MIN_MEMORY {
+            return Err(bad(
+                "resources.memory_bytes",
+                format!("{m} is below the minimum of 6 MiB"),
+            ));
+        }
+    }
+    if let Some(c) = r.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(bad("resources.cpus", format!("{c} must be above 0")));
+        }
+    }
+    if let Some(sh) = r.cpu_shares {
+        if !(2..=262_144).contains(&sh) {
+            return Err(bad(
+                "resources.cpu_shares",
+                format!("{sh} is outside 2..262144"),
+            ));
+        }
+    }
+    if r.pids_limit == Some(0) {
+        return Err(bad(
+            "resources.pids_limit",
+            "0 would forbid the init itself; use -1 for unlimited",
+        ));
+    }
+    for u in &r.ulimits {
+        if berth_shim::process::rlimit_resource(&u.name).is_none() {
+            return Err(bad(
+                "resources.ulimits",
+                format!("unknown ulimit {:?}", u.name),
+            ));
+        }
+        if u.soft > u.hard {
+            return Err(bad(
+                "resources.ulimits",
+                format!("{}: soft {} is above hard {}", u.name, u.soft, u.hard),
+            ));
+        }
+    }
+    berth_shim::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
+    if let NetworkMode::Bridge(b) = &s.network {
+        return Err(IsolatorError::Unsupported(format!(
+            "network mode bridge ({b})"
+        )));
+    }
+    if s.userns_remap.is_some() {
+        return Err(IsolatorError::Unsupported(
+            "userns_remap (user namespaces)".into(),
+        ));
+    }
+    if s.tty {
+        return Err(IsolatorError::Unsupported("tty".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::isolator::MountSpec;
+
+    fn good() -> ContainerSpec {
+        ContainerSpec {
+            id: "a".repeat(64),
+            name: "c".into(),
+            args: vec!["/bin/sh".into()],
+            seccomp: true,
+            no_new_privileges: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        assert!(spec(&good()).is_ok());
+        let mut s = good();
+        s.id = "xyz".into();
+        assert!(spec(&s).unwrap_err().to_string().starts_with("id:"));
+        let mut s = good();
+        s.mounts.push(MountSpec {
+            kind: berth_proto::isolator::MountKind::Bind,
+            source: "/nonexistent/berth-src".into(),
+            target: "/data".into(),
+            read_only: false,
+            size_bytes: None,
+        });
+        let e = spec(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("mounts[0].source") && e.contains("does not exist"),
+            "{e}"
+        );
+        let mut s = good();
+        s.mounts.push(MountSpec {
+            kind: berth_proto::isolator::MountKind::Tmpfs,
+            source: String::new(),
+            target: "/a/../etc".into(),
+            read_only: false,
+            size_bytes: None,
+        });
+        assert!(spec(&s).unwrap_err().to_string().contains("'..'"));
+        let mut s = good();
+        s.cap_add = vec!["CAP_NOPE".into()];
+        assert!(spec(&s).unwrap_err().to_string().contains("CAP_NOPE"));
+        let mut s = good();
+        s.resources.memory_bytes = Some(1024);
+        assert!(spec(&s).unwrap_err().to_string().contains("memory_bytes"));
+        assert!(volume_name("data_1.x").is_ok());
+        assert!(volume_name("../x").is_err());
+        assert!(volume_name("").is_err());
+    }
+}

@@ -1,0 +1,765 @@
+//! The isolator and its shim on the real kernel (as root): namespaces, mounts, cgroups,
+//! capabilities, seccomp, users, volumes, exec, and containers outliving the isolator.
+//! Needs `berth-shim` and `berth-isolator` built (`cargo build --workspace --bins`).
+//!
+//! Every test cleans up what it made (processes through the container's cgroup, the cgroup,
+//! the temporary directories) in a Drop guard, pass or fail.
+
+use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
+use berth_cgroups::{Cgroup, Layout};
+use berth_proto::isolator::*;
+use berth_proto::{ErrorCode, Service};
+use berth_tests::nats::NatsServer;
+use berth_tests::rootfs::Rootfs;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+fn opts() -> RequestOptions {
+    RequestOptions::timeout(Duration::from_secs(40))
+}
+
+struct Harness {
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+    ctx: ServiceContext,
+    bus: Bus,
+    rootfs: Rootfs,
+    service: Option<tokio::task::JoinHandle<()>>,
+    /// Standalone `berth-isolator` process, when the test runs one.
+    standalone: Option<std::process::Child>,
+    ids: Mutex<Vec<String>>,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let nats = NatsServer::start();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-iso-")
+            .tempdir()
+            .unwrap();
+        let ctx = nats.context("n1", dir.path()).await;
+        let bus = nats.bus("n1").await;
+        let mut h = Harness {
+            nats,
+            dir,
+            ctx,
+            bus,
+            rootfs: Rootfs::new(),
+            service: None,
+            standalone: None,
+            ids: Mutex::new(Vec::new()),
+        };
+        h.start_service().await;
+        h
+    }
+
+    async fn start_service(&mut self) {
+        let ctx = self.ctx.clone();
+        self.service = Some(tokio::spawn(async move {
+            berth_isolator::run(ctx).await.expect("isolator");
+        }));
+        self.wait_for_service().await;
+    }
+
+    async fn wait_for_service(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r: Result<serde_json::Value, BusError> = self
+                .bus
+                .call(
+                    Service::Isolator,
+                    "info",
+                    &serde_json::json!({}),
+                    &RequestOptions::timeout(Duration::from_millis(500)),
+                )
+                .await;
+            if r.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "isolator did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop the in-process service (as a restart would).
+    async fn stop_service(&mut self) {
+        self.ctx.shutdown.cancel();
+        if let Some(t) = self.service.take() {
+            let _ = t.await;
+        }
+    }
+
+    fn config(&self) -> &berth_bus::NodeConfig {
+        &self.ctx.config
+    }
+
+    fn spec(&self, script: &str) -> ContainerSpec {
+        let id = berth_bus::random_hex(64);
+        self.ids.lock().unwrap().push(id.clone());
+        ContainerSpec {
+            name: berth_tests::unique("c"),
+            id,
+            image: "busybox-test".into(),
+            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: vec!["PATH=/bin".into()],
+            seccomp: true,
+            no_new_privileges: true,
+            ..Default::default()
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<CreateReply, BusError> {
+        let req = CreateRequest {
+            spec: spec.clone(),
+            rootfs: self.rootfs.container(&spec.id),
+        };
+        self.bus
+            .call(Service::Isolator, CREATE, &req, &opts())
+            .await
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.config().container_run_dir(id)
+    }
+
+    /// Release the init blocked on the start FIFO, as the supervisor does.
+    fn start(&self, id: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc_nonblock())
+            .open(self.run_dir(id).join(START_FIFO))
+            .expect("open start FIFO");
+        f.write_all(b"1").expect("write start FIFO");
+    }
+
+    async fn wait_exit(&self, id: &str, within: Duration) -> ExitStatus {
+        let p = self.run_dir(id).join(EXIT_FILE);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(b) = std::fs::read(&p) {
+                return serde_json::from_slice(&b).expect("exit.json parses");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit.json for {id} after {within:?}; shim log: {}",
+                std::fs::read_to_string(self.config().container_dir(id).join(SHIM_LOG_FILE))
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self, id: &str) -> Vec<LogLine> {
+        let p = self.config().container_dir(id).join(LOG_FILE);
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line parses"))
+            .collect()
+    }
+
+    fn stdout(&self, id: &str) -> String {
+        self.log(id)
+            .into_iter()
+            .filter(|l| l.s == "stdout")
+            .map(|l| l.log)
+            .collect()
+    }
+
+    async fn run(&self, spec: &ContainerSpec) -> (ExitStatus, String) {
+        self.create(spec).await.expect("create");
+        self.start(&spec.id);
+        let st = self.wait_exit(&spec.id, Duration::from_secs(30)).await;
+        (st, self.stdout(&spec.id))
+    }
+
+    fn cgroup(&self, id: &str) -> Cgroup {
+        Cgroup::at(&Layout::detect().unwrap(), id).unwrap()
+    }
+
+    async fn exec(&self, id: &str, args: &[&str]) -> Result<ExecReply, BusError> {
+        let req = ExecRequest {
+            id: id.to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            user: None,
+            working_dir: None,
+        };
+        self.bus.call(Service::Isolator, EXEC, &req, &opts()).await
+    }
+}
+
+fn libc_nonblock() -> i32 {
+    nix::fcntl::OFlag::O_NONBLOCK.bits()
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for id in self.ids.lock().unwrap().iter() {
+            let Ok(cg) = Cgroup::at(&Layout::detect().unwrap(), id) else {
+                continue;
+            };
+            let _ = cg.kill();
+            // The shim writes exit.json and removes the cgroup once its init is gone.
+            let shim = std::fs::read_to_string(self.run_dir(id).join(SHIM_PID_FILE))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while let Some(pid) = shim {
+                if !berth_isolator::alive(pid) || Instant::now() > deadline {
+                    break;
+                }
+                let _ = cg.kill();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Some(pid) = shim {
+                if berth_isolator::alive(pid) && is_our_shim(pid, id) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            let _ = cg.remove(Duration::from_secs(5));
+        }
+        if let Some(mut c) = self.standalone.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.ctx.shutdown.cancel();
+        let _ = &self.nats;
+        let _ = &self.dir;
+    }
+}
+
+fn is_our_shim(pid: i32, id: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let s = String::from_utf8_lossy(&c);
+            s.contains("berth-shim") && s.contains(id)
+        })
+        .unwrap_or(false)
+}
+
+/// Sections of a script's output, split on lines `== name`.
+fn sections(out: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut cur = String::new();
+    for line in out.lines() {
+        if let Some(n) = line.strip_prefix("== ") {
+            cur = n.trim().to_string();
+            m.insert(cur.clone(), String::new());
+        } else if let Some(s) = m.get_mut(&cur) {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    m
+}
+
+macro_rules! need_root {
+    () => {
+        if !berth_tests::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+const PROBE: &str = r#"
+echo "== ps"; ps -o pid,comm
+echo "== hostname"; hostname; cat /etc/hostname
+echo "== mounts"; cat /proc/mounts
+echo "== procsys"; (echo 1 > /proc/sys/kernel/shmmax) 2>/dev/null && echo WROTE || echo REFUSED
+echo "== mount"; mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED || echo REFUSED
+echo "== unshare"; unshare -m true 2>/dev/null && echo UNSHARED || echo REFUSED
+echo "== caps"; grep CapEff /proc/self/status
+echo "== nnp"; grep NoNewPrivs /proc/self/status
+echo "== seccomp"; grep '^Seccomp:' /proc/self/status
+echo "== masked"; wc -c < /proc/timer_list
+echo "== net"; ls /sys/class/net
+echo "== dev"; ls /dev
+echo "== exe"; (echo x >> /proc/1/exe) 2>/dev/null && echo WROTE || echo REFUSED
+echo "== id"; id -u; id -g
+echo "== end"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_seen_from_inside() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut spec = h.spec(PROBE);
+    spec.hostname = Some("probe-host".into());
+    let created = h.create(&spec).await.expect("create");
+    assert!(berth_isolator::alive(created.init_pid as i32));
+    assert!(berth_isolator::alive(created.shim_pid as i32));
+    // Blocked before exec: the init is still the shim's code, and nothing was logged.
+    assert!(h.log(&spec.id).is_empty());
+    let cg = h.cgroup(&spec.id);
+    assert_eq!(
+        cg.stats().unwrap().pids_limit,
+        Some(DEFAULT_PIDS_LIMIT as u64),
+        "default pids limit"
+    );
+    h.start(&spec.id);
+    let st = h.wait_exit(&spec.id, Duration::from_secs(30)).await;
+    let out = h.stdout(&spec.id);
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert!(!st.oom_killed);
+    let s = sections(&out);
+
+    // ps: only the container's processes; its init is PID 1.
+    let procs: Vec<(u32, String)> = s["ps"]
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (
+                w.next().unwrap().parse().unwrap(),
+                w.next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(procs.contains(&(1, "sh".to_string())), "{procs:?}");
+    assert!(
+        procs.iter().all(|(_, c)| c == "sh" || c == "ps"),
+        "{procs:?}"
+    );
+
+    assert_eq!(s["hostname"], "probe-host\nprobe-host\n");
+
+    // The host's mounts are not visible: only the container's own.
+    let host_dir = h.dir.path().display().to_string();
+    for line in s["mounts"].lines() {
+        let target = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            target == "/"
+                || [
+                    "/proc",
+                    "/dev",
+                    "/sys",
+                    "/etc/hostname",
+                    "/etc/hosts",
+                    "/etc/resolv.conf"
+                ]
+                .iter()
+                .any(|p| target.starts_with(p)),
+            "unexpected mount {line}"
+        );
+        assert!(!line.contains(&host_dir), "host path leaked: {line}");
+    }
+    assert!(!s["mounts"].contains("cgroup"), "{}", s["mounts"]);
+    assert!(s["mounts"]
+        .lines()
+        .next()
+        .unwrap()
+        .starts_with("overlay / overlay"));
+
+    assert_eq!(s["procsys"].trim(), "REFUSED");
+    assert_eq!(s["mount"].trim(), "REFUSED");
+    assert_eq!(s["unshare"].trim(), "REFUSED");
+    assert_eq!(s["caps"].trim(), "CapEff:\t00000000a80425fb");
+    assert_eq!(s["nnp"].trim(), "NoNewPrivs:\t1");
+    assert_eq!(s["seccomp"].trim(), "Seccomp:\t2");
+    assert_eq!(s["masked"].trim(), "0", "/proc/timer_list is masked");
+    assert_eq!(s["net"].trim(), "lo", "loopback only");
+    let devs: Vec<&str> = s["dev"].split_whitespace().collect();
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+    ] {
+        assert!(devs.contains(&d), "/dev/{d} missing: {devs:?}");
+    }
+    assert!(!devs.contains(&"sda") && !devs.contains(&"vda"), "{devs:?}");
+    assert_eq!(s["id"], "0\n0\n");
+
+    // The shim removed the cgroup before writing exit.json.
+    for d in cg.dirs() {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    // The overlay was mounted only in the container's mount namespace.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mi.contains(&spec.id),
+        "overlay leaked into the host's mount table"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_kills_and_exit_says_oom() {
+    need_root!();
+    let h = Harness::new().await;
+    // The shell holds the 64 MiB in a variable: well above the 32 MiB limit.
+    let mut spec = h.spec("x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}");
+    spec.resources.memory_bytes = Some(32 << 20);
+    let (st, out) = h.run(&spec).await;
+    assert!(st.oom_killed, "{st:?} {out}");
+    assert_eq!(st.exit_code, 137, "{st:?}");
+    assert_eq!(st.signal, Some(9));
+    assert!(!out.contains("survived"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_stops_at_pids_limit_and_host_stays_responsive() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut spec = h.spec("b() { b | b & }; b; sleep 60");
+    spec.resources.pids_limit = Some(64);
+    h.create(&spec).await.expect("create");
+    let cg = h.cgroup(&spec.id);
+    h.start(&spec.id);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut peak = 0;
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let st = cg.stats().unwrap();
+        peak = peak.max(st.pids);
+        let t = Instant::now();
+        let ok = std::process::Command::new("/bin/true").status().unwrap();
+        assert!(ok.success());
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(peak <= 64, "pids reached {peak}");
+    assert!(peak >= 32, "the bomb never got going: {peak} pids");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "host fork took {slowest:?}"
+    );
+    cg.kill().unwrap();
+    let st = h.wait_exit(&spec.id, Duration::from_secs(20)).await;
+    assert_eq!(st.signal, Some(9), "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_mounts_and_named_volumes_keep_data() {
+    need_root!();
+    let h = Harness::new().await;
+    let host = tempfile::Builder::new()
+        .prefix("berth-bind-")
+        .tempdir()
+        .unwrap();
+    let ro = tempfile::Builder::new()
+        .prefix("berth-ro-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(ro.path().join("given"), "from host\n").unwrap();
+    let vol = berth_tests::unique("vol");
+    let mounts = |rw_target: &str| {
+        vec![
+            MountSpec {
+                kind: MountKind::Bind,
+                source: host.path().display().to_string(),
+                target: rw_target.into(),
+                read_only: false,
+                size_bytes: None,
+            },
+            MountSpec {
+                kind: MountKind::Volume,
+                source: vol.clone(),
+                target: "/vol".into(),
+                read_only: false,
+                size_bytes: None,
+            },
+            MountSpec {
+                kind: MountKind::Bind,
+                source: ro.path().display().to_string(),
+                target: "/ro".into(),
+                read_only: true,
+                size_bytes: None,
+            },
+            MountSpec {
+                kind: MountKind::Tmpfs,
+                source: String::new(),
+                target: "/scratch".into(),
+                read_only: false,
+                size_bytes: Some(1 << 20),
+            },
+        ]
+    };
+    let mut first = h.spec(
+        "echo one > /data/f && echo two > /vol/g && cat /ro/given && \
+         (echo x > /ro/new) 2>/dev/null || echo RO-REFUSED; \
+         (head -c 2097152 /dev/zero > /scratch/big) 2>/dev/null || echo TMPFS-FULL",
+    );
+    first.mounts = mounts("/data");
+    let (st, out) = h.run(&first).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "from host\nRO-REFUSED\nTMPFS-FULL\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("f")).unwrap(),
+        "one\n"
+    );
+    assert!(!ro.path().join("new").exists());
+    // Remove the first container's files, as `berth rm` would.
+    std::fs::remove_dir_all(h.config().container_dir(&first.id)).unwrap();
+    std::fs::remove_dir_all(h.run_dir(&first.id)).unwrap();
+
+    let mut second = h.spec("cat /elsewhere/f /vol/g");
+    second.mounts = mounts("/elsewhere");
+    let (st, out) = h.run(&second).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(out, "one\ntwo\n");
+
+    let list: VolumesReply = h
+        .bus
+        .call(Service::Isolator, VOLUMES, &VolumesRequest {}, &opts())
+        .await
+        .unwrap();
+    let v = list.volumes.iter().find(|v| v.name == vol).expect("listed");
+    assert!(v.used_by.is_empty());
+    let _: VolumeRemoveReply = h
+        .bus
+        .call(
+            Service::Isolator,
+            VOLUME_REMOVE,
+            &VolumeRemoveRequest {
+                name: vol.clone(),
+                force: false,
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
+    assert!(!h.config().volumes_dir().join(&vol).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_by_id_and_by_name() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut a = h.spec("id -u; id -g; grep CapEff /proc/self/status; pwd");
+    a.user = Some("1000:1000".into());
+    a.working_dir = Some("/work/dir".into());
+    let (st, out) = h.run(&a).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "1000\n1000\nCapEff:\t0000000000000000\n/work/dir\n");
+
+    let mut b = h.spec("id -u; id -g; id -G; echo $HOME");
+    b.user = Some("alice".into());
+    let (st, out) = h.run(&b).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "1000\n1000\n1000 10 50\n/home/alice\n");
+
+    let mut c = h.spec("true");
+    c.user = Some("mallory".into());
+    let e = h.create(&c).await.unwrap_err();
+    let e = e.remote().expect("typed error").clone();
+    assert!(e.message.contains("mallory"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_joins_the_running_container() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut spec = h.spec("echo up; sleep 30; echo never");
+    spec.hostname = Some("exec-host".into());
+    let created = h.create(&spec).await.expect("create");
+    h.start(&spec.id);
+    let t = Instant::now();
+    let r = h
+        .exec(&spec.id, &["sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep CapEff /proc/self/status; echo err >&2; exit 3"])
+        .await
+        .expect("exec");
+    eprintln!("exec round trip: {:?}", t.elapsed());
+    assert_eq!(r.exit_code, 3);
+    assert_eq!(
+        r.stdout,
+        "exec-host\n/bin/sh -c echo up; sleep 30; echo never \nCapEff:\t00000000a80425fb\n"
+    );
+    assert_eq!(r.stderr, "err\n");
+    let bad = h.exec(&spec.id, &["/no/such/program"]).await.unwrap_err();
+    let bad = bad.remote().expect("typed").clone();
+    assert!(bad.message.contains("/no/such/program"), "{bad}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(created.init_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let st = h.wait_exit(&spec.id, Duration::from_secs(10)).await;
+    assert_eq!((st.exit_code, st.signal), (137, Some(9)));
+    let e = h.exec(&spec.id, &["true"]).await.unwrap_err();
+    assert_eq!(e.remote().unwrap().code, ErrorCode::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_create_leaves_nothing_and_names_the_step() {
+    need_root!();
+    let h = Harness::new().await;
+    // Fails inside the shim, after cgroup, namespaces and mounts were made.
+    let mut spec = h.spec("unused");
+    spec.args = vec!["/bin/no-such-command".into()];
+    let e = h.create(&spec).await.unwrap_err();
+    let e = e.remote().expect("typed error").clone();
+    assert!(
+        e.message.contains("command") && e.message.contains("/bin/no-such-command"),
+        "{e}"
+    );
+    let bundle = h.config().container_dir(&spec.id);
+    assert!(!bundle.exists(), "{} left behind", bundle.display());
+    assert!(!h.run_dir(&spec.id).exists());
+    for d in h.cgroup(&spec.id).dirs() {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&spec.id));
+    let leftover = std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+        std::fs::read(p.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&spec.id))
+            .unwrap_or(false)
+    });
+    assert!(!leftover, "a process of the failed create is still running");
+
+    // Refused before anything is made: a missing bind source, by field.
+    let mut spec = h.spec("true");
+    spec.mounts.push(MountSpec {
+        kind: MountKind::Bind,
+        source: "/nonexistent/berth-source".into(),
+        target: "/x".into(),
+        read_only: false,
+        size_bytes: None,
+    });
+    let e = h.create(&spec).await.unwrap_err();
+    let e = e.remote().unwrap().clone();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    assert!(e.message.contains("mounts[0].source"), "{e}");
+    assert!(!h.config().container_dir(&spec.id).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_and_magic_links_cannot_reach_the_host() {
+    need_root!();
+    let h = Harness::new().await;
+    let outside = tempfile::Builder::new()
+        .prefix("berth-outside-")
+        .tempdir()
+        .unwrap();
+    // An image whose /escape points far above its root, at a host directory.
+    let hops = "../".repeat(20);
+    std::os::unix::fs::symlink(
+        format!("{hops}{}", outside.path().display()),
+        h.rootfs.lower().join("escape"),
+    )
+    .unwrap();
+    let mut spec =
+        h.spec("ls -a /escape-target-check 2>/dev/null; echo hi > /escape/sub/f && echo wrote");
+    spec.mounts.push(MountSpec {
+        kind: MountKind::Tmpfs,
+        source: String::new(),
+        target: "/escape/sub".into(),
+        read_only: false,
+        size_bytes: Some(1 << 20),
+    });
+    let (st, out) = h.run(&spec).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "wrote\n");
+    // The mount went inside the container's root, never onto the host directory.
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "something was created in the host directory"
+    );
+
+    // A working directory through a magic link is refused, naming the step.
+    let mut spec = h.spec("pwd");
+    spec.working_dir = Some("/proc/self/root/tmp".into());
+    let e = h.create(&spec).await.unwrap_err();
+    let e = e.remote().unwrap().clone();
+    assert!(e.message.contains("working directory"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_reaper_forwards_signals_and_its_exe_is_not_writable() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut spec = h.spec(
+        "trap 'echo got-term; exit 7' TERM; \
+         (echo x >> /proc/1/exe) 2>/dev/null && echo WROTE || echo REFUSED; \
+         ps -o pid,comm | grep -c berth-shim; echo ready; while :; do sleep 0.1; done",
+    );
+    spec.init = true;
+    let created = h.create(&spec).await.expect("create");
+    h.start(&spec.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h.stdout(&spec.id).contains("ready") {
+        assert!(Instant::now() < deadline, "{}", h.stdout(&spec.id));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(created.init_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = h.wait_exit(&spec.id, Duration::from_secs(10)).await;
+    let out = h.stdout(&spec.id);
+    assert_eq!(st.exit_code, 7, "{out}");
+    assert_eq!(out, "REFUSED\n1\nready\ngot-term\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_outlives_a_killed_isolator() {
+    need_root!();
+    let mut h = Harness::new().await;
+    // Serve from a separate berth-isolator process, so it can be killed with SIGKILL.
+    h.stop_service().await;
+    // The test server has no authorization; the standalone service still wants a file.
+    let creds = h.dir.path().join("creds.json");
+    std::fs::write(&creds, r#"{"user":"admin","password":"unused"}"#).unwrap();
+    let spawn = |h: &Harness| {
+        std::process::Command::new(berth_tests::bin("berth-isolator"))
+            .env("BERTH_NATS_CREDS", &creds)
+            .env("BERTH_NODE", "n1")
+            .env("BERTH_NATS_URL", h.nats.url())
+            .env("BERTH_DATA_ROOT", &h.config().data_root)
+            .env("BERTH_RUN_DIR", &h.config().run_dir)
+            .env("BERTH_SHIM_BIN", berth_tests::bin("berth-shim"))
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(h.dir.path().join("isolator.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("spawn berth-isolator")
+    };
+    h.standalone = Some(spawn(&h));
+    h.wait_for_service().await;
+    let spec = h.spec("echo start; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 5");
+    let created = h.create(&spec).await.expect("create");
+    h.start(&spec.id);
+
+    let mut iso = h.standalone.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(iso.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    iso.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        berth_isolator::alive(created.shim_pid as i32),
+        "shim died with the isolator"
+    );
+    assert!(
+        berth_isolator::alive(created.init_pid as i32),
+        "container died with the isolator"
+    );
+
+    h.standalone = Some(spawn(&h));
+    h.wait_for_service().await;
+    // The new isolator reaches the same container.
+    let r = h
+        .exec(&spec.id, &["touch", "/tmp/go"])
+        .await
+        .expect("exec after restart");
+    assert_eq!(r.exit_code, 0);
+    let st = h.wait_exit(&spec.id, Duration::from_secs(10)).await;
+    assert_eq!(st.exit_code, 5);
+    assert_eq!(h.stdout(&spec.id), "start\nbye\n");
+}
