@@ -79,7 +79,11 @@ pub(crate) struct Inner {
 fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
     let name = name.to_string();
     let step = step.to_string();
-    move |source| SupervisorError::Peer { name, step, source }
+    move |source| SupervisorError::Peer {
+        name,
+        step,
+        source: Box::new(source),
+    }
 }
 
 fn state_err(rec: &Record, reason: impl Into<String>) -> SupervisorError {

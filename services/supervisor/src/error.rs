@@ -25,7 +25,7 @@ pub enum SupervisorError {
         name: String,
         step: String,
         #[source]
-        source: BusError,
+        source: Box<BusError>,
     },
     #[error("{step} {path}: {source}")]
     Io {
