@@ -1,1 +1,15 @@
-//! The Compose file format. See docs/architecture.md.
+//! berth's spec format: the Compose file format, parsed with `serde-saphyr` (line/column
+//! errors, merge keys, duplicate keys refused, alias and size budgets), interpolated, merged
+//! across several files the way Compose merges them, and validated into a typed
+//! [`Project`]. Every error is one line `file:line:column: message`. See docs/spec.md.
+
+pub mod error;
+pub mod interpolate;
+pub mod load;
+pub mod locate;
+pub mod model;
+pub mod units;
+
+pub use error::SpecError;
+pub use load::{load, load_texts, parse_port, LoadOptions, Loaded};
+pub use model::*;
