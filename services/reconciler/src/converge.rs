@@ -23,6 +23,13 @@ struct Failure {
     next_at: Instant,
 }
 
+/// 1 s, 2 s, 4 s, ... up to 60 s for the `n`-th attempt.
+fn backoff(n: u32) -> Duration {
+    BACKOFF_BASE
+        .saturating_mul(1 << n.saturating_sub(1).min(10))
+        .min(BACKOFF_MAX)
+}
+
 /// What a pass found and did.
 #[derive(Debug, Default)]
 pub struct PassOutcome {
@@ -45,6 +52,9 @@ pub struct Converger {
     node: String,
     timeout: Duration,
     failures: HashMap<(String, String), Failure>,
+    /// Containers brought back by a `start` step: repeated ones back off like failures, so a
+    /// container that keeps dying is not restarted in a hot loop.
+    starts: HashMap<(String, String), Failure>,
     announced: HashMap<String, u64>,
 }
 
@@ -55,6 +65,7 @@ impl Converger {
             node,
             timeout: Duration::from_secs(120),
             failures: HashMap::new(),
+            starts: HashMap::new(),
             announced: HashMap::new(),
         }
     }
@@ -106,7 +117,12 @@ impl Converger {
         let mut todo = Vec::new();
         for a in plan.steps {
             let key = (d.name.clone(), a.name().to_string());
-            if self.failures.get(&key).map(|f| f.next_at > now).unwrap_or(false) {
+            let backing_off = |m: &HashMap<(String, String), Failure>| {
+                m.get(&key).map(|f| f.next_at > now).unwrap_or(false)
+            };
+            if backing_off(&self.failures)
+                || (matches!(a, Action::Start { .. }) && backing_off(&self.starts))
+            {
                 out.deferred += 1;
                 continue;
             }
@@ -121,6 +137,18 @@ impl Converger {
                     Ok(()) => {
                         out.done += 1;
                         self.failures.remove(&key);
+                        if matches!(a, Action::Start { .. }) {
+                            let s = self.starts.entry(key.clone()).or_insert(Failure {
+                                count: 0,
+                                next_at: now,
+                            });
+                            // Ten quiet minutes forgive earlier starts.
+                            if now.saturating_duration_since(s.next_at) > Duration::from_secs(600) {
+                                s.count = 0;
+                            }
+                            s.count += 1;
+                            s.next_at = now + backoff(s.count);
+                        }
                         self.bus
                             .emit(
                                 EV_ENTITY,
@@ -136,9 +164,7 @@ impl Converger {
                             next_at: now,
                         });
                         f.count += 1;
-                        let delay = BACKOFF_BASE
-                            .saturating_mul(1 << (f.count - 1).min(10))
-                            .min(BACKOFF_MAX);
+                        let delay = backoff(f.count);
                         f.next_at = Instant::now() + delay;
                         tracing::warn!(project = %d.name, step = %a.describe(), error = %e, "step failed");
                         self.bus
@@ -160,7 +186,9 @@ impl Converger {
     async fn execute(&self, d: &DesiredProject, a: &Action) -> Result<(), String> {
         let service_of = |name: &str| d.services.iter().find(|s| s.name == name);
         match a {
-            Action::Create { service, replica, .. } => {
+            Action::Create {
+                service, replica, ..
+            } => {
                 let s = service_of(service).ok_or("service vanished from the plan")?;
                 self.create(s.request_for(&d.name, *replica)).await
             }
@@ -176,7 +204,12 @@ impl Converger {
             }
             Action::Remove { id, .. } => self.remove(id).await,
             Action::Start { id, .. } => self
-                .call::<_, serde_json::Value>(supervisor::START, &Target { container: id.clone() })
+                .call::<_, serde_json::Value>(
+                    supervisor::START,
+                    &Target {
+                        container: id.clone(),
+                    },
+                )
                 .await
                 .map(|_| ()),
         }
@@ -223,6 +256,7 @@ impl Converger {
         }
         self.announced.remove(project);
         self.failures.retain(|(p, _), _| p != project);
+        self.starts.retain(|(p, _), _| p != project);
         Ok(n)
     }
 

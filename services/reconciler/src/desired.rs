@@ -1,0 +1,191 @@
+//! Desired state in the `berth_desired` bucket: one key per project, one revision per apply,
+//! written by compare-and-set.
+
+use async_nats::jetstream::kv::{self, Operation};
+use berth_proto::reconciler::{DesiredRecord, RevisionInfo};
+use berth_proto::BerthError;
+use futures::StreamExt;
+
+pub struct Desired {
+    kv: kv::Store,
+}
+
+/// The current revision of a project.
+pub struct Current {
+    pub revision: u64,
+    pub record: DesiredRecord,
+}
+
+fn decode(project: &str, revision: u64, bytes: &[u8]) -> Result<DesiredRecord, BerthError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        BerthError::internal(format!(
+            "desired state of {project} at revision {revision} does not decode: {e}"
+        ))
+    })
+}
+
+fn services_of(r: &DesiredRecord) -> Vec<String> {
+    r.spec
+        .get("services")
+        .and_then(|s| s.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+impl Desired {
+    pub fn new(kv: kv::Store) -> Desired {
+        Desired { kv }
+    }
+
+    pub fn store(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The project's current revision; `None` when it was never applied or was taken down.
+    pub async fn current(&self, project: &str) -> Result<Option<Current>, BerthError> {
+        let e = self.kv.entry(project).await.map_err(|e| {
+            BerthError::unavailable(format!("reading desired state of {project}: {e}"))
+        })?;
+        match e {
+            Some(e) if e.operation == Operation::Put => Ok(Some(Current {
+                revision: e.revision,
+                record: decode(project, e.revision, &e.value)?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Store `record` as the project's next revision, unless it equals the current one.
+    /// Returns (revision, changed). A concurrent writer makes this fail with `Conflict`.
+    pub async fn apply(&self, record: &DesiredRecord) -> Result<(u64, bool), BerthError> {
+        let project = &record.project;
+        let last = self.kv.entry(project.as_str()).await.map_err(|e| {
+            BerthError::unavailable(format!("reading desired state of {project}: {e}"))
+        })?;
+        if let Some(e) = &last {
+            if e.operation == Operation::Put {
+                let cur = decode(project, e.revision, &e.value)?;
+                if cur.spec == record.spec && record.rollback_of.is_none() {
+                    return Ok((e.revision, false));
+                }
+            }
+        }
+        let bytes: bytes::Bytes = serde_json::to_vec(record)
+            .map_err(|e| BerthError::internal(e.to_string()))?
+            .into();
+        let r = match &last {
+            Some(e) => self
+                .kv
+                .update(project.as_str(), bytes, e.revision)
+                .await
+                .map_err(|err| match err.kind() {
+                    kv::UpdateErrorKind::WrongLastRevision => conflict(project, e.revision),
+                    _ => BerthError::unavailable(format!(
+                        "storing desired state of {project}: {err}"
+                    )),
+                })?,
+            None => self
+                .kv
+                .create(project.as_str(), bytes)
+                .await
+                .map_err(|err| match err.kind() {
+                    kv::CreateErrorKind::AlreadyExists => conflict(project, 0),
+                    _ => BerthError::unavailable(format!(
+                        "storing desired state of {project}: {err}"
+                    )),
+                })?,
+        };
+        Ok((r, true))
+    }
+
+    /// Every revision kept, oldest first.
+    pub async fn history(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(RevisionInfo, Option<DesiredRecord>)>, BerthError> {
+        let mut h = match self.kv.history(project).await {
+            Ok(h) => h,
+            Err(e) => {
+                return Err(BerthError::not_found(format!(
+                    "project {project} has no desired state ({e})"
+                )))
+            }
+        };
+        let mut out = Vec::new();
+        while let Some(e) = h.next().await {
+            let e = e.map_err(|e| {
+                BerthError::unavailable(format!("reading history of {project}: {e}"))
+            })?;
+            if e.operation == Operation::Put {
+                let r = decode(project, e.revision, &e.value)?;
+                out.push((
+                    RevisionInfo {
+                        revision: e.revision,
+                        applied_at: r.applied_at.clone(),
+                        services: services_of(&r),
+                        rollback_of: r.rollback_of,
+                        deleted: false,
+                    },
+                    Some(r),
+                ));
+            } else {
+                out.push((
+                    RevisionInfo {
+                        revision: e.revision,
+                        applied_at: String::new(),
+                        services: vec![],
+                        rollback_of: None,
+                        deleted: true,
+                    },
+                    None,
+                ));
+            }
+        }
+        if out.is_empty() {
+            return Err(BerthError::not_found(format!(
+                "project {project} has no desired state"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Take the project down: a delete marker (history is kept, so it can be rolled back).
+    pub async fn delete(&self, project: &str) -> Result<bool, BerthError> {
+        if self.current(project).await?.is_none() {
+            return Ok(false);
+        }
+        self.kv.delete(project).await.map_err(|e| {
+            BerthError::unavailable(format!("deleting desired state of {project}: {e}"))
+        })?;
+        Ok(true)
+    }
+
+    /// Every project key, with its current record (`None` when taken down).
+    pub async fn all(&self) -> Result<Vec<(String, u64, Option<DesiredRecord>)>, BerthError> {
+        let mut keys = match self.kv.keys().await {
+            Ok(k) => k,
+            Err(e) => return Err(BerthError::unavailable(format!("listing projects: {e}"))),
+        };
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            match k {
+                Ok(k) => names.push(k),
+                Err(e) => return Err(BerthError::unavailable(format!("listing projects: {e}"))),
+            }
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match self.current(&n).await? {
+                Some(c) => out.push((n, c.revision, Some(c.record))),
+                None => out.push((n, 0, None)),
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn conflict(project: &str, seen: u64) -> BerthError {
+    BerthError::conflict(format!(
+        "another apply of {project} was stored first (this one started from revision {seen}); nothing was changed: apply again"
+    ))
+}
