@@ -56,6 +56,18 @@ enum Command {
     Logs(cmd::logs::Args),
     /// Memory, CPU and processes of running containers.
     Stats(cmd::stats::Args),
+    /// Apply a Compose file: store it as the project's desired state and converge.
+    Apply(cmd::apply::Args),
+    /// Show what applying a Compose file would change (exit 0: nothing, 2: something).
+    Plan(cmd::plan::Args),
+    /// Take a project down.
+    Down(cmd::down::Args),
+    /// List projects and whether they have converged.
+    Ls(cmd::ls::Args),
+    /// The revisions of a project's desired state.
+    History(cmd::history::Args),
+    /// Apply an earlier revision of a project again.
+    Rollback(cmd::rollback::Args),
 }
 
 #[tokio::main]
@@ -81,6 +93,12 @@ async fn main() {
         Command::Exec(a) => cmd::exec::run(&ctx, a).await,
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Stats(a) => cmd::stats::run(&ctx, a).await,
+        Command::Apply(a) => cmd::apply::run(&ctx, a).await,
+        Command::Plan(a) => cmd::plan::run(&ctx, a).await,
+        Command::Down(a) => cmd::down::run(&ctx, a).await,
+        Command::Ls(a) => cmd::ls::run(&ctx, a).await,
+        Command::History(a) => cmd::history::run(&ctx, a).await,
+        Command::Rollback(a) => cmd::rollback::run(&ctx, a).await,
     };
     std::process::exit(ctx::exit_code(r));
 }
