@@ -140,10 +140,65 @@ impl Berthd {
     }
 }
 
+impl Berthd {
+    /// SIGKILL berthd (and so its nats-server) by pid, as a crash would; containers live on.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(p) = self.nats_pid() {
+            if !Path::new(&format!("/proc/{p}")).exists() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill every container this daemon's run directory knows (by the pids its shims
+    /// recorded, checked against the container id) and wait for the shims to finish.
+    pub fn kill_containers(&self) {
+        let Ok(entries) = std::fs::read_dir(self.run_dir()) else {
+            return;
+        };
+        let mut shims = Vec::new();
+        for e in entries.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let read = |f: &str| -> Option<i32> {
+                std::fs::read_to_string(e.path().join(f))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            let (Some(shim), Some(init)) = (read("shim.pid"), read("init.pid")) else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(&id) {
+                continue;
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            shims.push(shim);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for shim in shims {
+            while Path::new(&format!("/proc/{shim}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 impl Drop for Berthd {
     fn drop(&mut self) {
         let nats = self.nats_pid();
         self.terminate(Duration::from_secs(10));
+        self.kill_containers();
         // The nats child dies with berthd; make sure of it (it is ours: its pid file is in our
         // data root).
         if let Some(p) = nats {
