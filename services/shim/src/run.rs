@@ -41,15 +41,26 @@ pub fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ShimErro
 
 /// Write `data` to `path` durably: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_replace(path, data, true)
+}
+
+/// Write `data` to `path` by rename, so readers see all or nothing; with `durable`, fsync
+/// the file and the directory too. Pid files skip the fsyncs: the run dir is on tmpfs
+/// normally, and a pid means nothing after a reboot anyway.
+pub fn write_replace(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(d) = path.parent() {
-        File::open(d)?.sync_all()?;
+    if durable {
+        if let Some(d) = path.parent() {
+            File::open(d)?.sync_all()?;
+        }
     }
     Ok(())
 }
@@ -98,7 +109,7 @@ pub fn run(args: RunArgs) -> i32 {
     }
     let shim_pid = getpid().as_raw();
     let pid_file = args.run_dir.join(SHIM_PID_FILE);
-    if let Err(e) = write_atomic(&pid_file, shim_pid.to_string().as_bytes()) {
+    if let Err(e) = write_replace(&pid_file, shim_pid.to_string().as_bytes(), false) {
         report(
             &report_fd,
             &format!("ERR write {}: {e}\n", pid_file.display()),
@@ -138,8 +149,6 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
     let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
     let layout = Layout::detect()?;
-    let cg = Cgroup::create(&layout, &args.id, &limits(&spec))?;
-    *cgroup = Some(cg.clone());
 
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -227,18 +236,24 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
         let _ = waitpid(init, None);
         e
     };
+    // The init sets up its root file system meanwhile: moving a process into a v1 memory
+    // cgroup waits for an RCU grace period (about 10 ms), the longest step of a create.
+    let cg = match Cgroup::create(&layout, &args.id, &limits(&spec)) {
+        Ok(cg) => cg,
+        Err(e) => return Err(fail(e.into())),
+    };
+    *cgroup = Some(cg.clone());
     if let Err(e) = cg.add(init.as_raw()) {
         return Err(fail(e.into()));
     }
     let init_file = args.run_dir.join(INIT_PID_FILE);
-    if let Err(e) = write_atomic(&init_file, init.as_raw().to_string().as_bytes())
+    if let Err(e) = write_replace(&init_file, init.as_raw().to_string().as_bytes(), false)
         .step(|| format!("write {}", init_file.display()))
     {
         return Err(fail(e));
     }
-    if let Err(e) = write(&go_w, b"G").step(|| "release the init".into()) {
-        return Err(fail(e));
-    }
+    // If the init failed during its setup, the pipe is broken: its report below says why.
+    let released = write(&go_w, b"G").step(|| "release the init".into());
     drop(go_w);
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
@@ -261,7 +276,8 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
         }
     }
     match msg.first() {
-        Some(b'R') => Ok(Started { init, out_r, err_r }),
+        Some(b'R') if released.is_ok() => Ok(Started { init, out_r, err_r }),
+        Some(b'R') => Err(fail(released.unwrap_err())),
         Some(b'E') => Err(fail(ShimError::invalid(
             "container init",
             String::from_utf8_lossy(&msg[1..]).into_owned(),
@@ -299,14 +315,6 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
     // Until it reports ready, the init dies with the shim.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
     process::non_dumpable()?;
-    let mut one = [0u8; 1];
-    match read(ctx.go_r.as_fd(), &mut one) {
-        Ok(1) => {}
-        _ => return Err(ShimError::invalid("container init", "the shim went away")),
-    }
-    // The cgroup namespace is made now that the shim has moved us into the cgroup, so the
-    // container sees its own cgroup as the root.
-    unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
     if let Some(fd) = ctx.join_net {
         setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
     }
@@ -361,6 +369,14 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
             hostname: &host,
         },
     )?;
+    // Wait until the shim has moved us into the container's cgroup, then make the cgroup
+    // namespace, so the container sees its own cgroup as the root.
+    let mut one = [0u8; 1];
+    match read(ctx.go_r.as_fd(), &mut one) {
+        Ok(1) => {}
+        _ => return Err(ShimError::invalid("container init", "the shim went away")),
+    }
+    unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
     process::cloexec_from_3()?;
     process::finish(&prepared)?;
     nix::sys::prctl::set_pdeathsig(None).step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
@@ -396,8 +412,41 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, ShimError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Drop the page-table entries of the executable file mappings (code of the shim and of the
+/// C library) that the setup touched. Code pages are never written, so the kernel simply
+/// faults back in, from the page cache, the few that the log loop uses; the rest stop
+/// counting in this process's resident set.
+fn trim_resident() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        if perms != "r-xp" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: an executable, never-written file mapping of this process; dropping its
+        // pages only makes the next access fault them in again.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_RANDOM);
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+        }
+    }
+}
+
 /// Copy output into the log until the init ends; then record the exit and clean up.
 fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
+    trim_resident();
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let log_path = args.bundle.join(LOG_FILE);
     let log = match OpenOptions::new().create(true).append(true).open(&log_path) {
