@@ -68,6 +68,9 @@ enum Command {
     History(cmd::history::Args),
     /// Apply an earlier revision of a project again.
     Rollback(cmd::rollback::Args),
+    /// Named volumes (`volume ls`, `volume rm`).
+    #[command(subcommand)]
+    Volume(cmd::volume::VolumeCmd),
 }
 
 #[tokio::main]
@@ -99,6 +102,7 @@ async fn main() {
         Command::Ls(a) => cmd::ls::run(&ctx, a).await,
         Command::History(a) => cmd::history::run(&ctx, a).await,
         Command::Rollback(a) => cmd::rollback::run(&ctx, a).await,
+        Command::Volume(c) => cmd::volume::run(&ctx, c).await,
     };
     std::process::exit(ctx::exit_code(r));
 }

@@ -25,3 +25,4 @@ pub mod stats;
 pub mod stop;
 pub mod system;
 pub mod unpause;
+pub mod volume;
