@@ -244,7 +244,7 @@ fn depends_on_healthy_waits_and_concurrent_applies_conflict_cleanly() {
     let w = World::start();
     let f = w.write(
         "h.yaml",
-        "name: hc\nservices:\n  app:\n    image: IMAGE\n    command: [sleep, '3600']\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: IMAGE\n    command: [sh, -c, 'sleep 2; touch /tmp/ready; exec sleep 3600']\n    healthcheck:\n      test: [CMD, test, -f, /tmp/ready]\n      interval: 500ms\n      retries: 20\n",
+        "name: hc\nservices:\n  app:\n    image: IMAGE\n    command: [sleep, '3600']\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: IMAGE\n    command: [sh, -c, 'sleep 2; echo > /ready; exec sleep 3600']\n    healthcheck:\n      test: [CMD-SHELL, '[ -f /ready ]']\n      interval: 500ms\n      retries: 20\n",
     );
     let t = Instant::now();
     w.ok(&["apply", "-f", &f, "--wait"]);
