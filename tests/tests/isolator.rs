@@ -763,3 +763,109 @@ async fn container_outlives_a_killed_isolator() {
     assert_eq!(st.exit_code, 5);
     assert_eq!(h.stdout(&spec.id), "start\nbye\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_options_reach_the_container() {
+    need_root!();
+    let h = Harness::new().await;
+    // Read-only root, capabilities, rlimits and cgroup limits.
+    let mut spec = h.spec(
+        "(touch /newfile) 2>/dev/null && echo RW || echo RO; \
+         touch /tmp/ok 2>/dev/null && echo TMP-RW || echo TMP-RO; \
+         grep CapEff /proc/self/status; ulimit -n; \
+         mount -t tmpfs none /mnt && echo MOUNTED; sleep 1",
+    );
+    spec.read_only = true;
+    spec.mounts.push(MountSpec {
+        kind: MountKind::Tmpfs,
+        source: String::new(),
+        target: "/tmp".into(),
+        read_only: false,
+        size_bytes: None,
+    });
+    spec.cap_drop = vec!["ALL".into()];
+    spec.cap_add = vec!["sys_admin".into(), "CAP_CHOWN".into()];
+    spec.resources.ulimits = vec![Rlimit {
+        name: "nofile".into(),
+        soft: 321,
+        hard: 654,
+    }];
+    spec.resources.cpus = Some(0.5);
+    spec.resources.cpu_shares = Some(512);
+    spec.resources.memory_bytes = Some(64 << 20);
+    h.create(&spec).await.expect("create");
+    let cg = h.cgroup(&spec.id);
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(cg.dir(c).unwrap().join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    if cg.layout().is_v2() {
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+        assert_eq!(read("memory", "memory.max"), (64u64 << 20).to_string());
+    } else {
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.shares"), "512");
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+    }
+    h.start(&spec.id);
+    let st = h.wait_exit(&spec.id, Duration::from_secs(20)).await;
+    let out = h.stdout(&spec.id);
+    assert_eq!(st.exit_code, 0, "{out}");
+    // SYS_ADMIN (bit 21) and CHOWN (bit 0) only; seccomp lets mount through with SYS_ADMIN.
+    assert_eq!(out, "RO\nTMP-RW\nCapEff:\t0000000000200001\n321\nMOUNTED\n");
+
+    // Without seccomp, unshare is stopped by capabilities alone; with SYS_ADMIN and no
+    // seccomp, it works.
+    let mut open = h.spec("unshare -m true && echo UNSHARED");
+    open.seccomp = false;
+    open.cap_add = vec!["SYS_ADMIN".into()];
+    let (st, out) = h.run(&open).await;
+    assert_eq!((st.exit_code, out.as_str()), (0, "UNSHARED\n"));
+    let mut closed =
+        h.spec("grep '^Seccomp:' /proc/self/status; unshare -m true 2>/dev/null || echo REFUSED");
+    closed.seccomp = false;
+    let (_, out) = h.run(&closed).await;
+    assert_eq!(out, "Seccomp:\t0\nREFUSED\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_modes() {
+    need_root!();
+    let h = Harness::new().await;
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let first = h.spec("readlink /proc/self/ns/net; sleep 30; echo never");
+    h.create(&first).await.expect("create first");
+    h.start(&first.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.stdout(&first.id).is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first_net = h.stdout(&first.id).trim().to_string();
+    assert_ne!(first_net, host_net.display().to_string());
+
+    let mut joined = h.spec("readlink /proc/self/ns/net");
+    joined.network = NetworkMode::Container(first.id.clone());
+    let (st, out) = h.run(&joined).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(
+        out.trim(),
+        first_net,
+        "joined the first container's network"
+    );
+
+    let mut host = h.spec("readlink /proc/self/ns/net");
+    host.network = NetworkMode::Host;
+    let (_, out) = h.run(&host).await;
+    assert_eq!(out.trim(), host_net.display().to_string());
+
+    let mut bridge = h.spec("true");
+    bridge.network = NetworkMode::Bridge("br0".into());
+    let e = h.create(&bridge).await.unwrap_err();
+    assert_eq!(e.remote().unwrap().code, ErrorCode::Unsupported);
+}
