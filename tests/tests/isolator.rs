@@ -869,3 +869,22 @@ async fn network_modes() {
     let e = h.create(&bridge).await.unwrap_err();
     assert_eq!(e.remote().unwrap().code, ErrorCode::Unsupported);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_on_request() {
+    need_root!();
+    let h = Harness::new().await;
+    let mut spec = h.spec(
+        "tty; [ -t 1 ] && echo IS-A-TTY; echo $TERM; stty size; \
+         [ -c /dev/console ] && echo CONSOLE; echo to-stderr >&2",
+    );
+    spec.tty = true;
+    let (st, out) = h.run(&spec).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    // A terminal turns \n into \r\n and merges stderr into the one stream.
+    assert_eq!(
+        out,
+        "/dev/pts/0\r\nIS-A-TTY\r\nxterm\r\n24 80\r\nCONSOLE\r\nto-stderr\r\n"
+    );
+    assert!(h.log(&spec.id).iter().all(|l| l.s == "stdout"));
+}

@@ -211,9 +211,6 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
             "userns_remap (user namespaces)".into(),
         ));
     }
-    if s.tty {
-        return Err(IsolatorError::Unsupported("tty".into()));
-    }
     Ok(())
 }
 

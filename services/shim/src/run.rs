@@ -91,7 +91,9 @@ struct InitCtx<'a> {
     ready_w: &'a OwnedFd,
     join_net: Option<&'a OwnedFd>,
     /// The shim's ends of the pipes and its report fd: closed in the init at once.
-    parent_fds: [RawFd; 5],
+    parent_fds: [RawFd; 6],
+    /// With `tty`, the init sends the terminal's master over this socket.
+    tty_w: Option<&'a OwnedFd>,
 }
 
 /// Run the shim. Returns the shim's exit code.
@@ -143,6 +145,8 @@ struct Started {
     init: Pid,
     out_r: OwnedFd,
     err_r: OwnedFd,
+    /// The terminal's master, with `tty`: the container's output.
+    master: Option<OwnedFd>,
 }
 
 fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimError> {
@@ -198,6 +202,18 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let tty = if spec.tty {
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .step(|| "socketpair for the terminal".into())?;
+        Some((a, b))
+    } else {
+        None
+    };
 
     let ctx = InitCtx {
         spec: &spec,
@@ -214,7 +230,9 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             go_w.as_raw_fd(),
             ready_r.as_raw_fd(),
             REPORT_FD,
+            tty.as_ref().map(|(a, _)| a.as_raw_fd()).unwrap_or(-1),
         ],
+        tty_w: tty.as_ref().map(|(_, b)| b),
     };
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the shim is single-threaded; the child gets a copy of the address space (no
@@ -230,6 +248,7 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     .step(|| "clone the container's init".into())?;
     drop(stack);
     drop((out_w, err_w, go_r, ready_w, join_net));
+    let tty = tty.map(|(shim_end, _init_end)| shim_end);
 
     let fail = |e: ShimError| -> ShimError {
         let _ = kill(init, Signal::SIGKILL);
@@ -276,7 +295,21 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
         }
     }
     match msg.first() {
-        Some(b'R') if released.is_ok() => Ok(Started { init, out_r, err_r }),
+        Some(b'R') if released.is_ok() => {
+            let master = match &tty {
+                Some(a) => match recv_fd(a) {
+                    Ok(fd) => Some(fd),
+                    Err(e) => return Err(fail(e)),
+                },
+                None => None,
+            };
+            Ok(Started {
+                init,
+                out_r,
+                err_r,
+                master,
+            })
+        }
         Some(b'R') => Err(fail(released.unwrap_err())),
         Some(b'E') => Err(fail(ShimError::invalid(
             "container init",
@@ -354,9 +387,26 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         std::mem::forget(target);
         r.map(drop)
     };
-    stdio(null.as_fd(), 0)?;
-    stdio(ctx.out_w.as_fd(), 1)?;
-    stdio(ctx.err_w.as_fd(), 2)?;
+    // Its own session: the container is cut off from the shim's, and with a terminal the
+    // init can make it its controlling terminal.
+    nix::unistd::setsid().step(|| "setsid".into())?;
+    match ctx.tty_w {
+        None => {
+            stdio(null.as_fd(), 0)?;
+            stdio(ctx.out_w.as_fd(), 1)?;
+            stdio(ctx.err_w.as_fd(), 2)?;
+        }
+        Some(sock) => {
+            let slave = open_terminal(sock)?;
+            // SAFETY: TIOCSCTTY on a terminal fd we own, as session leader.
+            if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+                return Err(std::io::Error::last_os_error()).step(|| "TIOCSCTTY".into());
+            }
+            for n in 0..3 {
+                stdio(slave.as_fd(), n)?;
+            }
+        }
+    }
     drop(null);
 
     let prepared = process::prepare(
@@ -400,6 +450,81 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         crate::reaper::run(&prepared)
     }
     process::exec(&prepared)
+}
+
+/// Open a terminal in the container's own devpts, bind its slave on `/dev/console`, send
+/// the master to the shim and return the slave.
+fn open_terminal(sock: &OwnedFd) -> Result<OwnedFd, ShimError> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .step(|| "open /dev/ptmx".into())?;
+    nix::pty::grantpt(&master).step(|| "grantpt".into())?;
+    nix::pty::unlockpt(&master).step(|| "unlockpt".into())?;
+    let name = nix::pty::ptsname_r(&master).step(|| "ptsname".into())?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .step(|| format!("open {name}"))?;
+    let ws = libc::winsize {
+        ws_row: 24,
+        ws_col: 80,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a pointer to a local winsize.
+    unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let console = "/dev/console";
+    drop(
+        nix::fcntl::open(
+            console,
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .step(|| "create /dev/console".into())?,
+    );
+    nix::mount::mount(
+        Some(name.as_str()),
+        console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .step(|| "bind the terminal on /dev/console".into())?;
+    let raw = [master.as_raw_fd()];
+    nix::sys::socket::sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"T")],
+        &[nix::sys::socket::ControlMessage::ScmRights(&raw)],
+        nix::sys::socket::MsgFlags::empty(),
+        None,
+    )
+    .step(|| "send the terminal to the shim".into())?;
+    Ok(slave)
+}
+
+/// Receive the terminal's master from the init.
+fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd, ShimError> {
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .step(|| "receive the terminal".into())?;
+    for c in msg.cmsgs().step(|| "receive the terminal".into())? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: a fresh fd received from the init, now ours.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(ShimError::invalid("terminal", "the init sent no terminal"))
 }
 
 fn pidfd_open(pid: Pid) -> Result<OwnedFd, ShimError> {
@@ -458,6 +583,8 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
     };
     let mut log = log;
     let pidfd = pidfd_open(st.init).ok();
+    // With a terminal, everything the container writes comes through its master.
+    let out = st.master.as_ref().unwrap_or(&st.out_r);
     let mut open = [true, true];
     let mut status: Option<WaitStatus> = None;
     let mut drain_until: Option<Instant> = None;
@@ -471,7 +598,7 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
         }
         let mut fds = vec![
             PollFd::new(
-                st.out_r.as_fd(),
+                out.as_fd(),
                 if open[0] {
                     PollFlags::POLLIN
                 } else {
@@ -508,7 +635,7 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
-        for (i, fd) in [&st.out_r, &st.err_r].into_iter().enumerate() {
+        for (i, fd) in [out, &st.err_r].into_iter().enumerate() {
             if !open[i] || revents[i].is_empty() {
                 continue;
             }
