@@ -116,9 +116,13 @@ impl Harness {
             spec: spec.clone(),
             rootfs: self.rootfs.container(&spec.id),
         };
-        self.bus
+        let t = Instant::now();
+        let r = self
+            .bus
             .call(Service::Isolator, CREATE, &req, &opts())
-            .await
+            .await;
+        eprintln!("create of {} took {:?}", spec.id, t.elapsed());
+        r
     }
 
     fn run_dir(&self, id: &str) -> PathBuf {
