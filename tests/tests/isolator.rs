@@ -892,3 +892,26 @@ async fn tty_on_request() {
     );
     assert!(h.log(&spec.id).iter().all(|l| l.s == "stdout"));
 }
+
+#[test]
+fn cli_volume_ls_and_rm_through_berthd() {
+    need_root!();
+    use berth_tests::daemon::{stderr, stdout, Berthd};
+    let d = Berthd::start();
+    let vols = d.data_root().join("volumes");
+    for v in ["alpha", "beta"] {
+        std::fs::create_dir_all(vols.join(v)).unwrap();
+    }
+    let o = d.berth(&["volume", "ls", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "alpha\nbeta\n");
+    let o = d.berth(&["volume", "ls"]);
+    assert!(stdout(&o).starts_with("VOLUME NAME"), "{}", stdout(&o));
+    let o = d.berth(&["volume", "rm", "alpha"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "alpha\n");
+    assert!(!vols.join("alpha").exists());
+    let o = d.berth(&["volume", "rm", "nope"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no volume \"nope\""), "{}", stderr(&o));
+}
