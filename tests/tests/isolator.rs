@@ -915,3 +915,24 @@ fn cli_volume_ls_and_rm_through_berthd() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no volume \"nope\""), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_stays_idle_when_the_container_closes_its_output() {
+    need_root!();
+    let h = Harness::new().await;
+    let spec = h.spec("echo bye; exec >&- 2>&-; sleep 1.5");
+    let created = h.create(&spec).await.expect("create");
+    h.start(&spec.id);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // utime + stime of the shim, in clock ticks (1/100 s).
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", created.shim_pid)).unwrap();
+    let fields: Vec<&str> = stat.rsplit(") ").next().unwrap().split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    assert!(
+        ticks < 20,
+        "the shim used {ticks} ticks of CPU while waiting"
+    );
+    let st = h.wait_exit(&spec.id, Duration::from_secs(10)).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(h.stdout(&spec.id), "bye\n");
+}

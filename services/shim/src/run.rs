@@ -596,27 +596,23 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
         if drain_until.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let mut fds = vec![
-            PollFd::new(
-                out.as_fd(),
-                if open[0] {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ),
-            PollFd::new(
-                st.err_r.as_fd(),
-                if open[1] {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::empty()
-                },
-            ),
-        ];
-        if let (Some(p), None) = (&pidfd, &status) {
-            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        // Only open streams are polled: a closed pipe would report POLLHUP forever.
+        let streams = [out, &st.err_r];
+        let mut polled: Vec<usize> = Vec::with_capacity(3);
+        let mut fds: Vec<PollFd> = Vec::with_capacity(3);
+        for (i, fd) in streams.iter().enumerate() {
+            if open[i] {
+                polled.push(i);
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
         }
+        let pid_slot = match (&pidfd, &status) {
+            (Some(p), None) => {
+                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
         let timeout = if status.is_some() || pidfd.is_none() {
             PollTimeout::from(100u16)
         } else {
@@ -635,11 +631,11 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
             .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
-        for (i, fd) in [out, &st.err_r].into_iter().enumerate() {
-            if !open[i] || revents[i].is_empty() {
+        for (slot, &i) in polled.iter().enumerate() {
+            if revents[slot].is_empty() {
                 continue;
             }
-            match read(fd.as_fd(), &mut buf) {
+            match read(streams[i].as_fd(), &mut buf) {
                 Ok(0) => {
                     open[i] = false;
                     if let Some(l) = log.as_mut() {
@@ -652,12 +648,13 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
                     }
                 }
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                // EIO: the terminal's last slave is closed.
                 Err(_) => open[i] = false,
             }
         }
         if status.is_none() {
-            let exited = match &pidfd {
-                Some(_) => revents.get(2).is_some_and(|r| !r.is_empty()),
+            let exited = match pid_slot {
+                Some(k) => !revents[k].is_empty(),
                 None => true,
             };
             if exited {
