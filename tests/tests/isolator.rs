@@ -936,3 +936,61 @@ async fn shim_stays_idle_when_the_container_closes_its_output() {
     assert_eq!(st.exit_code, 0);
     assert_eq!(h.stdout(&spec.id), "bye\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_with_proc_and_dev_as_symlinks_cannot_mount_onto_the_host() {
+    need_root!();
+    let h = Harness::new().await;
+    let outside = tempfile::Builder::new()
+        .prefix("berth-outside-")
+        .tempdir()
+        .unwrap();
+    let hops = "../".repeat(20);
+    for d in ["proc", "dev"] {
+        let host_dir = outside.path().join(d);
+        std::fs::create_dir(&host_dir).unwrap();
+        let link = h.rootfs.lower().join(d);
+        std::fs::remove_dir(&link).unwrap();
+        std::os::unix::fs::symlink(format!("{hops}{}", host_dir.display()), &link).unwrap();
+    }
+    let spec = h.spec("ls /dev | grep -c '^null$'; ls /proc/self/ns | grep -c '^mnt$'");
+    let (st, out) = h.run(&spec).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "1\n1\n");
+    for d in ["proc", "dev"] {
+        assert!(
+            std::fs::read_dir(outside.path().join(d))
+                .unwrap()
+                .next()
+                .is_none(),
+            "a mount or file reached the host's {d} directory"
+        );
+    }
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(&outside.path().display().to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_do_not_interfere() {
+    need_root!();
+    let h = Harness::new().await;
+    let specs: Vec<ContainerSpec> = (0..6)
+        .map(|i| {
+            let mut s = h.spec(&format!("echo container-{i}; hostname"));
+            s.hostname = Some(format!("host-{i}"));
+            s
+        })
+        .collect();
+    let replies = futures::future::join_all(specs.iter().map(|s| h.create(s))).await;
+    for r in &replies {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    for s in &specs {
+        h.start(&s.id);
+    }
+    for (i, s) in specs.iter().enumerate() {
+        let st = h.wait_exit(&s.id, Duration::from_secs(20)).await;
+        assert_eq!(st.exit_code, 0);
+        assert_eq!(h.stdout(&s.id), format!("container-{i}\nhost-{i}\n"));
+    }
+}
