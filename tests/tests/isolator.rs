@@ -994,3 +994,43 @@ async fn concurrent_creates_do_not_interfere() {
         assert_eq!(h.stdout(&s.id), format!("container-{i}\nhost-{i}\n"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespace_maps_root_to_an_unprivileged_range() {
+    need_root!();
+    let h = Harness::new().await;
+    let base = 231_072u32;
+    let mut spec = h.spec(
+        "id -u; awk '{print $1, $2, $3}' /proc/self/uid_map; \
+         touch /tmp/made && echo TMP-OK; (touch /made) 2>/dev/null || echo ROOT-DIR-REFUSED; \
+         grep CapEff /proc/self/status; while [ ! -e /tmp/go ]; do sleep 0.05; done",
+    );
+    spec.userns_remap = Some(base);
+    let created = h.create(&spec).await.expect("create");
+    h.start(&spec.id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !h.stdout(&spec.id).contains("CapEff") {
+        assert!(Instant::now() < deadline, "{}", h.stdout(&spec.id));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Seen from the host, the container's root is the unprivileged base id.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", created.init_pid)).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(uid_line, format!("Uid:\t{base}\t{base}\t{base}\t{base}"));
+    // exec joins the user namespace too.
+    let r = h
+        .exec(&spec.id, &["sh", "-c", "id -u; touch /tmp/go"])
+        .await
+        .expect("exec");
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "0\n"), "{}", r.stderr);
+    let st = h.wait_exit(&spec.id, Duration::from_secs(10)).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(
+        h.stdout(&spec.id),
+        format!("0\n0 {base} 65536\nTMP-OK\nROOT-DIR-REFUSED\nCapEff:\t00000000a80425fb\n")
+    );
+    use std::os::unix::fs::MetadataExt;
+    let upper = PathBuf::from(h.rootfs.container(&spec.id).upperdir);
+    let made = std::fs::metadata(upper.join("tmp/made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (base, base));
+}

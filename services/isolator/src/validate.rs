@@ -206,10 +206,13 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
             "network mode bridge ({b})"
         )));
     }
-    if s.userns_remap.is_some() {
-        return Err(IsolatorError::Unsupported(
-            "userns_remap (user namespaces)".into(),
-        ));
+    if let Some(base) = s.userns_remap {
+        if base == 0 || base.checked_add(65_536).is_none() {
+            return Err(bad(
+                "userns_remap",
+                format!("{base}: the range of 65536 ids must start above 0 and fit in 32 bits"),
+            ));
+        }
     }
     Ok(())
 }

@@ -78,6 +78,17 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
         .step(|| format!("open {p}"))?;
         fds.push((ns, flag, fd));
     }
+    // The user namespace last: once in it, the others (owned by the host's) are out of reach.
+    if spec.userns_remap.is_some() {
+        let p = format!("/proc/{pid}/ns/user");
+        let fd = open(
+            p.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .step(|| format!("open {p}"))?;
+        fds.push(("user", CloneFlags::CLONE_NEWUSER, fd));
+    }
     cg.add(std::process::id() as i32)?;
     for (ns, flag, fd) in &fds {
         setns(fd.as_fd(), *flag).step(|| format!("join the {ns} namespace"))?;

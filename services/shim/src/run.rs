@@ -94,6 +94,8 @@ struct InitCtx<'a> {
     parent_fds: [RawFd; 6],
     /// With `tty`, the init sends the terminal's master over this socket.
     tty_w: Option<&'a OwnedFd>,
+    /// With `userns_remap`, the init enters a user namespace after its setup.
+    userns: bool,
 }
 
 /// Run the shim. Returns the shim's exit code.
@@ -191,13 +193,6 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             ))
         }
     }
-    if spec.userns_remap.is_some() {
-        return Err(ShimError::invalid(
-            "user namespace",
-            "userns_remap is not supported yet",
-        ));
-    }
-
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
     let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
@@ -233,6 +228,7 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             tty.as_ref().map(|(a, _)| a.as_raw_fd()).unwrap_or(-1),
         ],
         tty_w: tty.as_ref().map(|(_, b)| b),
+        userns: spec.userns_remap.is_some(),
     };
     let mut stack = vec![0u8; 1 << 20];
     // SAFETY: the shim is single-threaded; the child gets a copy of the address space (no
@@ -273,7 +269,6 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     }
     // If the init failed during its setup, the pipe is broken: its report below says why.
     let released = write(&go_w, b"G").step(|| "release the init".into());
-    drop(go_w);
     let mut msg = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -281,6 +276,21 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             Ok(0) => break,
             Ok(n) => {
                 msg.extend_from_slice(&buf[..n]);
+                if msg.first() == Some(&b'U') {
+                    // The init has made its user namespace: map it, then let it go on.
+                    msg.remove(0);
+                    let mapped = match spec.userns_remap {
+                        Some(base) => map_user_ns(init, base),
+                        None => Err(ShimError::invalid("user namespace", "not asked for")),
+                    };
+                    if let Err(e) = mapped.and_then(|_| {
+                        write(&go_w, b"M")
+                            .map(drop)
+                            .step(|| "release the init".into())
+                    }) {
+                        return Err(fail(e));
+                    }
+                }
                 if msg.first() == Some(&b'R') {
                     break;
                 }
@@ -427,6 +437,21 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         _ => return Err(ShimError::invalid("container init", "the shim went away")),
     }
     unshare(CloneFlags::CLONE_NEWCGROUP).step(|| "unshare the cgroup namespace".into())?;
+    if ctx.userns {
+        // Everything was mounted by the host's root; the user namespace comes last, so its
+        // root owns no mount, pid, network or ipc namespace of the container.
+        unshare(CloneFlags::CLONE_NEWUSER).step(|| "unshare the user namespace".into())?;
+        write(ctx.ready_w, b"U").step(|| "ask for the uid map".into())?;
+        match read(ctx.go_r.as_fd(), &mut one) {
+            Ok(1) if one[0] == b'M' => {}
+            _ => {
+                return Err(ShimError::invalid(
+                    "user namespace",
+                    "the shim did not map it",
+                ))
+            }
+        }
+    }
     process::cloexec_from_3()?;
     process::finish(&prepared)?;
     nix::sys::prctl::set_pdeathsig(None).step(|| "prctl(PR_SET_PDEATHSIG)".into())?;
@@ -525,6 +550,16 @@ fn recv_fd(sock: &OwnedFd) -> Result<OwnedFd, ShimError> {
         }
     }
     Err(ShimError::invalid("terminal", "the init sent no terminal"))
+}
+
+/// Map container ids 0..65536 to host ids `base..base+65536` in `pid`'s user namespace.
+fn map_user_ns(pid: Pid, base: u32) -> Result<(), ShimError> {
+    let line = format!("0 {base} 65536\n");
+    for f in ["uid_map", "gid_map"] {
+        let p = format!("/proc/{}/{f}", pid.as_raw());
+        std::fs::write(&p, &line).step(|| format!("write {p}"))?;
+    }
+    Ok(())
 }
 
 fn pidfd_open(pid: Pid) -> Result<OwnedFd, ShimError> {
