@@ -18,8 +18,11 @@ use std::collections::BTreeMap;
 /// on are the same on every architecture).
 pub const HIGHEST_KNOWN_SYSCALL: u32 = 469;
 
+/// Named syscalls (name, number).
+type Calls = Vec<(&'static str, i64)>;
+
 /// Syscalls refused unless the container holds `cap` (`None`: always refused).
-fn blocked() -> Vec<(Option<Capability>, Vec<(&'static str, i64)>)> {
+fn blocked() -> Vec<(Option<Capability>, Calls)> {
     use libc::*;
     let mut always = vec![
         ("keyctl", SYS_keyctl),

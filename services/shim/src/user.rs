@@ -100,10 +100,7 @@ pub fn resolve(spec: Option<&str>, passwd: &str, group: &str) -> Result<User, St
     if g.is_none() {
         if let Some(p) = entry {
             for e in &gr {
-                if e.members.iter().any(|m| *m == p.name)
-                    && e.gid != gid
-                    && !groups.contains(&e.gid)
-                {
+                if e.members.contains(&p.name) && e.gid != gid && !groups.contains(&e.gid) {
                     groups.push(e.gid);
                 }
             }

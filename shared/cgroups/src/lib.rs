@@ -86,11 +86,7 @@ impl Layout {
                         }
                     }
                 }
-                "cgroup2" => {
-                    if v2.is_none() {
-                        v2 = Some(mount_point);
-                    }
-                }
+                "cgroup2" if v2.is_none() => v2 = Some(mount_point),
                 _ => {}
             }
         }
