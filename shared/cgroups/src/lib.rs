@@ -469,7 +469,7 @@ impl Cgroup {
                             });
                         }
                         let _ = self.kill();
-                        std::thread::sleep(Duration::from_millis(5));
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     Err(e) => return Err(io_err("rmdir", d)(e)),
                 }
