@@ -289,6 +289,7 @@ echo "== net"; ls /sys/class/net
 echo "== dev"; ls /dev
 echo "== exe"; (echo x >> /proc/1/exe) 2>/dev/null && echo WROTE || echo REFUSED
 echo "== id"; id -u; id -g
+echo "== fds"; ls /proc/1/fd
 echo "== end"
 "#;
 
@@ -379,6 +380,8 @@ async fn isolation_seen_from_inside() {
     }
     assert!(!devs.contains(&"sda") && !devs.contains(&"vda"), "{devs:?}");
     assert_eq!(s["id"], "0\n0\n");
+    // No fd of the host beyond stdio reached the init.
+    assert_eq!(s["fds"].split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"]);
 
     // The shim removed the cgroup before writing exit.json.
     for d in cg.dirs() {
