@@ -1,10 +1,9 @@
-//! The reconciler through the real daemon and CLI: a busybox image in a real registry, Compose
-//! files applied, re-applied, changed, rolled back; drift corrected; berthd killed mid-way.
-//! As root (containers on the real kernel).
+//! The reconciler through the real daemon and CLI: Compose files applied, re-applied,
+//! changed, rolled back; drift corrected; berthd killed mid-way. As root (containers on the
+//! real kernel). Services run a busybox-static root filesystem (`x-berth: {rootfs: DIR}`), so
+//! these tests exercise the reconciler, the supervisor and the isolator, not image handling.
 
 use berth_tests::daemon::{stderr, stdout, Berthd};
-use berth_tests::images::{Compression, Format, Layout};
-use berth_tests::registry::Registry;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,31 +18,30 @@ macro_rules! need_root {
 
 struct World {
     d: Berthd,
-    _reg: Registry,
-    _layout: Layout,
-    image: String,
+    /// A busybox root filesystem every service runs.
+    rootfs: String,
     dir: tempfile::TempDir,
 }
 
 impl World {
     fn start() -> World {
-        let reg = Registry::start();
-        let layout = Layout::new();
-        layout.busybox("latest", "amd64");
-        let image = format!("{}/test/busybox:latest", reg.host());
-        layout.push("latest", &image, Format::Oci, Compression::Gzip, None);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        berth_tests::images::busybox_rootfs(&root);
+        for d in ["tmp", "etc", "proc", "sys", "dev"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
         World {
             d: Berthd::start(),
-            _reg: reg,
-            _layout: layout,
-            image,
-            dir: tempfile::tempdir().unwrap(),
+            rootfs: root.display().to_string(),
+            dir,
         }
     }
 
     fn write(&self, name: &str, yaml: &str) -> String {
         let p = self.dir.path().join(name);
-        std::fs::write(&p, yaml.replace("IMAGE", &self.image)).unwrap();
+        let image = format!("x-berth: {{rootfs: {}}}", self.rootfs);
+        std::fs::write(&p, yaml.replace("image: IMAGE", &image)).unwrap();
         p.display().to_string()
     }
 
@@ -208,7 +206,8 @@ fn drift_is_corrected_and_a_killed_daemon_finishes_without_duplicates() {
         "intruder",
         "--label",
         "berth.project=demo",
-        &w.image,
+        "--rootfs",
+        &w.rootfs,
         "sleep",
         "3600",
     ]);

@@ -145,6 +145,7 @@ fn request(
     Ok(CreateRequest {
         name: None,
         image: s.image.clone(),
+        rootfs: s.rootfs.clone(),
         options: ContainerOptions {
             cmd: s.command.clone(),
             entrypoint: s.entrypoint.clone(),

@@ -794,6 +794,30 @@ fn service(
             &format!("service {name}: key `{k}` is not supported by berth"),
         )?;
     }
+    if let Some(x) = m.get("x-berth") {
+        let xm = x
+            .as_object()
+            .ok_or_else(|| ctx.err(&p("x-berth"), "`x-berth` must be a mapping"))?;
+        for (k, v) in xm {
+            match k.as_str() {
+                "rootfs" => {
+                    let dir = v.as_str().ok_or_else(|| {
+                        ctx.err(
+                            &["services", name, "x-berth", "rootfs"],
+                            "x-berth.rootfs must be a directory path",
+                        )
+                    })?;
+                    s.rootfs = Some(ctx.base_dir.join(dir).display().to_string());
+                }
+                other => {
+                    return Err(ctx.err(
+                        &["services", name, "x-berth", other],
+                        format!("x-berth.{other} is not a berth extension (rootfs)"),
+                    ))
+                }
+            }
+        }
+    }
     s.image = match m.get("image") {
         Some(Value::String(i)) if !i.trim().is_empty() => i.clone(),
         Some(_) => {
@@ -802,6 +826,7 @@ fn service(
                 format!("service {name}: `image` must be a non-empty string"),
             ))
         }
+        None if s.rootfs.is_some() => String::new(),
         None => {
             return Err(ctx.err(
                 &["services", name],

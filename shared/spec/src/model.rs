@@ -140,7 +140,13 @@ pub struct ServiceNetwork {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Service {
+    /// Empty when `rootfs` is given.
+    #[serde(default)]
     pub image: String,
+    /// `x-berth: {rootfs: DIR}`: run a host directory instead of an image (as Podman's
+    /// `--rootfs`), made absolute against the first file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

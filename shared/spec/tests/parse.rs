@@ -379,3 +379,16 @@ fn yaml_1_2_booleans_as_compose_reads_them() {
     assert_eq!(w.restart.as_deref(), Some("no"));
     assert!(w.read_only);
 }
+
+#[test]
+fn x_berth_rootfs_runs_a_directory() {
+    let l = load_one("services:\n  w:\n    x-berth:\n      rootfs: ./root\n").unwrap();
+    assert_eq!(
+        l.project.services["w"].rootfs.as_deref(),
+        Some("/srv/app/./root")
+    );
+    assert_eq!(
+        err("services:\n  w:\n    x-berth:\n      nodes: [a]\n"),
+        "compose.yaml:4:7: x-berth.nodes is not a berth extension (rootfs)"
+    );
+}
