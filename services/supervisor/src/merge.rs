@@ -143,6 +143,8 @@ pub fn spec(
         ),
         labels,
         network: o.network.clone(),
+        aliases: o.aliases.clone(),
+        ports: o.ports.clone(),
         userns_remap: o.userns_remap,
     })
 }

@@ -159,6 +159,12 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Further names the container answers to on its bridge network (a Compose service name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Published ports (bridge networks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::network::PortMapping>,
     /// Map container root to this host uid/gid range start (user namespace), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns_remap: Option<u32>,

@@ -8,6 +8,7 @@ pub mod event;
 pub mod info;
 pub mod isolator;
 pub mod layer_store;
+pub mod network;
 pub mod puller;
 pub mod reconciler;
 pub mod reference;

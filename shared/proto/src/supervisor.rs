@@ -103,6 +103,12 @@ pub struct ContainerOptions {
     pub network: NetworkMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns_remap: Option<u32>,
+    /// Further names on the container's bridge network (a Compose service name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Published ports (`ports:`, `-p`), parsed by `berth_proto::network::parse_ports`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::network::PortMapping>,
 }
 
 impl Default for ContainerOptions {
@@ -127,6 +133,8 @@ impl Default for ContainerOptions {
             no_new_privileges: true,
             network: NetworkMode::default(),
             userns_remap: None,
+            aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 }
