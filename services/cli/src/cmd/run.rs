@@ -378,6 +378,7 @@ impl CreateOpts {
                 no_new_privileges: nnp,
                 network,
                 userns_remap: None,
+                ..Default::default()
             },
             labels,
             restart: match &self.restart {
