@@ -29,7 +29,7 @@ impl Fixtures {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("bin"))?;
         sh(&format!(
-            "cp /bin/busybox {r}/bin/busybox && for a in $({r}/bin/busybox --list); do [ -e {r}/bin/$a ] || ln -s busybox {r}/bin/$a; done && mkdir -p {r}/etc {r}/tmp && echo 'root:x:0:0:root:/root:/bin/sh' > {r}/etc/passwd && echo 'root:x:0:' > {r}/etc/group",
+            "cp /bin/busybox {r}/bin/busybox && for a in $({r}/bin/busybox --list); do [ -e {r}/bin/$a ] || ln -s busybox {r}/bin/$a; done && mkdir -p {r}/etc {r}/tmp {r}/proc {r}/sys {r}/dev && echo 'root:x:0:0:root:/root:/bin/sh' > {r}/etc/passwd && echo 'root:x:0:' > {r}/etc/group",
             r = root.display()
         ))
         .context("building the busybox rootfs (is busybox-static installed?)")?;

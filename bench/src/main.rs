@@ -71,12 +71,24 @@ fn main() -> anyhow::Result<()> {
         .context("importing busybox into podman")?;
     }
     let berth = env::Berth::start(&a.bin_dir)?;
-    berth
-        .cli(&format!(
-            "load -i {}",
-            fixtures.busybox_archive()?.display()
-        ))
-        .context("loading busybox into berth")?;
+    let mut notes = peers.notes.clone();
+    let berth_image = match berth.cli(&format!(
+        "load -i {}",
+        fixtures.busybox_archive()?.display()
+    )) {
+        Ok(_) => "busybox:latest".to_string(),
+        Err(e) => {
+            let rootfs = fixtures.runc_bundle()?.join("rootfs");
+            let note = format!(
+                "berth: the busybox image could not be loaded ({}); berth ran the same root filesystem with --rootfs {}",
+                e.to_string().lines().last().unwrap_or(""),
+                rootfs.display()
+            );
+            eprintln!("note: {note}");
+            notes.push(note);
+            format!("--rootfs {}", rootfs.display())
+        }
+    };
 
     let ctx = scenarios::Ctx {
         berth: &berth,
@@ -84,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         fixtures: &fixtures,
         runs: a.runs,
         warmup: a.warmup,
+        berth_image,
     };
     let mut outcomes = Vec::new();
     for s in &chosen {
@@ -124,7 +137,7 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::write(
         &a.report,
-        report::markdown(&outcomes, &peers.notes, chart.as_deref()),
+        report::markdown(&outcomes, &notes, chart.as_deref()),
     )
     .with_context(|| format!("writing {}", a.report.display()))?;
     eprintln!("report written to {}", a.report.display());

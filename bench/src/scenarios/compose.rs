@@ -4,11 +4,12 @@ use super::Ctx;
 use crate::env::time_sh;
 use crate::stats::{Outcome, Series, Unit};
 
-fn compose_file(services: usize, image: &str) -> String {
+/// `image_line` is `image: NAME` or berth's `x-berth: {rootfs: DIR}`.
+fn compose_file(services: usize, image_line: &str) -> String {
     let mut s = String::from("services:\n");
     for i in 0..services {
         s.push_str(&format!(
-            "  svc{i}:\n    image: {image}\n    command: [\"sleep\", \"600\"]\n    network_mode: none\n"
+            "  svc{i}:\n    {image_line}\n    command: [\"sleep\", \"600\"]\n    network_mode: none\n"
         ));
     }
     s
@@ -19,14 +20,14 @@ pub fn run(c: &Ctx) -> anyhow::Result<(Outcome, Outcome)> {
     let mut noop = Outcome::new("no-op re-apply", Unit::Seconds, Some(0.050));
     let dir = tempfile::tempdir()?;
     let berth_file = dir.path().join("berth.yaml");
-    std::fs::write(&berth_file, compose_file(20, "busybox:latest"))?;
+    std::fs::write(&berth_file, compose_file(20, &c.berth_compose_image()))?;
     let b = c.berth.berth();
     let apply = format!("{b} apply -f {} -p benchc --wait", berth_file.display());
     let down = format!("{b} down benchc");
     let mut engines = vec![("berth", apply, down)];
     if c.peers.compose {
         let f = dir.path().join("docker-compose.yaml");
-        std::fs::write(&f, compose_file(20, "berth-bench-busybox"))?;
+        std::fs::write(&f, compose_file(20, "image: berth-bench-busybox"))?;
         engines.push((
             "docker-compose",
             format!("docker-compose -f {} -p benchc up -d", f.display()),

@@ -13,7 +13,7 @@ pub fn run(c: &Ctx) -> anyhow::Result<Outcome> {
     let b = c.berth.berth();
     let mut engines: Vec<(&str, String, String)> = vec![(
         "berth",
-        format!("{b} run -d --name bench-$i busybox:latest sleep 600"),
+        format!("{b} run -d --name bench-$i {} sleep 600", c.berth_image),
         format!("{b} rm -f $(seq -f 'bench-%g' 0 {}) >/dev/null", N - 1),
     )];
     if c.peers.docker {

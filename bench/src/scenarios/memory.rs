@@ -22,9 +22,10 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     idle.series.push(s);
 
     let start = format!(
-        "for i in $(seq 0 {}); do {} run -d --name mem-$i busybox:latest sleep 600 >/dev/null; done",
+        "for i in $(seq 0 {}); do {} run -d --name mem-$i {} sleep 600 >/dev/null; done",
         N - 1,
-        b.berth()
+        b.berth(),
+        c.berth_image
     );
     let rm = format!(
         "{} rm -f $(seq -f 'mem-%g' 0 {}) >/dev/null",

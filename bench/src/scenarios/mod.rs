@@ -17,6 +17,19 @@ pub struct Ctx<'a> {
     pub fixtures: &'a Fixtures,
     pub runs: usize,
     pub warmup: usize,
+    /// What berth runs: `busybox:latest` (loaded image) or `--rootfs DIR` (the same busybox
+    /// root filesystem unpacked, when the image could not be loaded).
+    pub berth_image: String,
+}
+
+impl Ctx<'_> {
+    /// A Compose service body line for berth's busybox.
+    pub fn berth_compose_image(&self) -> String {
+        match self.berth_image.strip_prefix("--rootfs ") {
+            Some(dir) => format!("x-berth: {{rootfs: {dir}}}"),
+            None => format!("image: {}", self.berth_image),
+        }
+    }
 }
 
 pub const ALL: [&str; 5] = ["run", "start50", "compose", "pull", "memory"];

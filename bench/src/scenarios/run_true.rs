@@ -9,7 +9,7 @@ pub fn run(c: &Ctx) -> anyhow::Result<Outcome> {
     let mut o = Outcome::new("run --rm /bin/true", Unit::Seconds, Some(0.010));
     let mut cmds: Vec<(&str, String)> = vec![(
         "berth",
-        format!("{} run --rm busybox:latest /bin/true", c.berth.berth()),
+        format!("{} run --rm {} /bin/true", c.berth.berth(), c.berth_image),
     )];
     if c.peers.docker {
         cmds.push((
