@@ -21,11 +21,15 @@ use std::sync::{Arc, Mutex};
 /// Time to live of an answer, in seconds (short: replicas come and go).
 pub const TTL: u32 = 5;
 
+/// The identity of a record file's content: inode (the file is replaced by rename) and
+/// modification time.
+type Stamp = (u64, i64, i64);
+
 /// What the server knows of one network, re-read when its record changes.
 pub struct Resolver {
     store: Store,
     network: String,
-    cache: Mutex<Option<((u64, i64, i64), Arc<NetworkRecord>)>>,
+    cache: Mutex<Option<(Stamp, Arc<NetworkRecord>)>>,
     turn: AtomicUsize,
 }
 

@@ -324,9 +324,7 @@ impl Net {
     }
 
     async fn unmake(&self, rec: &NetworkRecord) {
-        if let Some(h) = self.tasks().dns.remove(&rec.name) {
-            h.abort();
-        }
+        self.stop_dns(&rec.name).await;
         if let Ok(h) = link::connect() {
             if let Err(e) = link::delete(&h, &rec.bridge).await {
                 tracing::warn!(network = rec.name, "{e}");
@@ -344,6 +342,15 @@ impl Net {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Stop a network's DNS server and wait until its socket is closed.
+    async fn stop_dns(&self, network: &str) {
+        let h = self.tasks().dns.remove(network);
+        if let Some(h) = h {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+
     async fn start_dns(&self, rec: &NetworkRecord) -> Result<(), NetError> {
         if self
             .tasks()
@@ -354,14 +361,29 @@ impl Net {
             return Ok(());
         }
         let addr = std::net::SocketAddr::new(IpAddr::V4(rec.gateway), self.cfg.dns_port);
-        let sock = tokio::net::UdpSocket::bind(addr)
-            .await
-            .map_err(|e| NetError::Port {
-                addr: addr.to_string(),
-                proto: berth_proto::network::Protocol::Udp,
-                container: format!("the DNS server of network {:?}", rec.name),
-                reason: e.to_string(),
-            })?;
+        // The address may still be held for a moment by the server of a network with the
+        // same subnet that was just removed (an aborted task closes its socket when the
+        // runtime drops it): retry briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let sock = loop {
+            match tokio::net::UdpSocket::bind(addr).await {
+                Ok(s) => break s,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    return Err(NetError::Port {
+                        addr: addr.to_string(),
+                        proto: berth_proto::network::Protocol::Udp,
+                        container: format!("the DNS server of network {:?}", rec.name),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        };
         let r = Arc::new(dns::Resolver::new(self.store.clone(), &rec.name));
         let h = self.rt.spawn(dns::serve(sock, r));
         self.tasks().dns.insert(rec.name.clone(), h);
@@ -395,9 +417,7 @@ impl Net {
                     .join(", "),
             });
         }
-        if let Some(h) = self.tasks().dns.remove(name) {
-            h.abort();
-        }
+        self.stop_dns(name).await;
         let h = link::connect()?;
         link::delete(&h, &rec.bridge).await?;
         let b = rec.bridge.clone();
@@ -409,13 +429,15 @@ impl Net {
         Ok(())
     }
 
-    fn stop_proxies(&self, network: &str, container_id: &str) {
-        if let Some(hs) = self
+    /// Stop a container's proxies and wait until their sockets are closed.
+    async fn stop_proxies(&self, network: &str, container_id: &str) {
+        let hs = self
             .tasks()
             .proxies
-            .remove(&(network.to_string(), container_id.to_string()))
-        {
-            hs.iter().for_each(|h| h.abort());
+            .remove(&(network.to_string(), container_id.to_string()));
+        for h in hs.unwrap_or_default() {
+            h.abort();
+            let _ = h.await;
         }
     }
 
@@ -426,7 +448,7 @@ impl Net {
             rec.endpoints.drain(..).partition(|e| e.alive());
         rec.endpoints = live;
         for e in &dead {
-            self.stop_proxies(&rec.name, &e.container_id);
+            self.stop_proxies(&rec.name, &e.container_id).await;
             tracing::info!(
                 network = rec.name,
                 container = e.container_name,
@@ -461,7 +483,7 @@ impl Net {
             .position(|e| e.container_id == req.container_id)
         {
             let old = rec.endpoints.remove(i);
-            self.stop_proxies(&rec.name, &old.container_id);
+            self.stop_proxies(&rec.name, &old.container_id).await;
             link::delete(&h, &old.veth).await?;
         }
         let address = rec
@@ -534,7 +556,7 @@ impl Net {
             .position(|e| e.container_id == container_id)
         {
             let e = rec.endpoints.remove(i);
-            self.stop_proxies(network, container_id);
+            self.stop_proxies(network, container_id).await;
             let h = link::connect()?;
             link::delete(&h, &e.veth).await?;
         } else if !changed {

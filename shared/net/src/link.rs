@@ -74,6 +74,13 @@ pub async fn index(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
     }
 }
 
+/// A locally administered unicast MAC derived from the bridge's name.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    [0x02, h[0], h[1], h[2], h[3], h[4]]
+}
+
 /// Make sure bridge `name` exists, has `gateway/prefix` and is up; returns its index.
 pub async fn ensure_bridge(
     h: &Handle,
@@ -84,7 +91,13 @@ pub async fn ensure_bridge(
     let idx = match index(h, name).await? {
         Some(i) => i,
         None => {
-            match h.link().add(LinkBridge::new(name).build()).execute().await {
+            // A fixed MAC: otherwise the bridge takes the lowest MAC of its ports and changes
+            // it as containers come and go, and the containers' ARP entries for the gateway
+            // go stale.
+            let msg = LinkBridge::new(name)
+                .address(bridge_mac(name).to_vec())
+                .build();
+            match h.link().add(msg).execute().await {
                 Ok(()) => {}
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => return Err(NetError::netlink(format!("create bridge {name}"), e)),
