@@ -76,6 +76,6 @@ pub fn run(c: &Ctx) -> anyhow::Result<Outcome> {
         }
     }
     o.notes
-        .push("docker and podman also unpack; skopeo copy only downloads and verifies".into());
+        .push("berth pull and skopeo copy download and verify; docker and podman also unpack".into());
     Ok(o)
 }
