@@ -381,7 +381,10 @@ async fn isolation_seen_from_inside() {
     assert!(!devs.contains(&"sda") && !devs.contains(&"vda"), "{devs:?}");
     assert_eq!(s["id"], "0\n0\n");
     // No fd of the host beyond stdio reached the init.
-    assert_eq!(s["fds"].split_whitespace().collect::<Vec<_>>(), ["0", "1", "2"]);
+    assert_eq!(
+        s["fds"].split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2"]
+    );
 
     // The shim removed the cgroup before writing exit.json.
     for d in cg.dirs() {
@@ -871,10 +874,13 @@ async fn network_modes() {
     let (_, out) = h.run(&host).await;
     assert_eq!(out.trim(), host_net.display().to_string());
 
+    // A bridge network that does not exist is refused, naming it, and nothing is left.
     let mut bridge = h.spec("true");
     bridge.network = NetworkMode::Bridge("br0".into());
     let e = h.create(&bridge).await.unwrap_err();
-    assert_eq!(e.remote().unwrap().code, ErrorCode::Unsupported);
+    assert_eq!(e.remote().unwrap().code, ErrorCode::NotFound, "{e}");
+    assert!(e.to_string().contains("\"br0\""), "{e}");
+    assert!(!h.run_dir(&bridge.id).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

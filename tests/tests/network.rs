@@ -673,3 +673,244 @@ async fn a_restarted_node_keeps_addresses_and_ports() {
         .expect_err("full");
     assert!(matches!(e, NetError::Exhausted(_)), "{e}");
 }
+
+/// Containers created by the isolator service on a bridge network, killed by their init
+/// pid on drop (the shim then removes the cgroup), and the networks of the data root removed.
+struct Containers {
+    ctx: berth_bus::ServiceContext,
+    inits: Vec<(i32, i32)>,
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for (init, shim) in &self.inits {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while berth_isolator::alive(*shim) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.ctx.shutdown.cancel();
+        cleanup(&self.ctx.config.data_root);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolator_containers_on_a_bridge_network() {
+    use berth_bus::RequestOptions;
+    use berth_proto::isolator::*;
+    use berth_proto::network::*;
+    use berth_proto::Service;
+    need_root!();
+    let shim = berth_tests::bin_dir().join("berth-shim");
+    if !shim.exists() {
+        eprintln!("skipped: berth-shim is not built (cargo build --workspace --bins)");
+        return;
+    }
+    let nats = berth_tests::nats::NatsServer::start();
+    let dir = tempfile::Builder::new()
+        .prefix("berth-net-iso-")
+        .tempdir()
+        .unwrap();
+    let ctx = nats.context("n1", dir.path()).await;
+    let bus = nats.bus("n1").await;
+    let rootfs = berth_tests::rootfs::Rootfs::new();
+    let mut cs = Containers {
+        ctx: ctx.clone(),
+        inits: Vec::new(),
+    };
+    let svc = ctx.clone();
+    tokio::spawn(async move { berth_isolator::run(svc).await.expect("isolator") });
+    let opts = RequestOptions::timeout(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info: NetworkInfo = loop {
+        match bus
+            .call(
+                Service::Isolator,
+                NETWORK_CREATE,
+                &NetworkCreateRequest {
+                    name: "app_default".into(),
+                    subnet: None,
+                },
+                &RequestOptions::timeout(Duration::from_secs(2)),
+            )
+            .await
+        {
+            Ok(i) => break i,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "network-create: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let port = berth_tests::free_port();
+    let spec = |name: &str, script: &str| ContainerSpec {
+        id: berth_bus::random_hex(64),
+        name: name.into(),
+        image: "busybox-test".into(),
+        args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/bin".into()],
+        seccomp: true,
+        no_new_privileges: true,
+        network: NetworkMode::Bridge("app_default".into()),
+        ..Default::default()
+    };
+    let mut web = spec(
+        "app-web-1",
+        "mkdir -p /tmp/www && echo served by web > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www",
+    );
+    web.aliases = vec!["web".into()];
+    web.ports = parse_ports(&format!("127.0.0.1:{port}:80")).unwrap();
+    let client = spec(
+        "app-client-1",
+        "cat /etc/resolv.conf; for i in $(seq 1 100); do wget -q -O - http://web/ && exit 0; sleep 0.1; done; exit 1",
+    );
+    let start = |id: &str| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(ctx.config.container_run_dir(id).join(START_FIFO))
+            .unwrap();
+        f.write_all(b"1").unwrap();
+    };
+    for s in [&web, &client] {
+        let t = Instant::now();
+        let r: CreateReply = bus
+            .call(
+                Service::Isolator,
+                CREATE,
+                &CreateRequest {
+                    spec: s.clone(),
+                    rootfs: rootfs.container(&s.id),
+                },
+                &opts,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create {}: {e}", s.name));
+        eprintln!("create {} on a bridge network: {:?}", s.name, t.elapsed());
+        cs.inits.push((r.init_pid as i32, r.shim_pid as i32));
+        start(&s.id);
+    }
+    // The client reached the web server by its service name and exits 0.
+    let exit = ctx.config.container_run_dir(&client.id).join(EXIT_FILE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !exit.exists() {
+        assert!(Instant::now() < deadline, "client did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let st: ExitStatus = serde_json::from_slice(&std::fs::read(&exit).unwrap()).unwrap();
+    let log = std::fs::read_to_string(ctx.config.container_dir(&client.id).join(LOG_FILE)).unwrap();
+    assert_eq!(st.exit_code, 0, "client log: {log}");
+    assert!(log.contains("served by web"), "{log}");
+    assert!(
+        log.contains(&format!("nameserver {}", info.gateway)),
+        "{log}"
+    );
+    // The published port answers on the host's loopback; `ports` reports it.
+    assert!(http_get(&format!("127.0.0.1:{port}"), "served by web\n").starts_with("HTTP/1."));
+    let p: PortsReply = bus
+        .call(
+            Service::Isolator,
+            PORTS,
+            &PortsRequest {
+                container: "app-web-1".into(),
+            },
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.ports, web.ports);
+    // A second container asking for the same port is refused, naming it, and nothing of
+    // it is left (no run dir, no container dir, no endpoint).
+    let dup = {
+        let mut d = spec("app-web-2", "exec httpd -f -p 80 -h /");
+        d.ports = web.ports.clone();
+        d
+    };
+    let e = bus
+        .call::<_, CreateReply>(
+            Service::Isolator,
+            CREATE,
+            &CreateRequest {
+                spec: dup.clone(),
+                rootfs: rootfs.container(&dup.id),
+            },
+            &opts,
+        )
+        .await
+        .expect_err("port taken");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("app-web-2"),
+        "{msg}"
+    );
+    assert!(
+        !ctx.config.container_run_dir(&dup.id).exists(),
+        "run dir left"
+    );
+    assert!(
+        !ctx.config.container_dir(&dup.id).exists(),
+        "container dir left"
+    );
+    let i: NetworkInfo = bus
+        .call(
+            Service::Isolator,
+            NETWORK_INSPECT,
+            &NetworkInspectRequest {
+                name: "app_default".into(),
+            },
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(!i.endpoints.iter().any(|e| e.container_name == "app-web-2"));
+    // Removal is refused while web runs; once it has ended, the sweep releases it.
+    let e = bus
+        .call::<_, NetworkRemoveReply>(
+            Service::Isolator,
+            NETWORK_REMOVE,
+            &NetworkRemoveRequest {
+                name: "app_default".into(),
+            },
+            &opts,
+        )
+        .await
+        .expect_err("in use");
+    assert!(e.to_string().contains("app-web-1"), "{e}");
+    drop(
+        std::mem::take(&mut cs.inits)
+            .into_iter()
+            .map(|(init, shim)| {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(init),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                shim
+            })
+            .collect::<Vec<_>>(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = bus
+            .call::<_, NetworkRemoveReply>(
+                Service::Isolator,
+                NETWORK_REMOVE,
+                &NetworkRemoveRequest {
+                    name: "app_default".into(),
+                },
+                &opts,
+            )
+            .await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "network-remove: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!host_tables().contains(&info.bridge));
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("port released");
+}

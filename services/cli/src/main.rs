@@ -71,6 +71,11 @@ enum Command {
     /// Named volumes (`volume ls`, `volume rm`).
     #[command(subcommand)]
     Volume(cmd::volume::VolumeCmd),
+    /// Bridge networks (`network ls`, `create`, `rm`, `inspect`).
+    #[command(subcommand)]
+    Network(cmd::network::NetworkCmd),
+    /// The published ports of a container.
+    Port(cmd::port::Args),
 }
 
 #[tokio::main]
@@ -103,6 +108,8 @@ async fn main() {
         Command::History(a) => cmd::history::run(&ctx, a).await,
         Command::Rollback(a) => cmd::rollback::run(&ctx, a).await,
         Command::Volume(c) => cmd::volume::run(&ctx, c).await,
+        Command::Network(c) => cmd::network::run(&ctx, c).await,
+        Command::Port(a) => cmd::port::run(&ctx, a).await,
     };
     std::process::exit(ctx::exit_code(r));
 }

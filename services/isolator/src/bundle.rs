@@ -61,8 +61,8 @@ pub fn oci_config(
         json!({"type": "cgroup"}),
     ];
     match &spec.network {
-        NetworkMode::None => namespaces.push(json!({"type": "network"})),
-        NetworkMode::Host | NetworkMode::Bridge(_) => {}
+        NetworkMode::None | NetworkMode::Bridge(_) => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Host => {}
         NetworkMode::Container(other) => namespaces.push(json!({
             "type": "network",
             "path": format!("/proc/<init of {other}>/ns/net"),

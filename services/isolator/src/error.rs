@@ -35,6 +35,9 @@ pub enum IsolatorError {
     Timeout(std::time::Duration),
     #[error("config.json: {0}")]
     Oci(String),
+    /// Attaching the container to its bridge network failed; the container was removed.
+    #[error("create failed: network: {0}")]
+    Network(#[from] berth_net::NetError),
 }
 
 impl IsolatorError {
@@ -64,6 +67,10 @@ impl From<IsolatorError> for BerthError {
             IsolatorError::NotFound(_) => BerthError::not_found(msg),
             IsolatorError::Precondition(_) => BerthError::precondition(msg),
             IsolatorError::Shim(_) | IsolatorError::Timeout(_) => BerthError::unavailable(msg),
+            IsolatorError::Network(n) => BerthError {
+                message: msg,
+                ..BerthError::from(n)
+            },
             IsolatorError::Io { .. } | IsolatorError::ShimSpawn { .. } | IsolatorError::Oci(_) => {
                 BerthError::internal(msg)
             }

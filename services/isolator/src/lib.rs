@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod error;
+pub mod network;
 pub mod shim;
 pub mod validate;
 pub mod volumes;
@@ -79,6 +80,8 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                     .map_err(BerthError::from)
             }
         });
+    network::start(&ctx).await;
+    let router = network::routes(router, &ctx.config);
     serve(&ctx, Service::Isolator, router).await?;
     Ok(())
 }
@@ -213,7 +216,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
         .map_err(|e| io("mkfifo", &fifo)(e.into()))?;
     undo.files.push(fifo);
     // Run files the shim writes; removed with the run dir on failure.
-    for f in [SHIM_PID_FILE, INIT_PID_FILE] {
+    for f in [SHIM_PID_FILE, INIT_PID_FILE, EXIT_FILE] {
         undo.files.push(run_dir.join(f));
     }
     undo.files.push(bundle.join(SHIM_LOG_FILE));
@@ -242,6 +245,18 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             return Err(e);
         }
     };
+    if let Err(e) = network::attach(cfg, spec, &hostname, init_pid, &bundle) {
+        // End the container before its files go: the shim removes the cgroup, then exits.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while alive(shim_pid as i32) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        return Err(e);
+    }
     undo.armed = false;
     tracing::info!(id, shim_pid, init_pid, "container created");
     Ok(CreateReply {

@@ -201,10 +201,17 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
         }
     }
     berth_shim::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
-    if let NetworkMode::Bridge(b) = &s.network {
-        return Err(IsolatorError::Unsupported(format!(
-            "network mode bridge ({b})"
-        )));
+    match &s.network {
+        NetworkMode::Bridge(b) => {
+            berth_net::store::check_name(b).map_err(|e| bad("network", e.to_string()))?
+        }
+        _ if !s.ports.is_empty() => {
+            return Err(bad(
+                "ports",
+                "published ports need a bridge network (network mode is not bridge)",
+            ))
+        }
+        _ => {}
     }
     if let Some(base) = s.userns_remap {
         if base == 0 || base.checked_add(65_536).is_none() {

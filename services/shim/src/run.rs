@@ -162,7 +162,8 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
         | CloneFlags::CLONE_NEWPID;
     let mut join_net = None;
     match &spec.network {
-        NetworkMode::None => flags |= CloneFlags::CLONE_NEWNET,
+        // A bridge network's veth is added by the isolator once the init exists.
+        NetworkMode::None | NetworkMode::Bridge(_) => flags |= CloneFlags::CLONE_NEWNET,
         NetworkMode::Host => {}
         NetworkMode::Container(other) => {
             let p = args
@@ -185,12 +186,6 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             )
             .step(|| format!("open the network namespace of container {other}"))?;
             join_net = Some(fd);
-        }
-        NetworkMode::Bridge(b) => {
-            return Err(ShimError::invalid(
-                "network",
-                format!("bridge network {b:?} is not supported yet"),
-            ))
         }
     }
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;

@@ -1,0 +1,159 @@
+//! The isolator's side of bridge networks (crate `berth-net`, docs/network.md): one
+//! [`Net`] per data root, restored when the service starts (bridges, rules, DNS servers,
+//! published ports of live containers), swept every few seconds (the endpoints and ports of
+//! containers that have ended are released), the network verbs, and `attach` during
+//! `create`.
+
+use crate::error::IsolatorError;
+use berth_bus::{NodeConfig, Router, ServiceContext};
+use berth_net::{AttachRequest, Attachment, Net, NetConfig};
+use berth_proto::isolator::{ContainerSpec, NetworkMode, HOSTS_FILE, RESOLV_FILE};
+use berth_proto::network::*;
+use berth_proto::BerthError;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often the endpoints of ended containers are released.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+fn nets() -> &'static Mutex<HashMap<PathBuf, Arc<Net>>> {
+    static NETS: OnceLock<Mutex<HashMap<PathBuf, Arc<Net>>>> = OnceLock::new();
+    NETS.get_or_init(Default::default)
+}
+
+/// The networking of the node's data root (made on first use, on the current runtime).
+pub fn net(cfg: &NodeConfig) -> Arc<Net> {
+    nets()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(cfg.data_root.clone())
+        .or_insert_with(|| Net::new(NetConfig::new(&cfg.data_root)))
+        .clone()
+}
+
+/// Restore the node's networks and release, every [`SWEEP_EVERY`], what ended containers
+/// held; stops with the service.
+pub async fn start(ctx: &ServiceContext) {
+    let n = net(&ctx.config);
+    if let Err(e) = n.restore().await {
+        tracing::error!("restore networks: {e}");
+    }
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {
+                    if let Err(e) = n.sweep().await {
+                        tracing::warn!("sweep networks: {e}");
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Attach a freshly created container (its init blocked before `exec`) to its bridge
+/// network and rewrite its `/etc/resolv.conf` and `/etc/hosts` (in place: they are bind
+/// mounts) for it. Blocking: called from `create`'s blocking task.
+pub fn attach(
+    cfg: &NodeConfig,
+    spec: &ContainerSpec,
+    hostname: &str,
+    init_pid: u32,
+    bundle: &Path,
+) -> Result<Option<Attachment>, IsolatorError> {
+    let NetworkMode::Bridge(network) = &spec.network else {
+        return Ok(None);
+    };
+    let n = net(cfg);
+    let req = AttachRequest {
+        network: network.clone(),
+        container_id: spec.id.clone(),
+        container_name: spec.name.clone(),
+        aliases: spec.aliases.clone(),
+        pid: init_pid,
+        ports: spec.ports.clone(),
+    };
+    let rt = tokio::runtime::Handle::current();
+    let a = rt.block_on(n.attach(&req))?;
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let files = (|| {
+        let resolv = bundle.join(RESOLV_FILE);
+        std::fs::write(&resolv, berth_net::resolv_conf(a.gateway, &host))
+            .map_err(crate::error::io("write", &resolv))?;
+        let hosts = bundle.join(HOSTS_FILE);
+        let mut h = std::fs::read_to_string(&hosts).map_err(crate::error::io("read", &hosts))?;
+        h.push_str(&berth_net::hosts_entries(
+            a.address,
+            hostname,
+            &spec.name,
+            &spec.aliases,
+        ));
+        std::fs::write(&hosts, h).map_err(crate::error::io("write", &hosts))
+    })();
+    if let Err(e) = files {
+        let _ = rt.block_on(n.detach(network, &spec.id));
+        return Err(e);
+    }
+    tracing::info!(id = spec.id, network, address = %a.address, "container attached");
+    Ok(Some(a))
+}
+
+fn err(e: berth_net::NetError) -> BerthError {
+    e.into()
+}
+
+/// The network verbs: `network-create`, `network-remove`, `networks`, `network-inspect`,
+/// `ports`.
+pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
+    let (c1, c2, c3, c4, c5) = (
+        cfg.clone(),
+        cfg.clone(),
+        cfg.clone(),
+        cfg.clone(),
+        cfg.clone(),
+    );
+    router
+        .route(NETWORK_CREATE, move |req: NetworkCreateRequest| {
+            let n = net(&c1);
+            async move {
+                n.create(&req.name, req.subnet.as_deref())
+                    .await
+                    .map_err(err)
+            }
+        })
+        .route(NETWORK_REMOVE, move |req: NetworkRemoveRequest| {
+            let n = net(&c2);
+            async move {
+                n.remove(&req.name).await.map_err(err)?;
+                Ok::<_, BerthError>(NetworkRemoveReply { name: req.name })
+            }
+        })
+        .route(NETWORKS, move |_: NetworksRequest| {
+            let n = net(&c3);
+            async move {
+                Ok::<_, BerthError>(NetworksReply {
+                    networks: n.list().map_err(err)?,
+                })
+            }
+        })
+        .route(NETWORK_INSPECT, move |req: NetworkInspectRequest| {
+            let n = net(&c4);
+            async move { n.inspect(&req.name).map_err(err) }
+        })
+        .route(PORTS, move |req: PortsRequest| {
+            let n = net(&c5);
+            async move {
+                match n.ports(&req.container).map_err(err)? {
+                    Some(ports) => Ok(PortsReply { ports }),
+                    None => Err(BerthError::not_found(format!(
+                        "container {} is not attached to any network",
+                        req.container
+                    ))),
+                }
+            }
+        })
+}
