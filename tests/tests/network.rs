@@ -914,3 +914,45 @@ async fn isolator_containers_on_a_bridge_network() {
     assert!(!host_tables().contains(&info.bridge));
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("port released");
 }
+
+#[test]
+fn cli_network_verbs_through_berthd() {
+    need_root!();
+    use berth_tests::daemon::{stderr, stdout, Berthd};
+    let d = Berthd::start();
+    let root = d.data_root();
+    struct Clean(PathBuf);
+    impl Drop for Clean {
+        fn drop(&mut self) {
+            cleanup(&self.0);
+        }
+    }
+    let _clean = Clean(root.clone());
+    let o = d.berth(&["network", "create", "--subnet", "10.89.251.0/28", "clinet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "clinet\n");
+    let o = d.berth(&["network", "ls"]);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("NAME") && out.contains("clinet") && out.contains("10.89.251.0/28"),
+        "{out}"
+    );
+    let o = d.berth(&["network", "ls", "-q"]);
+    assert_eq!(stdout(&o), "clinet\n");
+    let o = d.berth(&["network", "inspect", "clinet"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["gateway"], "10.89.251.1");
+    let bridge = v[0]["bridge"].as_str().unwrap().to_string();
+    assert!(host_tables().contains(&bridge));
+    let o = d.berth(&["network", "create", "clinet"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = d.berth(&["port", "nothing-like-this"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not attached"), "{}", stderr(&o));
+    let o = d.berth(&["network", "rm", "clinet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!host_tables().contains(&bridge));
+    let o = d.berth(&["network", "inspect", "clinet"]);
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+}
