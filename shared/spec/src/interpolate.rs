@@ -156,20 +156,27 @@ fn expand(
     })
 }
 
-/// Parse a `.env` file: `KEY=value` lines, `#` comments, optional `export `, single or double
-/// quotes around the value.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
-    let mut out = Vec::new();
+/// Parse an env file (`.env`, `env_file:`) as Compose does: `KEY=value` lines, `#` comments,
+/// an optional `export `, values in single quotes taken literally, values in double quotes with
+/// `\n`, `\t`, `\"`, `\\` escapes, unquoted values ending at ` #`; variables (`${VAR}`...) in
+/// unquoted and double-quoted values are interpolated with `lookup`, then with the entries
+/// above them. A line with a bare `KEY` takes the value from `lookup` (left out when unset).
+/// Errors carry the 1-based line.
+pub fn parse_env_file(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        let t = t.strip_prefix("export ").unwrap_or(t);
-        let Some((k, v)) = t.split_once('=') else {
-            return Err((n + 1, format!("expected KEY=value, found {t:?}")));
+        let t = t.strip_prefix("export ").map(str::trim_start).unwrap_or(t);
+        let (k, v) = match t.split_once('=') {
+            Some((k, v)) => (k.trim(), Some(v.trim())),
+            None => (t, None),
         };
-        let k = k.trim();
         if k.is_empty()
             || !k
                 .chars()
@@ -177,19 +184,64 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, Strin
         {
             return Err((n + 1, format!("invalid variable name {k:?}")));
         }
-        let v = v.trim();
-        let v = if (v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
-            || (v.starts_with('\'') && v.ends_with('\'') && v.len() >= 2)
-        {
-            v[1..v.len() - 1].to_string()
+        let Some(v) = v else {
+            if let Some(val) = lookup(k) {
+                out.push((k.to_string(), val));
+            }
+            continue;
+        };
+        let (raw, expand) = if let Some(inner) = v.strip_prefix('\'') {
+            let body = inner
+                .strip_suffix('\'')
+                .ok_or_else(|| (n + 1, format!("{k}: unterminated ' quote")))?;
+            (body.to_string(), false)
+        } else if let Some(inner) = v.strip_prefix('"') {
+            let body = inner
+                .strip_suffix('"')
+                .ok_or_else(|| (n + 1, format!("{k}: unterminated \" quote")))?;
+            let mut s = String::with_capacity(body.len());
+            let mut chars = body.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    match chars.next() {
+                        Some('n') => s.push('\n'),
+                        Some('t') => s.push('\t'),
+                        Some('r') => s.push('\r'),
+                        Some(x @ ('"' | '\\' | '\'')) => s.push(x),
+                        Some(x) => {
+                            s.push('\\');
+                            s.push(x);
+                        }
+                        None => s.push('\\'),
+                    }
+                } else {
+                    s.push(c);
+                }
+            }
+            (s, true)
         } else {
             // An unquoted value ends at an inline comment.
-            match v.find(" #") {
-                Some(p) => v[..p].trim_end().to_string(),
-                None => v.to_string(),
-            }
+            let v = match v.find(" #") {
+                Some(p) => v[..p].trim_end(),
+                None => v,
+            };
+            (v.to_string(), true)
         };
-        out.push((k.to_string(), v));
+        let value = if expand {
+            let earlier = |name: &str| {
+                lookup(name).or_else(|| {
+                    out.iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.clone())
+                })
+            };
+            let mut unset = Vec::new();
+            interpolate(&raw, &earlier, &mut unset).map_err(|e| (n + 1, format!("{k}: {e}")))?
+        } else {
+            raw
+        };
+        out.push((k.to_string(), value));
     }
     Ok(out)
 }
@@ -235,16 +287,28 @@ mod tests {
 
     #[test]
     fn env_files() {
-        let v = parse_env_file("# c\nA=1\nexport B=\"two words\"\nC='x' \nD=y # note\n").unwrap();
+        let lookup = |k: &str| (k == "HOME").then(|| "/root".to_string());
+        let v = parse_env_file(
+            "# c\nA=1\nexport B=\"two words\"\nC='x $A' \nD=y # note\nE=${A}-$HOME\nF=\"l1\\nl2\"\nHOME\nNOPE\n",
+            &lookup,
+        )
+        .unwrap();
         assert_eq!(
             v,
             vec![
                 ("A".into(), "1".into()),
                 ("B".into(), "two words".into()),
-                ("C".into(), "x".into()),
-                ("D".into(), "y".into())
+                ("C".into(), "x $A".into()),
+                ("D".into(), "y".into()),
+                ("E".into(), "1-/root".into()),
+                ("F".into(), "l1\nl2".into()),
+                ("HOME".into(), "/root".into()),
             ]
         );
-        assert_eq!(parse_env_file("A=1\nnonsense\n").unwrap_err().0, 2);
+        assert_eq!(
+            parse_env_file("A=1\nnot valid\n", &lookup).unwrap_err().0,
+            2
+        );
+        assert_eq!(parse_env_file("A=\"open\n", &lookup).unwrap_err().0, 1);
     }
 }

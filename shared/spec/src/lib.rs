@@ -3,13 +3,18 @@
 //! across several files the way Compose merges them, and validated into a typed
 //! [`Project`]. Every error is one line `file:line:column: message`. See docs/spec.md.
 
+pub mod ctx;
 pub mod error;
 pub mod interpolate;
 pub mod load;
-pub mod locate;
 pub mod model;
+pub mod ports;
+pub mod service;
+pub mod tree;
 pub mod units;
 
 pub use error::SpecError;
-pub use load::{load, load_texts, parse_port, LoadOptions, Loaded};
+pub use load::{load, load_texts, merge, normalize_project_name, LoadOptions, Loaded};
 pub use model::*;
+pub use ports::parse_port;
+pub use service::split_words;

@@ -1,0 +1,1358 @@
+//! One service's keys, checked and normalised into a [`Service`].
+
+use crate::ctx::{kind, scalar_string, show, Ctx, Path};
+use crate::error::SpecError;
+use crate::interpolate::parse_env_file;
+use crate::model::*;
+use crate::ports::{check_expose, long_port, parse_port};
+use crate::units::parse_size;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::{Component, PathBuf};
+
+/// The service keys berth reads.
+pub const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "volumes",
+    "restart",
+    "healthcheck",
+    "depends_on",
+    "deploy",
+    "container_name",
+    "networks",
+    "network_mode",
+    "expose",
+    "user",
+    "working_dir",
+    "hostname",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "tmpfs",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "labels",
+    "profiles",
+    "scale",
+];
+
+/// The other service keys of the Compose specification: refused as "not supported by berth"
+/// (or warned about with `allow_unsupported`); a key in neither list is unknown.
+pub const COMPOSE_ONLY_SERVICE_KEYS: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "cgroup",
+    "cgroup_parent",
+    "configs",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpus",
+    "cpuset",
+    "credential_spec",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "driver_opts",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "gpus",
+    "group_add",
+    "ipc",
+    "isolation",
+    "label_file",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_limit",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "models",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "provider",
+    "pull_policy",
+    "pull_refresh_after",
+    "runtime",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "storage_opt",
+    "sysctls",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "userns_mode",
+    "uts",
+    "volumes_from",
+];
+
+/// Linux capabilities, without the `CAP_` prefix.
+const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+const SIGNALS: &[&str] = &[
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV",
+    "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU",
+    "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "POLL", "PWR", "SYS",
+];
+
+/// Compose's rule for names (containers, profiles): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(x) if x.is_ascii_alphanumeric())
+        && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '_' | '.' | '-'))
+}
+
+/// Split a command string the way a POSIX shell would (quotes and backslashes), as Compose
+/// does for `command: "a b 'c d'"`.
+pub fn split_words(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => return Err(format!("unterminated ' in {s:?}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x @ ('"' | '\\' | '$' | '`')) => cur.push(x),
+                            Some('\n') => {}
+                            Some(x) => {
+                                cur.push('\\');
+                                cur.push(x);
+                            }
+                            None => return Err(format!("unterminated \" in {s:?}")),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err(format!("unterminated \" in {s:?}")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(x) => {
+                    in_word = true;
+                    cur.push(x)
+                }
+                None => return Err(format!("a trailing \\ in {s:?}")),
+            },
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// A path made absolute against `base` (`~/` is the home directory), `.` and `..` resolved
+/// lexically, as Compose resolves bind sources.
+pub fn absolute(base: &std::path::Path, p: &str) -> String {
+    let joined = if let Some(rest) = p.strip_prefix("~/") {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest)
+    } else if p == "~" {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    } else {
+        base.join(p)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out.display().to_string()
+}
+
+/// Where the declared things of the project are, for references from services.
+pub(crate) struct Declared<'a> {
+    pub volumes: &'a BTreeMap<String, VolumeDef>,
+    pub networks: &'a BTreeMap<String, NetworkDef>,
+}
+
+pub(crate) fn service(
+    ctx: &mut Ctx,
+    name: &str,
+    v: &Value,
+    declared: &Declared,
+) -> Result<Service, SpecError> {
+    let at = Path::root().k("services").k(name);
+    let m = match v {
+        Value::Object(m) => m,
+        other => {
+            return Err(ctx.err(
+                &at,
+                format!("service {name} must be a mapping, not {}", kind(other)),
+            ))
+        }
+    };
+    let what = format!("service {name}");
+    if m.contains_key("build") {
+        ctx.unsupported(
+            &at.k("build"),
+            format!(
+                "service {name}: `build` is not supported yet: build the image elsewhere and set `image`"
+            ),
+        )?;
+    }
+    let mut keys = m.clone();
+    keys.remove("build");
+    ctx.check_keys(&keys, &at, &what, SERVICE_KEYS, COMPOSE_ONLY_SERVICE_KEYS)?;
+    let p = |k: &str| at.k(k);
+    let mut s = Service {
+        replicas: 1,
+        ..Default::default()
+    };
+
+    if let Some(x) = m.get("x-berth") {
+        let xm = ctx.map(x, &p("x-berth"))?.cloned().unwrap_or_default();
+        for (k, v) in &xm {
+            match k.as_str() {
+                "rootfs" => {
+                    let dir = ctx.string(v, &p("x-berth").k("rootfs"))?;
+                    s.rootfs = Some(absolute(&ctx.base_dir, &dir));
+                }
+                other => {
+                    return Err(ctx.err(
+                        &p("x-berth").k(other),
+                        format!("x-berth.{other} is not a berth extension (rootfs)"),
+                    ))
+                }
+            }
+        }
+    }
+    s.image = match m.get("image") {
+        Some(Value::String(i)) if !i.trim().is_empty() => {
+            if i.chars().any(char::is_whitespace) {
+                return Err(ctx.err(
+                    &p("image"),
+                    format!("service {name}: image {i:?} contains a space"),
+                ));
+            }
+            i.clone()
+        }
+        Some(other) => {
+            return Err(ctx.err(
+                &p("image"),
+                format!(
+                    "service {name}: `image` must be a non-empty string, not {}",
+                    show(other)
+                ),
+            ))
+        }
+        None if s.rootfs.is_some() => String::new(),
+        None => return Err(ctx.err(&at, format!("service {name} has no `image`"))),
+    };
+    if let Some(x) = m.get("command") {
+        s.command = command(ctx, x, &p("command"))?;
+    }
+    if let Some(x) = m.get("entrypoint") {
+        s.entrypoint = command(ctx, x, &p("entrypoint"))?;
+    }
+    environment(ctx, name, m, &mut s)?;
+    if let Some(x) = m.get("ports") {
+        let a = list(ctx, x, &p("ports"))?;
+        for (i, e) in a.iter().enumerate() {
+            let parsed = match e {
+                Value::Object(o) => long_port(o),
+                Value::String(_) | Value::Number(_) => parse_port(&scalar_string(e).unwrap()),
+                other => Err(format!(
+                    "a port must be a string like \"8080:80\" or a mapping, not {}",
+                    kind(other)
+                )),
+            };
+            let ports = parsed.map_err(|e| ctx.err(&p("ports").k(i), format!("ports: {e}")))?;
+            s.ports.extend(ports);
+        }
+    }
+    if let Some(x) = m.get("expose") {
+        s.expose = ctx.strings(x, &p("expose"))?;
+        for (i, e) in s.expose.iter().enumerate() {
+            check_expose(e).map_err(|e| ctx.err(&p("expose").k(i), format!("expose: {e}")))?;
+        }
+    }
+    if let Some(x) = m.get("volumes") {
+        let a = list(ctx, x, &p("volumes"))?;
+        for (i, e) in a.iter().enumerate() {
+            let vm = volume_mount(ctx, e, &p("volumes").k(i), declared)?;
+            if s.volumes.iter().any(|o| o.target == vm.target) {
+                return Err(ctx.err(
+                    &p("volumes").k(i),
+                    format!("volumes: {} is mounted twice in service {name}", vm.target),
+                ));
+            }
+            s.volumes.push(vm);
+        }
+    }
+    if let Some(x) = m.get("tmpfs") {
+        s.tmpfs = ctx.strings(x, &p("tmpfs"))?;
+        for (i, t) in s.tmpfs.iter().enumerate() {
+            let (target, opts) = t.split_once(':').unwrap_or((t, ""));
+            let fail = |msg: String| ctx.err(&p("tmpfs").k(i), format!("tmpfs {t:?}: {msg}"));
+            if !target.starts_with('/') {
+                return Err(fail(format!(
+                    "the target {target:?} must be an absolute path"
+                )));
+            }
+            for o in opts.split(',').filter(|o| !o.is_empty()) {
+                match o.split_once('=') {
+                    Some(("size", sz)) => {
+                        parse_size(sz).map_err(fail)?;
+                    }
+                    Some(("mode", md)) => {
+                        u32::from_str_radix(md, 8)
+                            .map_err(|_| fail(format!("mode {md:?} is not an octal mode")))?;
+                    }
+                    Some(("uid" | "gid" | "nr_inodes", n)) => {
+                        n.parse::<u64>()
+                            .map_err(|_| fail(format!("{o:?} must be a number")))?;
+                    }
+                    None if matches!(
+                        o,
+                        "rw" | "ro" | "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev"
+                    ) => {}
+                    _ => return Err(fail(format!("unknown option {o:?}"))),
+                }
+            }
+        }
+    }
+    if let Some(x) = m.get("restart") {
+        let r = ctx.string(x, &p("restart"))?;
+        let ok = matches!(
+            r.as_str(),
+            "no" | "always" | "unless-stopped" | "on-failure"
+        ) || r
+            .strip_prefix("on-failure:")
+            .map(|n| n.parse::<u32>().is_ok())
+            .unwrap_or(false);
+        if !ok {
+            return Err(ctx.err(
+                &p("restart"),
+                format!("restart {r:?}: expected no, always, unless-stopped or on-failure[:max]"),
+            ));
+        }
+        s.restart = Some(r);
+    }
+    if let Some(x) = m.get("healthcheck") {
+        s.healthcheck = healthcheck(ctx, name, x)?;
+    }
+    if let Some(x) = m.get("depends_on") {
+        depends_on(ctx, name, x, &mut s)?;
+    }
+    if let Some(x) = m.get("scale") {
+        s.replicas = ctx.uint(x, &p("scale"), u32::MAX as u64)? as u32;
+    }
+    if let Some(x) = m.get("deploy") {
+        deploy(ctx, name, x, &mut s)?;
+        if let (Some(sc), Some(r)) = (
+            m.get("scale"),
+            m.get("deploy").and_then(|d| d.get("replicas")),
+        ) {
+            if ctx.uint(sc, &p("scale"), u32::MAX as u64)?
+                != ctx.uint(r, &p("deploy").k("replicas"), u32::MAX as u64)?
+            {
+                return Err(ctx.err(
+                    &p("scale"),
+                    format!("service {name}: `scale` and `deploy.replicas` disagree"),
+                ));
+            }
+        }
+    }
+    if let Some(x) = m.get("container_name") {
+        let c = ctx.string(x, &p("container_name"))?;
+        if !valid_name(&c) {
+            return Err(ctx.err(
+                &p("container_name"),
+                format!("container_name {c:?} must be letters, digits, '_', '.' or '-', starting with a letter or digit"),
+            ));
+        }
+        if s.replicas > 1 {
+            return Err(ctx.err(
+                &p("container_name"),
+                format!(
+                    "service {name}: container_name needs a single replica, not {}",
+                    s.replicas
+                ),
+            ));
+        }
+        s.container_name = Some(c);
+    }
+    if let Some(x) = m.get("networks") {
+        networks(ctx, name, x, declared, &mut s)?;
+    }
+    if let Some(x) = m.get("network_mode") {
+        let nm = ctx.string(x, &p("network_mode"))?;
+        let ok = matches!(nm.as_str(), "none" | "host" | "bridge")
+            || nm.strip_prefix("service:").is_some_and(|n| !n.is_empty())
+            || nm.strip_prefix("container:").is_some_and(|n| !n.is_empty());
+        if !ok {
+            return Err(ctx.err(
+                &p("network_mode"),
+                format!("network_mode {nm:?}: expected none, host, bridge, service:NAME or container:NAME"),
+            ));
+        }
+        if m.contains_key("networks") {
+            return Err(ctx.err(
+                &p("network_mode"),
+                format!("service {name}: network_mode and networks cannot be combined"),
+            ));
+        }
+        s.network_mode = Some(nm);
+    }
+    for (key, slot) in [
+        ("user", &mut s.user),
+        ("hostname", &mut s.hostname),
+        ("working_dir", &mut s.working_dir),
+        ("stop_signal", &mut s.stop_signal),
+    ] {
+        if let Some(x) = m.get(key) {
+            *slot = Some(ctx.string(x, &p(key))?);
+        }
+    }
+    if let Some(w) = &s.working_dir {
+        if !w.starts_with('/') {
+            return Err(ctx.err(
+                &p("working_dir"),
+                format!("working_dir {w:?} must be an absolute path"),
+            ));
+        }
+    }
+    if let Some(sig) = &s.stop_signal {
+        let bare = sig.strip_prefix("SIG").unwrap_or(sig);
+        let ok = SIGNALS.contains(&bare)
+            || sig.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n))
+            || bare
+                .strip_prefix("RTMIN+")
+                .or_else(|| bare.strip_prefix("RTMAX-"))
+                .is_some_and(|n| n.parse::<u8>().is_ok());
+        if !ok {
+            return Err(ctx.err(
+                &p("stop_signal"),
+                format!("stop_signal {sig:?} is not a signal (e.g. SIGTERM, SIGINT, 15)"),
+            ));
+        }
+    }
+    if let Some(x) = m.get("read_only") {
+        s.read_only = ctx.boolean(x, &p("read_only"))?;
+    }
+    if let Some(x) = m.get("init") {
+        s.init = ctx.boolean(x, &p("init"))?;
+    }
+    for (key, slot) in [("cap_add", &mut s.cap_add), ("cap_drop", &mut s.cap_drop)] {
+        if let Some(x) = m.get(key) {
+            *slot = ctx.strings(x, &p(key))?;
+            for (i, c) in slot.iter().enumerate() {
+                let bare = c.to_ascii_uppercase();
+                let bare = bare.strip_prefix("CAP_").unwrap_or(&bare);
+                if bare != "ALL" && !CAPABILITIES.contains(&bare) {
+                    return Err(ctx.err(
+                        &p(key).k(i),
+                        format!("{key}: {c:?} is not a Linux capability"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(x) = m.get("stop_grace_period") {
+        s.stop_grace_period_ms = Some(ctx.duration_ms(x, &p("stop_grace_period"))?);
+    }
+    if let Some(x) = m.get("labels") {
+        for (k, v) in ctx.kv(x, &p("labels"))? {
+            s.labels.insert(k, v.unwrap_or_default());
+        }
+    }
+    if let Some(x) = m.get("profiles") {
+        s.profiles = ctx.strings(x, &p("profiles"))?;
+        for (i, pr) in s.profiles.iter().enumerate() {
+            if !valid_name(pr) {
+                return Err(ctx.err(
+                    &p("profiles").k(i),
+                    format!("profile {pr:?} must be letters, digits, '_', '.' or '-'"),
+                ));
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn list<'a>(ctx: &Ctx, v: &'a Value, path: &Path) -> Result<&'a [Value], SpecError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(&[]),
+        other => Err(ctx.err(
+            path,
+            format!("`{}` must be a list, not {}", path.key_name(), kind(other)),
+        )),
+    }
+}
+
+fn command(ctx: &Ctx, v: &Value, path: &Path) -> Result<Option<Vec<String>>, SpecError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => split_words(s)
+            .map(Some)
+            .map_err(|e| ctx.err(path, format!("{}: {e}", path.last()))),
+        Value::Array(_) => ctx.strings(v, path).map(Some),
+        other => Err(ctx.err(
+            path,
+            format!(
+                "`{}` must be a string or a list of strings, not {}",
+                path.last(),
+                kind(other)
+            ),
+        )),
+    }
+}
+
+/// `env_file` entries in order, then `environment` (which wins). An `environment` entry
+/// without a value takes the variable from the environment of whoever applies (or `.env`),
+/// and is left out when that is not set, as Compose does.
+fn environment(
+    ctx: &mut Ctx,
+    name: &str,
+    m: &Map<String, Value>,
+    s: &mut Service,
+) -> Result<(), SpecError> {
+    let at = Path::root().k("services").k(name);
+    if let Some(x) = m.get("env_file") {
+        let p = at.k("env_file");
+        let items: Vec<Value> = match x {
+            Value::Array(a) => a.clone(),
+            Value::Null => vec![],
+            other => vec![other.clone()],
+        };
+        for (i, e) in items.iter().enumerate() {
+            let ip = if matches!(x, Value::Array(_)) {
+                p.k(i)
+            } else {
+                p.clone()
+            };
+            let (file, required) = match e {
+                Value::String(f) => (f.clone(), true),
+                Value::Object(o) => {
+                    ctx.check_keys(o, &ip, "env_file", &["path", "required", "format"], &[])?;
+                    let f = o
+                        .get("path")
+                        .map(|v| ctx.string(v, &ip.k("path")))
+                        .transpose()?
+                        .ok_or_else(|| ctx.err(&ip, "an env_file entry needs a `path`"))?;
+                    let req = o
+                        .get("required")
+                        .map(|v| ctx.boolean(v, &ip.k("required")))
+                        .transpose()?
+                        .unwrap_or(true);
+                    if let Some(fmt) = o.get("format") {
+                        if fmt.as_str() != Some("raw") {
+                            let f = ctx.string(fmt, &ip.k("format"))?;
+                            return Err(ctx.err(
+                                &ip.k("format"),
+                                format!("env_file format {f:?}: only raw is known"),
+                            ));
+                        }
+                    }
+                    (f, req)
+                }
+                other => {
+                    return Err(ctx.err(
+                        &ip,
+                        format!("`env_file` entries must be paths, not {}", kind(other)),
+                    ))
+                }
+            };
+            let path = PathBuf::from(absolute(&ctx.base_dir, &file));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let vars = ctx.vars.clone();
+                    let lookup = |k: &str| vars.get(k).cloned();
+                    let kv = parse_env_file(&text, &lookup).map_err(|(line, msg)| SpecError {
+                        file: path.display().to_string(),
+                        line: line as u32,
+                        column: 1,
+                        message: msg,
+                    })?;
+                    s.environment.extend(kv);
+                }
+                Err(e) if required => {
+                    return Err(ctx.err(
+                        &ip,
+                        format!("service {name}: env_file {}: {e}", path.display()),
+                    ))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    if let Some(x) = m.get("environment") {
+        for (k, val) in ctx.kv(x, &at.k("environment"))? {
+            match val {
+                Some(v) => {
+                    s.environment.insert(k, v);
+                }
+                None => {
+                    if let Some(v) = ctx.vars.get(&k) {
+                        s.environment.insert(k, v.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn healthcheck(ctx: &mut Ctx, name: &str, v: &Value) -> Result<Option<Healthcheck>, SpecError> {
+    let base = Path::root().k("services").k(name).k("healthcheck");
+    let Some(m) = ctx.map(v, &base)? else {
+        return Ok(None);
+    };
+    let m = m.clone();
+    ctx.check_keys(
+        &m,
+        &base,
+        "healthcheck",
+        &[
+            "test",
+            "disable",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+            "start_interval",
+        ],
+        &[],
+    )?;
+    let disabled = match m.get("disable") {
+        Some(d) => ctx.boolean(d, &base.k("disable"))?,
+        None => false,
+    };
+    let test = match m.get("test") {
+        _ if disabled => vec!["NONE".to_string()],
+        Some(Value::String(s)) if s == "NONE" => vec!["NONE".to_string()],
+        Some(Value::String(s)) if !s.trim().is_empty() => vec!["CMD-SHELL".to_string(), s.clone()],
+        Some(t @ Value::Array(_)) => {
+            let l = ctx.strings(t, &base.k("test"))?;
+            match l.first().map(String::as_str) {
+                Some("NONE") => l,
+                Some("CMD") | Some("CMD-SHELL") if l.len() > 1 => l,
+                _ => {
+                    return Err(ctx.err(
+                        &base.k("test"),
+                        "healthcheck test must be [\"CMD\", args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
+                    ))
+                }
+            }
+        }
+        None => return Err(ctx.err(&base, format!("service {name}: healthcheck needs a `test`"))),
+        Some(other) => {
+            return Err(ctx.err(
+                &base.k("test"),
+                format!(
+                    "healthcheck test must be a command string or a list, not {}",
+                    show(other)
+                ),
+            ))
+        }
+    };
+    let mut h = Healthcheck {
+        test,
+        interval_ms: None,
+        timeout_ms: None,
+        retries: None,
+        start_period_ms: None,
+    };
+    if h.test[0] == "NONE" {
+        return Ok(Some(h));
+    }
+    if let Some(x) = m.get("interval") {
+        h.interval_ms = Some(ctx.duration_ms(x, &base.k("interval"))?);
+    }
+    if let Some(x) = m.get("timeout") {
+        h.timeout_ms = Some(ctx.duration_ms(x, &base.k("timeout"))?);
+    }
+    if let Some(x) = m.get("start_period") {
+        h.start_period_ms = Some(ctx.duration_ms(x, &base.k("start_period"))?);
+    }
+    if let Some(x) = m.get("start_interval") {
+        ctx.duration_ms(x, &base.k("start_interval"))?;
+        ctx.warn(
+            &base.k("start_interval"),
+            "healthcheck start_interval is not applied by berth: checks run every `interval`",
+        );
+    }
+    if let Some(x) = m.get("retries") {
+        h.retries = Some(ctx.uint(x, &base.k("retries"), u32::MAX as u64)? as u32);
+    }
+    for (v, k) in [(h.interval_ms, "interval"), (h.timeout_ms, "timeout")] {
+        if v == Some(0) {
+            return Err(ctx.err(&base.k(k), format!("healthcheck {k} must be more than 0")));
+        }
+    }
+    Ok(Some(h))
+}
+
+fn depends_on(ctx: &mut Ctx, name: &str, v: &Value, s: &mut Service) -> Result<(), SpecError> {
+    let at = Path::root().k("services").k(name).k("depends_on");
+    let started = DependsOn {
+        condition: Condition::ServiceStarted,
+        required: true,
+        restart: false,
+    };
+    match v {
+        Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                let d = match e {
+                    Value::String(d) => d,
+                    other => {
+                        return Err(ctx.err(
+                            &at.k(i),
+                            format!(
+                                "`depends_on` entries must be service names, not {}",
+                                kind(other)
+                            ),
+                        ))
+                    }
+                };
+                s.depends_on.insert(d.clone(), started.clone());
+            }
+        }
+        Value::Object(o) => {
+            for (d, spec) in o {
+                let dp = at.k(d);
+                let Some(sm) = ctx.map(spec, &dp)?.cloned() else {
+                    s.depends_on.insert(d.clone(), started.clone());
+                    continue;
+                };
+                ctx.check_keys(
+                    &sm,
+                    &dp,
+                    &format!("depends_on {d}"),
+                    &["condition", "required", "restart"],
+                    &[],
+                )?;
+                let condition = match sm.get("condition") {
+                    None => Condition::ServiceStarted,
+                    Some(c) => match ctx.string(c, &dp.k("condition"))?.as_str() {
+                        "service_started" => Condition::ServiceStarted,
+                        "service_healthy" => Condition::ServiceHealthy,
+                        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+                        other => {
+                            return Err(ctx.err(
+                                &dp.k("condition"),
+                                format!("depends_on {d}: unknown condition {other:?} (service_started, service_healthy, service_completed_successfully)"),
+                            ))
+                        }
+                    },
+                };
+                let required = match sm.get("required") {
+                    Some(r) => ctx.boolean(r, &dp.k("required"))?,
+                    None => true,
+                };
+                let restart = match sm.get("restart") {
+                    Some(r) => ctx.boolean(r, &dp.k("restart"))?,
+                    None => false,
+                };
+                s.depends_on.insert(
+                    d.clone(),
+                    DependsOn {
+                        condition,
+                        required,
+                        restart,
+                    },
+                );
+            }
+        }
+        Value::Null => {}
+        other => {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "`depends_on` must be a list or a mapping, not {}",
+                    kind(other)
+                ),
+            ))
+        }
+    }
+    if s.depends_on.contains_key(name) {
+        return Err(ctx.err(&at.k(name), format!("dependency cycle: {name} -> {name}")));
+    }
+    Ok(())
+}
+
+fn networks(
+    ctx: &mut Ctx,
+    name: &str,
+    v: &Value,
+    declared: &Declared,
+    s: &mut Service,
+) -> Result<(), SpecError> {
+    let at = Path::root().k("services").k(name).k("networks");
+    // (network, where it is named, its options)
+    type Entry = (String, Path, Option<Map<String, Value>>);
+    let mut names: Vec<Entry> = Vec::new();
+    match v {
+        Value::Array(a) => {
+            for (i, e) in a.iter().enumerate() {
+                let n = ctx.string(e, &at.k(i))?;
+                names.push((n, at.k(i), None));
+            }
+        }
+        Value::Object(o) => {
+            for (n, spec) in o {
+                let m = ctx.map(spec, &at.k(n))?.cloned();
+                names.push((n.clone(), at.k(n), m));
+            }
+        }
+        Value::Null => {}
+        other => {
+            return Err(ctx.err(
+                &at,
+                format!(
+                    "`networks` must be a list or a mapping, not {}",
+                    kind(other)
+                ),
+            ))
+        }
+    }
+    for (n, np, spec) in names {
+        if n != "default" && !declared.networks.contains_key(&n) {
+            return Err(ctx.err(
+                &np,
+                format!("service {name} uses network {n:?}, which is not declared under the top-level `networks`"),
+            ));
+        }
+        let mut sn = ServiceNetwork::default();
+        if let Some(m) = spec {
+            ctx.check_keys(
+                &m,
+                &np,
+                &format!("network {n}"),
+                &["aliases"],
+                &[
+                    "ipv4_address",
+                    "ipv6_address",
+                    "link_local_ips",
+                    "mac_address",
+                    "driver_opts",
+                    "priority",
+                    "gw_priority",
+                    "interface_name",
+                ],
+            )?;
+            if let Some(a) = m.get("aliases") {
+                sn.aliases = ctx.strings(a, &np.k("aliases"))?;
+            }
+        }
+        s.networks.insert(n, sn);
+    }
+    Ok(())
+}
+
+fn deploy(ctx: &mut Ctx, name: &str, v: &Value, s: &mut Service) -> Result<(), SpecError> {
+    let at = Path::root().k("services").k(name).k("deploy");
+    let Some(m) = ctx.map(v, &at)?.cloned() else {
+        return Ok(());
+    };
+    ctx.check_keys(
+        &m,
+        &at,
+        "deploy",
+        &["replicas", "resources", "restart_policy", "labels", "mode"],
+        &[
+            "endpoint_mode",
+            "placement",
+            "rollback_config",
+            "update_config",
+        ],
+    )?;
+    if let Some(x) = m.get("mode") {
+        let mode = ctx.string(x, &at.k("mode"))?;
+        if mode != "replicated" {
+            ctx.unsupported(
+                &at.k("mode"),
+                format!("deploy.mode {mode:?} is not supported by berth (replicated)"),
+            )?;
+        }
+    }
+    if let Some(x) = m.get("replicas") {
+        s.replicas = ctx.uint(x, &at.k("replicas"), u32::MAX as u64)? as u32;
+    }
+    if let Some(x) = m.get("resources") {
+        let rp = at.k("resources");
+        let r = ctx.map(x, &rp)?.cloned().unwrap_or_default();
+        ctx.check_keys(
+            &r,
+            &rp,
+            "deploy.resources",
+            &["limits", "reservations"],
+            &[],
+        )?;
+        if let Some(l) = r.get("limits") {
+            let lp = rp.k("limits");
+            let l = ctx.map(l, &lp)?.cloned().unwrap_or_default();
+            ctx.check_keys(
+                &l,
+                &lp,
+                "deploy.resources.limits",
+                &["memory", "cpus", "pids"],
+                &["devices"],
+            )?;
+            if let Some(x) = l.get("memory") {
+                s.limits.memory_bytes = Some(ctx.size(x, &lp.k("memory"))?);
+            }
+            if let Some(x) = l.get("cpus") {
+                let t = ctx.string(x, &lp.k("cpus"))?;
+                let c: f64 = t.trim().parse().map_err(|_| {
+                    ctx.err(
+                        &lp.k("cpus"),
+                        format!("cpus {t:?} must be a number like 0.5"),
+                    )
+                })?;
+                if !(c > 0.0 && c.is_finite()) {
+                    return Err(ctx.err(&lp.k("cpus"), "cpus must be more than 0"));
+                }
+                s.limits.cpus = Some(c);
+            }
+            if let Some(x) = l.get("pids") {
+                let n = match x {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(t) => t.trim().parse::<i64>().ok(),
+                    _ => None,
+                };
+                s.limits.pids = Some(match n {
+                    Some(n) if n >= -1 && n != 0 => n,
+                    _ => {
+                        return Err(ctx.err(
+                            &lp.k("pids"),
+                            format!(
+                                "pids must be a whole number above 0 (or -1 for no limit), not {}",
+                                show(x)
+                            ),
+                        ))
+                    }
+                });
+            }
+        }
+        if r.contains_key("reservations") {
+            ctx.warn(
+                &rp.k("reservations"),
+                "deploy.resources.reservations are not enforced by berth",
+            );
+        }
+    }
+    if let Some(x) = m.get("restart_policy") {
+        let rp = at.k("restart_policy");
+        let r = ctx.map(x, &rp)?.cloned().unwrap_or_default();
+        ctx.check_keys(
+            &r,
+            &rp,
+            "deploy.restart_policy",
+            &["condition", "delay", "max_attempts", "window"],
+            &[],
+        )?;
+        let cond = match r.get("condition") {
+            Some(c) => ctx.string(c, &rp.k("condition"))?,
+            None => "any".to_string(),
+        };
+        if !matches!(cond.as_str(), "none" | "on-failure" | "any") {
+            return Err(ctx.err(
+                &rp.k("condition"),
+                format!("restart_policy condition {cond:?}: expected none, on-failure or any"),
+            ));
+        }
+        let delay_ms = r
+            .get("delay")
+            .map(|d| ctx.duration_ms(d, &rp.k("delay")))
+            .transpose()?;
+        let max_attempts = r
+            .get("max_attempts")
+            .map(|n| ctx.uint(n, &rp.k("max_attempts"), u32::MAX as u64))
+            .transpose()?
+            .map(|n| n as u32);
+        if let Some(w) = r.get("window") {
+            ctx.duration_ms(w, &rp.k("window"))?;
+            ctx.warn(
+                &rp.k("window"),
+                "deploy.restart_policy.window is not applied by berth",
+            );
+        }
+        s.restart_policy = Some(RestartPolicySpec {
+            condition: cond,
+            max_attempts,
+            delay_ms,
+        });
+    }
+    if let Some(x) = m.get("labels") {
+        for (k, v) in ctx.kv(x, &at.k("labels"))? {
+            s.labels.insert(k, v.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// Compose decides between a bind mount and a named volume by the source: a path (starting
+/// with `/`, `.` or `~`) is a bind mount, anything else names a volume.
+fn is_path(s: &str) -> bool {
+    s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
+}
+
+fn volume_mount(
+    ctx: &mut Ctx,
+    v: &Value,
+    path: &Path,
+    declared: &Declared,
+) -> Result<VolumeMount, SpecError> {
+    let fail = |ctx: &Ctx, msg: String| ctx.err(path, format!("volumes: {msg}"));
+    let check_named = |ctx: &Ctx, src: &str| -> Result<(), SpecError> {
+        if declared.volumes.contains_key(src) {
+            Ok(())
+        } else {
+            Err(fail(
+                ctx,
+                format!("named volume {src:?} is not declared under the top-level `volumes`"),
+            ))
+        }
+    };
+    match v {
+        Value::String(spec) => {
+            let parts: Vec<&str> = spec.split(':').collect();
+            let (src, dst, mode) = match parts.as_slice() {
+                [dst] => ("", *dst, ""),
+                [src, dst] => (*src, *dst, ""),
+                [src, dst, mode] => (*src, *dst, *mode),
+                _ => {
+                    return Err(fail(
+                        ctx,
+                        format!("{spec:?}: expected SOURCE:TARGET[:MODE]"),
+                    ))
+                }
+            };
+            if !dst.starts_with('/') {
+                return Err(fail(
+                    ctx,
+                    format!("{spec:?}: the target {dst:?} must be an absolute path"),
+                ));
+            }
+            let mut read_only = false;
+            for m in mode.split(',').filter(|m| !m.is_empty()) {
+                match m {
+                    "ro" => read_only = true,
+                    "rw" | "z" | "Z" | "cached" | "delegated" | "consistent" | "nocopy"
+                    | "private" | "rprivate" => {}
+                    "shared" | "rshared" | "slave" | "rslave" => ctx.unsupported(
+                        path,
+                        format!(
+                            "volumes: {spec:?}: mount propagation {m:?} is not supported by berth"
+                        ),
+                    )?,
+                    other => {
+                        return Err(fail(
+                            ctx,
+                            format!("{spec:?}: unknown mode {other:?} (ro, rw)"),
+                        ))
+                    }
+                }
+            }
+            let (kind, source) = if src.is_empty() {
+                (MountType::Volume, String::new())
+            } else if is_path(src) {
+                (MountType::Bind, absolute(&ctx.base_dir, src))
+            } else {
+                check_named(ctx, src)?;
+                (MountType::Volume, src.to_string())
+            };
+            Ok(VolumeMount {
+                kind,
+                source,
+                target: clean_target(dst),
+                read_only,
+                tmpfs_size: None,
+            })
+        }
+        Value::Object(o) => {
+            ctx.check_keys(
+                o,
+                path,
+                "volume",
+                &[
+                    "type",
+                    "source",
+                    "target",
+                    "read_only",
+                    "bind",
+                    "volume",
+                    "tmpfs",
+                    "consistency",
+                ],
+                &["image"],
+            )?;
+            let kind = match o.get("type") {
+                None => MountType::Volume,
+                Some(t) => match ctx.string(t, &path.k("type"))?.as_str() {
+                    "bind" => MountType::Bind,
+                    "volume" => MountType::Volume,
+                    "tmpfs" => MountType::Tmpfs,
+                    other @ ("npipe" | "cluster" | "image") => {
+                        return Err(ctx.err(
+                            &path.k("type"),
+                            format!("volumes: mount type {other:?} is not supported by berth"),
+                        ))
+                    }
+                    other => {
+                        return Err(ctx.err(
+                            &path.k("type"),
+                            format!("volumes: unknown mount type {other:?} (bind, volume, tmpfs)"),
+                        ))
+                    }
+                },
+            };
+            let target = match o.get("target") {
+                Some(t) => ctx.string(t, &path.k("target"))?,
+                None => return Err(fail(ctx, "a long-syntax volume needs a `target`".into())),
+            };
+            if !target.starts_with('/') {
+                return Err(ctx.err(
+                    &path.k("target"),
+                    format!("volumes: the target {target:?} must be an absolute path"),
+                ));
+            }
+            let source = match o.get("source") {
+                Some(s) => ctx.string(s, &path.k("source"))?,
+                None => String::new(),
+            };
+            let source = match kind {
+                MountType::Bind => {
+                    if source.is_empty() {
+                        return Err(fail(ctx, "a bind mount needs a `source`".into()));
+                    }
+                    absolute(&ctx.base_dir, &source)
+                }
+                MountType::Volume => {
+                    if !source.is_empty() {
+                        check_named(ctx, &source)?;
+                    }
+                    source
+                }
+                MountType::Tmpfs => {
+                    if !source.is_empty() {
+                        return Err(
+                            ctx.err(&path.k("source"), "volumes: a tmpfs mount has no `source`")
+                        );
+                    }
+                    source
+                }
+            };
+            let read_only = match o.get("read_only") {
+                Some(r) => ctx.boolean(r, &path.k("read_only"))?,
+                None => false,
+            };
+            let sub = |ctx: &mut Ctx,
+                       key: &str,
+                       allowed: &[&str],
+                       known: &[&str]|
+             -> Result<Option<Map<String, Value>>, SpecError> {
+                let Some(x) = o.get(key) else { return Ok(None) };
+                let m = ctx.map(x, &path.k(key))?.cloned().unwrap_or_default();
+                ctx.check_keys(&m, &path.k(key), &format!("volume {key}"), allowed, known)?;
+                Ok(Some(m))
+            };
+            if let Some(b) = sub(
+                ctx,
+                "bind",
+                &["create_host_path", "selinux", "propagation"],
+                &["recursive"],
+            )? {
+                if kind != MountType::Bind {
+                    return Err(ctx.err(&path.k("bind"), "volumes: `bind` options need type: bind"));
+                }
+                if let Some(p) = b.get("propagation") {
+                    let p = ctx.string(p, &path.k("bind").k("propagation"))?;
+                    if !matches!(p.as_str(), "private" | "rprivate") {
+                        ctx.unsupported(
+                            &path.k("bind").k("propagation"),
+                            format!("volumes: mount propagation {p:?} is not supported by berth"),
+                        )?;
+                    }
+                }
+                if let Some(c) = b.get("create_host_path") {
+                    ctx.boolean(c, &path.k("bind").k("create_host_path"))?;
+                }
+            }
+            if let Some(vo) = sub(ctx, "volume", &["nocopy"], &["subpath"])? {
+                if kind != MountType::Volume {
+                    return Err(ctx.err(
+                        &path.k("volume"),
+                        "volumes: `volume` options need type: volume",
+                    ));
+                }
+                if let Some(n) = vo.get("nocopy") {
+                    ctx.boolean(n, &path.k("volume").k("nocopy"))?;
+                }
+            }
+            let mut tmpfs_size = None;
+            if let Some(t) = sub(ctx, "tmpfs", &["size", "mode"], &[])? {
+                if kind != MountType::Tmpfs {
+                    return Err(ctx.err(
+                        &path.k("tmpfs"),
+                        "volumes: `tmpfs` options need type: tmpfs",
+                    ));
+                }
+                if let Some(sz) = t.get("size") {
+                    tmpfs_size = Some(ctx.size(sz, &path.k("tmpfs").k("size"))?);
+                }
+                if let Some(md) = t.get("mode") {
+                    ctx.uint(md, &path.k("tmpfs").k("mode"), 0o7777)?;
+                }
+            }
+            Ok(VolumeMount {
+                kind,
+                source,
+                target: clean_target(&target),
+                read_only,
+                tmpfs_size,
+            })
+        }
+        other => Err(fail(
+            ctx,
+            format!(
+                "a volume must be a string like src:/dst or a mapping, not {}",
+                kind(other)
+            ),
+        )),
+    }
+}
+
+/// `/data/` and `/data` are the same mount point.
+fn clean_target(t: &str) -> String {
+    let c = absolute(std::path::Path::new("/"), t);
+    if c.is_empty() {
+        "/".into()
+    } else {
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(
+            split_words(r#"sh -c 'echo "a b"' x\ y "q\"t""#).unwrap(),
+            vec!["sh", "-c", "echo \"a b\"", "x y", "q\"t"]
+        );
+        assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_words("a ''").unwrap(), vec!["a", ""]);
+        assert!(split_words("'open").is_err());
+        assert!(split_words("\"open").is_err());
+    }
+
+    #[test]
+    fn paths_resolve_like_compose() {
+        let b = std::path::Path::new("/srv/app");
+        assert_eq!(absolute(b, "./html"), "/srv/app/html");
+        assert_eq!(absolute(b, "../x/./y"), "/srv/x/y");
+        assert_eq!(absolute(b, "/abs/../p"), "/p");
+        assert_eq!(absolute(b, "."), "/srv/app");
+        assert_eq!(clean_target("/data/"), "/data");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1.a_b"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("we b"));
+        assert!(!valid_name(""));
+    }
+}
