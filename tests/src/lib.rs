@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod images;
+pub mod layers;
 pub mod nats;
 pub mod registry;
 pub mod rootfs;

@@ -121,7 +121,9 @@ pub enum UnpackError {
     },
     #[error("layer {layer}: uncompressed content exceeds the limit of {limit} bytes")]
     TooLarge { layer: String, limit: u64 },
-    #[error("layer {layer}: uncompressed content is {actual}, but the image config says {expected}")]
+    #[error(
+        "layer {layer}: uncompressed content is {actual}, but the image config says {expected}"
+    )]
     DiffIdMismatch {
         layer: String,
         expected: String,
@@ -151,6 +153,34 @@ impl<R: Read> Read for Meter<R> {
             return Err(io::Error::other("uncompressed size limit exceeded"));
         }
         self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Completes the last 512-byte block of a stream that ends inside it, with zeros. Some
+/// producers (umoci 0.4) end a layer right after the last entry's data, without its padding
+/// and without the end-of-archive blocks; the padding is not content (the diff ID covers only
+/// the real bytes), and a file whose data is cut short is still refused (its size is checked).
+struct PadToBlock<R> {
+    inner: R,
+    pos: u64,
+    pad: Option<u64>,
+}
+
+impl<R: Read> Read for PadToBlock<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pad.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.pad = Some((512 - self.pos % 512) % 512);
+        }
+        let left = self.pad.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
         Ok(n)
     }
 }
@@ -234,7 +264,11 @@ pub fn unpack(
         }
     };
     {
-        let mut archive = tar::Archive::new(&mut meter);
+        let mut archive = tar::Archive::new(PadToBlock {
+            inner: &mut meter,
+            pos: 0,
+            pad: None,
+        });
         let entries = archive.entries().map_err(|e| archive_err(e, &count))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| archive_err(e, &count))?;
@@ -379,10 +413,15 @@ impl Unpacker {
                 Err(Errno::ENOENT) if create && tries < 8 => {
                     tries += 1;
                     let parent = rel.parent().unwrap_or(Path::new(""));
-                    let name = rel.file_name().expect("a cleaned path has a last component");
+                    let name = rel
+                        .file_name()
+                        .expect("a cleaned path has a last component");
                     let pfd = self.open_dir(entry, parent, true)?;
-                    match nix::sys::stat::mkdirat(pfd.as_fd(), name, Mode::from_bits_truncate(0o755))
-                    {
+                    match nix::sys::stat::mkdirat(
+                        pfd.as_fd(),
+                        name,
+                        Mode::from_bits_truncate(0o755),
+                    ) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.failed(entry, "mkdir parent", e)),
                     }
@@ -412,8 +451,17 @@ impl Unpacker {
 
     /// Remove whatever is at `name` in `dir` (recursively for a directory), never following
     /// a symlink.
-    fn remove_at(&mut self, entry: &str, dir: BorrowedFd<'_>, name: &CString) -> Result<(), UnpackError> {
-        match nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+    fn remove_at(
+        &mut self,
+        entry: &str,
+        dir: BorrowedFd<'_>,
+        name: &CString,
+    ) -> Result<(), UnpackError> {
+        match nix::unistd::unlinkat(
+            dir,
+            name.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(Errno::EISDIR) | Err(Errno::EPERM) => {
                 remove_tree_at(dir, name).map_err(|e| self.failed(entry, "remove existing", e))
@@ -427,7 +475,10 @@ impl Unpacker {
         let raw = e.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let kind = e.header().entry_type();
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             return Ok(());
         }
         self.entries += 1;
@@ -437,8 +488,12 @@ impl Unpacker {
             .mode()
             .map_err(|err| self.failed(&shown, "read mode", err))?
             & 0o7777;
-        let uid = header.uid().map_err(|err| self.failed(&shown, "read uid", err))? as u32;
-        let gid = header.gid().map_err(|err| self.failed(&shown, "read gid", err))? as u32;
+        let uid = header
+            .uid()
+            .map_err(|err| self.failed(&shown, "read uid", err))? as u32;
+        let gid = header
+            .gid()
+            .map_err(|err| self.failed(&shown, "read gid", err))? as u32;
         let (mut mtime, mut xattrs) = (
             TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0),
             Vec::<(String, Vec<u8>)>::new(),
@@ -480,7 +535,10 @@ impl Unpacker {
             if kind != T::Directory {
                 return Err(self.refused(&shown, "a non-directory names the snapshot root"));
             }
-            let root = self.root.try_clone().map_err(|err| self.failed(&shown, "dup root", err))?;
+            let root = self
+                .root
+                .try_clone()
+                .map_err(|err| self.failed(&shown, "dup root", err))?;
             self.apply_fd(&shown, root.as_fd(), &meta)?;
             self.dirs.push((PathBuf::new(), mtime));
             return Ok(());
@@ -503,7 +561,10 @@ impl Unpacker {
             let mut wc = comps.clone();
             *wc.last_mut().expect("non-empty") = hidden;
             let t = self.target(&shown, &wc)?;
-            let pfd = self.parent(&shown, &t)?.try_clone_to_owned().map_err(|err| self.failed(&shown, "dup", err))?;
+            let pfd = self
+                .parent(&shown, &t)?
+                .try_clone_to_owned()
+                .map_err(|err| self.failed(&shown, "dup", err))?;
             self.remove_at(&shown, pfd.as_fd(), &t.name)?;
             self.cache = None;
             return nix::sys::stat::mknodat(
@@ -539,7 +600,11 @@ impl Unpacker {
                     T::Char | T::Block => {
                         let major = header.device_major().ok().flatten().unwrap_or(0);
                         let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let f = if kind == T::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                        let f = if kind == T::Char {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
                         (f, nix::sys::stat::makedev(major as u64, minor as u64))
                     }
                     _ => (SFlag::S_IFIFO, 0),
@@ -555,7 +620,10 @@ impl Unpacker {
     }
 
     fn dir(&mut self, entry: &str, t: &Target, rel: &Path, meta: &Meta) -> Result<(), UnpackError> {
-        let pfd = self.parent(entry, t)?.try_clone_to_owned().map_err(|e| self.failed(entry, "dup", e))?;
+        let pfd = self
+            .parent(entry, t)?
+            .try_clone_to_owned()
+            .map_err(|e| self.failed(entry, "dup", e))?;
         let open = |pfd: BorrowedFd<'_>| {
             nix::fcntl::openat(
                 pfd,
@@ -564,7 +632,11 @@ impl Unpacker {
                 Mode::empty(),
             )
         };
-        match nix::sys::stat::mkdirat(pfd.as_fd(), t.name.as_c_str(), Mode::from_bits_truncate(0o700)) {
+        match nix::sys::stat::mkdirat(
+            pfd.as_fd(),
+            t.name.as_c_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
                 // A directory stays (its content from earlier entries too); anything else is
@@ -572,8 +644,12 @@ impl Unpacker {
                 if open(pfd.as_fd()).is_err() {
                     self.remove_at(entry, pfd.as_fd(), &t.name)?;
                     self.cache = None;
-                    nix::sys::stat::mkdirat(pfd.as_fd(), t.name.as_c_str(), Mode::from_bits_truncate(0o700))
-                        .map_err(|e| self.failed(entry, "mkdir", e))?;
+                    nix::sys::stat::mkdirat(
+                        pfd.as_fd(),
+                        t.name.as_c_str(),
+                        Mode::from_bits_truncate(0o700),
+                    )
+                    .map_err(|e| self.failed(entry, "mkdir", e))?;
                 }
             }
             Err(e) => return Err(self.failed(entry, "mkdir", e)),
@@ -591,19 +667,35 @@ impl Unpacker {
         e: &mut tar::Entry<'_, R>,
         meta: &Meta,
     ) -> Result<(), UnpackError> {
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let pfd = self.parent(entry, t)?.try_clone_to_owned().map_err(|err| self.failed(entry, "dup", err))?;
-        let fd = match nix::fcntl::openat(pfd.as_fd(), t.name.as_c_str(), flags, Mode::from_bits_truncate(0o600)) {
+        let flags =
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let pfd = self
+            .parent(entry, t)?
+            .try_clone_to_owned()
+            .map_err(|err| self.failed(entry, "dup", err))?;
+        let fd = match nix::fcntl::openat(
+            pfd.as_fd(),
+            t.name.as_c_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        ) {
             Ok(fd) => fd,
             Err(Errno::EEXIST) => {
                 self.remove_at(entry, pfd.as_fd(), &t.name)?;
                 self.cache = None;
-                nix::fcntl::openat(pfd.as_fd(), t.name.as_c_str(), flags, Mode::from_bits_truncate(0o600))
-                    .map_err(|err| self.failed(entry, "create file", err))?
+                nix::fcntl::openat(
+                    pfd.as_fd(),
+                    t.name.as_c_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(|err| self.failed(entry, "create file", err))?
             }
             Err(err) => return Err(self.failed(entry, "create file", err)),
         };
         let mut f = File::from(fd);
+        let want = e.size();
+        let mut written = 0u64;
         loop {
             let n = match e.read(&mut self.buf) {
                 Ok(0) => break,
@@ -616,16 +708,37 @@ impl Unpacker {
                     })
                 }
             };
-            f.write_all(&self.buf[..n]).map_err(|err| self.failed(entry, "write file", err))?;
+            f.write_all(&self.buf[..n])
+                .map_err(|err| self.failed(entry, "write file", err))?;
+            written += n as u64;
+        }
+        if written != want {
+            return Err(UnpackError::Archive {
+                layer: self.layer.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{entry}: the layer ends after {written} of its {want} bytes"),
+                ),
+            });
         }
         self.apply_fd(entry, f.as_fd(), meta)?;
         nix::sys::stat::futimens(f.as_fd(), &meta.mtime, &meta.mtime)
             .map_err(|err| self.failed(entry, "set times", err))
     }
 
-    fn symlink(&mut self, entry: &str, t: &Target, target: &[u8], meta: &Meta) -> Result<(), UnpackError> {
-        let pfd = self.parent(entry, t)?.try_clone_to_owned().map_err(|e| self.failed(entry, "dup", e))?;
-        let target = CString::new(target).map_err(|_| self.refused(entry, "NUL in symlink target"))?;
+    fn symlink(
+        &mut self,
+        entry: &str,
+        t: &Target,
+        target: &[u8],
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        let pfd = self
+            .parent(entry, t)?
+            .try_clone_to_owned()
+            .map_err(|e| self.failed(entry, "dup", e))?;
+        let target =
+            CString::new(target).map_err(|_| self.refused(entry, "NUL in symlink target"))?;
         match nix::unistd::symlinkat(target.as_c_str(), pfd.as_fd(), t.name.as_c_str()) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
@@ -640,18 +753,26 @@ impl Unpacker {
     }
 
     fn hardlink(&mut self, entry: &str, t: &Target, target: &[u8]) -> Result<(), UnpackError> {
-        let tcomps = clean(target).map_err(|r| self.refused(entry, format!("hard link target: {r}")))?;
+        let tcomps =
+            clean(target).map_err(|r| self.refused(entry, format!("hard link target: {r}")))?;
         if tcomps.is_empty() {
             return Err(self.refused(entry, "hard link to the snapshot root"));
         }
         let tt = self.target(entry, &tcomps)?;
-        let src_dir = self.open_dir(entry, &tt.parent, false).map_err(|e| match e {
-            UnpackError::Entry { source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-                self.refused(entry, "hard link target is not in this layer")
-            }
-            other => other,
-        })?;
-        let pfd = self.parent(entry, t)?.try_clone_to_owned().map_err(|e| self.failed(entry, "dup", e))?;
+        let src_dir = self
+            .open_dir(entry, &tt.parent, false)
+            .map_err(|e| match e {
+                UnpackError::Entry { source, .. }
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    self.refused(entry, "hard link target is not in this layer")
+                }
+                other => other,
+            })?;
+        let pfd = self
+            .parent(entry, t)?
+            .try_clone_to_owned()
+            .map_err(|e| self.failed(entry, "dup", e))?;
         let link = |pfd: BorrowedFd<'_>| {
             nix::unistd::linkat(
                 src_dir.as_fd(),
@@ -676,9 +797,21 @@ impl Unpacker {
         }
     }
 
-    fn node(&mut self, entry: &str, t: &Target, kind: SFlag, dev: u64, meta: &Meta) -> Result<(), UnpackError> {
-        let pfd = self.parent(entry, t)?.try_clone_to_owned().map_err(|e| self.failed(entry, "dup", e))?;
-        let mk = |pfd: BorrowedFd<'_>| nix::sys::stat::mknodat(pfd, t.name.as_c_str(), kind, Mode::empty(), dev);
+    fn node(
+        &mut self,
+        entry: &str,
+        t: &Target,
+        kind: SFlag,
+        dev: u64,
+        meta: &Meta,
+    ) -> Result<(), UnpackError> {
+        let pfd = self
+            .parent(entry, t)?
+            .try_clone_to_owned()
+            .map_err(|e| self.failed(entry, "dup", e))?;
+        let mk = |pfd: BorrowedFd<'_>| {
+            nix::sys::stat::mknodat(pfd, t.name.as_c_str(), kind, Mode::empty(), dev)
+        };
         match mk(pfd.as_fd()) {
             Ok(()) => {}
             Err(Errno::EEXIST) => {
@@ -694,8 +827,12 @@ impl Unpacker {
     /// Owner, mode and xattrs of an open file or directory (mode after owner: chown clears
     /// setuid/setgid).
     fn apply_fd(&self, entry: &str, fd: BorrowedFd<'_>, meta: &Meta) -> Result<(), UnpackError> {
-        nix::unistd::fchown(fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-            .map_err(|e| self.failed(entry, "chown", e))?;
+        nix::unistd::fchown(
+            fd,
+            Some(Uid::from_raw(meta.uid)),
+            Some(Gid::from_raw(meta.gid)),
+        )
+        .map_err(|e| self.failed(entry, "chown", e))?;
         nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(meta.mode))
             .map_err(|e| self.failed(entry, "chmod", e))?;
         for (k, v) in &meta.xattrs {
@@ -706,7 +843,14 @@ impl Unpacker {
 
     /// Owner, mode, xattrs and times of a symlink or node, by name in its parent, never
     /// following it.
-    fn apply_at(&self, entry: &str, pfd: BorrowedFd<'_>, t: &Target, meta: &Meta, is_link: bool) -> Result<(), UnpackError> {
+    fn apply_at(
+        &self,
+        entry: &str,
+        pfd: BorrowedFd<'_>,
+        t: &Target,
+        meta: &Meta,
+        is_link: bool,
+    ) -> Result<(), UnpackError> {
         nix::unistd::fchownat(
             pfd,
             t.name.as_c_str(),
@@ -803,8 +947,12 @@ pub(crate) fn remove_tree_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<
     ) {
         Ok(fd) => fd,
         Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {
-            return nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir)
-                .map_err(errno_io)
+            return nix::unistd::unlinkat(
+                dir,
+                name.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            )
+            .map_err(errno_io)
         }
         Err(Errno::ENOENT) => return Ok(()),
         Err(e) => return Err(errno_io(e)),
@@ -817,21 +965,33 @@ pub(crate) fn remove_tree_at(dir: BorrowedFd<'_>, name: &CString) -> io::Result<
         .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
         .collect();
     for n in names {
-        match nix::unistd::unlinkat(d.as_fd(), n.as_c_str(), nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        match nix::unistd::unlinkat(
+            d.as_fd(),
+            n.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
             Ok(()) | Err(Errno::ENOENT) => {}
             Err(Errno::EISDIR) | Err(Errno::EPERM) => remove_tree_at(d.as_fd(), &n)?,
             Err(e) => return Err(errno_io(e)),
         }
     }
     drop(d);
-    nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir).map_err(errno_io)
+    nix::unistd::unlinkat(dir, name.as_c_str(), nix::unistd::UnlinkatFlags::RemoveDir)
+        .map_err(errno_io)
 }
 
 fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<()> {
-    let n = CString::new(name).map_err(|_| io::Error::other(format!("xattr name {name:?} has a NUL")))?;
+    let n = CString::new(name)
+        .map_err(|_| io::Error::other(format!("xattr name {name:?} has a NUL")))?;
     // SAFETY: valid fd, NUL-terminated name, value pointer/length from a slice.
     let r = unsafe {
-        libc::fsetxattr(fd.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0)
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
     };
     if r < 0 {
         let e = io::Error::last_os_error();
@@ -841,10 +1001,20 @@ fn fsetxattr(fd: BorrowedFd<'_>, name: &str, value: &[u8]) -> io::Result<()> {
 }
 
 fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
-    let n = CString::new(name).map_err(|_| io::Error::other(format!("xattr name {name:?} has a NUL")))?;
+    let p =
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
+    let n = CString::new(name)
+        .map_err(|_| io::Error::other(format!("xattr name {name:?} has a NUL")))?;
     // SAFETY: NUL-terminated path and name, value pointer/length from a slice.
-    let r = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if r < 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(e.kind(), format!("{name}: {e}")));
@@ -868,7 +1038,10 @@ mod tests {
     #[test]
     fn compression_from_magic_and_type() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::sniff(b"etc/"), Compression::None);
         assert_eq!(
             Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+zstd"),
