@@ -76,6 +76,17 @@ enum Command {
     Network(cmd::network::NetworkCmd),
     /// The published ports of a container.
     Port(cmd::port::Args),
+    /// List images.
+    Images(cmd::images::Args),
+    /// Images: `image ls`, `inspect`, `rm`, `prune`.
+    #[command(subcommand)]
+    Image(cmd::image::ImageCmd),
+    /// Remove images.
+    Rmi(cmd::rmi::Args),
+    /// Load images from a Docker or OCI archive.
+    Load(cmd::load::Args),
+    /// Save images into an archive (Docker and OCI layout in one).
+    Save(cmd::save::Args),
 }
 
 #[tokio::main]
@@ -110,6 +121,11 @@ async fn main() {
         Command::Volume(c) => cmd::volume::run(&ctx, c).await,
         Command::Network(c) => cmd::network::run(&ctx, c).await,
         Command::Port(a) => cmd::port::run(&ctx, a).await,
+        Command::Images(a) => cmd::images::run(&ctx, a).await,
+        Command::Image(c) => cmd::image::run(&ctx, c).await,
+        Command::Rmi(a) => cmd::rmi::run(&ctx, a).await,
+        Command::Load(a) => cmd::load::run(&ctx, a).await,
+        Command::Save(a) => cmd::save::run(&ctx, a).await,
     };
     std::process::exit(ctx::exit_code(r));
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum SystemCmd {
     /// Ask every service for its name, version, node and uptime.
     Info,
+    /// Disk space used by images, snapshots and containers' writable layers.
+    Df,
 }
 
 #[derive(Serialize)]
@@ -28,6 +30,7 @@ struct Row {
 pub async fn run(ctx: &Ctx, cmd: SystemCmd) -> anyhow::Result<()> {
     match cmd {
         SystemCmd::Info => info(ctx).await,
+        SystemCmd::Df => df(ctx).await,
     }
 }
 
@@ -97,5 +100,29 @@ async fn info(ctx: &Ctx) -> anyhow::Result<()> {
         eprintln!("berth: {missing} of {} services did not answer", rows.len());
         return Err(exit(1));
     }
+    Ok(())
+}
+
+async fn df(ctx: &Ctx) -> anyhow::Result<()> {
+    use berth_proto::layer_store::{DfReply, DfRequest, DF};
+    let r: DfReply = ctx.call(Service::LayerStore, DF, &DfRequest {}).await?;
+    if ctx.json() {
+        return output::print_json(&r);
+    }
+    let mut t = output::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+    for (name, u) in [
+        ("Images", &r.images),
+        ("Snapshots", &r.snapshots),
+        ("Containers", &r.containers),
+    ] {
+        t.add_row(vec![
+            name.to_string(),
+            u.count.to_string(),
+            u.active.to_string(),
+            output::human_size(u.size),
+            output::human_size(u.reclaimable),
+        ]);
+    }
+    output::print_table(&t);
     Ok(())
 }
