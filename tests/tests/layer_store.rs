@@ -712,3 +712,76 @@ async fn remove_and_prune_give_every_byte_back() {
         "the data root uses {now} bytes, {empty} when empty"
     );
 }
+
+#[test]
+fn cli_load_images_save_rmi_prune_and_df_through_berthd() {
+    use berth_tests::daemon::{stderr, stdout, Berthd};
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Berthd::start();
+    let layout = Layout::new();
+    layout.busybox("v1", berth_tests::layers::host_arch());
+    let files = tempfile::Builder::new()
+        .prefix("berth-cli-archives-")
+        .tempdir()
+        .unwrap();
+    let archive = files.path().join("bb.tar");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:v1", layout.path().display()))
+        .arg(format!("docker-archive:{}:berth/cli:v1", archive.display())));
+    let ok = |args: &[&str]| {
+        let o = d.berth(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    };
+
+    let out = ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(
+        out.contains("Loaded image: docker.io/berth/cli:v1"),
+        "{out}"
+    );
+    let out = ok(&["images"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("berth/cli") && l.contains("v1")),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&["images", "--json"])).unwrap();
+    assert_eq!(json[0]["repository"], "berth/cli", "{json}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(&["image", "inspect", "berth/cli:v1"])).unwrap();
+    assert_eq!(
+        inspect[0]["layers"].as_array().unwrap().len(),
+        2,
+        "{inspect}"
+    );
+    let out = ok(&["system", "df"]);
+    assert!(out.contains("Images"), "{out}");
+
+    let saved = files.path().join("saved.tar");
+    ok(&["save", "-o", saved.to_str().unwrap(), "berth/cli:v1"]);
+    run(Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", saved.display())));
+
+    let o = d.berth(&["rmi", "berth/nope:v1"]);
+    assert!(!o.status.success(), "rmi of a missing image succeeded");
+    assert!(stderr(&o).contains("nope"), "{}", stderr(&o));
+    let out = ok(&["rmi", "berth/cli:v1"]);
+    assert!(out.contains("Untagged: docker.io/berth/cli:v1"), "{out}");
+    let out = ok(&["image", "prune", "-a"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["images", "--json"])).unwrap();
+    assert_eq!(json, serde_json::json!([]));
+    // The saved archive loads back.
+    let out = ok(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(out.contains("berth/cli:v1"), "{out}");
+}
