@@ -82,7 +82,10 @@ impl Image {
         // Docker's HEALTHCHECK is not part of the OCI config: read it from the raw JSON.
         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&self.config_raw) {
             if let Some(test) = v["config"]["Healthcheck"]["Test"].as_array() {
-                let t: Vec<String> = test.iter().filter_map(|s| s.as_str().map(String::from)).collect();
+                let t: Vec<String> = test
+                    .iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect();
                 if !t.is_empty() {
                     rc.healthcheck = Some(t);
                 }
@@ -193,7 +196,10 @@ impl LayerStore {
             lock: Mutex::new(()),
             active: Mutex::new(HashSet::new()),
             limits: Limits::default(),
-            parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8),
+            parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(1, 8),
         })
     }
 
@@ -231,7 +237,10 @@ impl LayerStore {
                 path: p.clone(),
                 source: std::io::Error::other(e),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State { v: 1, ..Default::default() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+                v: 1,
+                ..Default::default()
+            }),
             Err(e) => Err(io("read", &p)(e)),
         }
     }
@@ -277,14 +286,24 @@ impl LayerStore {
                     return Ok((*m).clone());
                 }
             }
-            return Err(LayerStoreError::NotFound(format!("image {input} is not on this node")));
+            return Err(LayerStoreError::NotFound(format!(
+                "image {input} is not on this node"
+            )));
         }
         if let Ok(r) = Reference::parse(input) {
             if let Some(d) = refs.get(&r.to_string()) {
                 return Ok(d.clone());
             }
-            if let (Some(_), Some(dg)) = (r.tag(), r.digest()) {
+            if let Some(dg) = r.digest() {
+                // `name@digest` (with or without a tag): that manifest, when the node holds it
+                // under that name.
                 if let Some(d) = refs.get(&r.with_digest(dg)) {
+                    return Ok(d.clone());
+                }
+                let name = r.name();
+                if let Some((_, d)) = refs.iter().find(|(k, d)| {
+                    d.to_string() == dg && Reference::parse(k).is_ok_and(|x| x.name() == name)
+                }) {
                     return Ok(d.clone());
                 }
             }
@@ -378,7 +397,10 @@ impl LayerStore {
         for (i, l) in m.layers().iter().enumerate() {
             let mt = l.media_type().to_string();
             if !(mt.contains("layer") || mt.contains("rootfs.diff")) {
-                return Err(bad(format!("layer {} has media type {mt}, which is not a layer", l.digest())));
+                return Err(bad(format!(
+                    "layer {} has media type {mt}, which is not a layer",
+                    l.digest()
+                )));
             }
             if mt.ends_with("+encrypted") {
                 return Err(bad(format!("layer {} is encrypted ({mt})", l.digest())));
@@ -423,9 +445,20 @@ impl LayerStore {
                     continue;
                 }
             };
-            let containers = state.containers.values().filter(|c| c.manifest == digest.to_string()).count();
-            let parsed: Vec<Reference> = refs.iter().filter_map(|r| Reference::parse(r).ok()).collect();
-            let tagged: HashSet<String> = parsed.iter().filter(|r| r.tag().is_some()).map(|r| r.name()).collect();
+            let containers = state
+                .containers
+                .values()
+                .filter(|c| c.manifest == digest.to_string())
+                .count();
+            let parsed: Vec<Reference> = refs
+                .iter()
+                .filter_map(|r| Reference::parse(r).ok())
+                .collect();
+            let tagged: HashSet<String> = parsed
+                .iter()
+                .filter(|r| r.tag().is_some())
+                .map(|r| r.name())
+                .collect();
             let mut any = false;
             for r in &parsed {
                 if r.tag().is_none() && tagged.contains(&r.name()) {
@@ -553,7 +586,11 @@ impl LayerStore {
     /// `None` when another unpack finished it first.
     fn unpack_layer(&self, l: &Layer) -> Result<Option<Unpacked>> {
         let hex = hex_of(&l.chain_id);
-        let tmp_name = format!("{TMP_PREFIX}{hex}-{}-{}", std::process::id(), berth_bus::random_hex(4));
+        let tmp_name = format!(
+            "{TMP_PREFIX}{hex}-{}-{}",
+            std::process::id(),
+            berth_bus::random_hex(4)
+        );
         let tmp = self.snapshots.join(&tmp_name);
         self.active.lock().expect("active").insert(tmp_name.clone());
         let r = self.unpack_into(l, &tmp);
@@ -585,7 +622,11 @@ impl LayerStore {
             seconds: started.elapsed().as_secs_f64(),
         };
         let mp = tmp.join(SNAPSHOT_META);
-        std::fs::write(&mp, serde_json::to_vec_pretty(&meta).expect("meta serializes")).map_err(io("write", &mp))?;
+        std::fs::write(
+            &mp,
+            serde_json::to_vec_pretty(&meta).expect("meta serializes"),
+        )
+        .map_err(io("write", &mp))?;
         // One syncfs makes the whole tree durable before it becomes visible.
         let dir = std::fs::File::open(tmp).map_err(io("open", tmp))?;
         nix::unistd::syncfs(&dir).map_err(|e| io("syncfs", tmp)(e.into()))?;
@@ -705,7 +746,9 @@ impl LayerStore {
             self.write_state(&st)?;
         }
         if !had && !existed {
-            return Err(LayerStoreError::NotFound(format!("container {id} has no root filesystem here")));
+            return Err(LayerStoreError::NotFound(format!(
+                "container {id} has no root filesystem here"
+            )));
         }
         Ok(())
     }
@@ -717,7 +760,11 @@ impl LayerStore {
         let _g = self.lock.lock().expect("lock");
         let digest = self.resolve(&req.image)?;
         let refs = self.content.refs()?;
-        let of_image: Vec<String> = refs.iter().filter(|(_, d)| **d == digest).map(|(r, _)| r.clone()).collect();
+        let of_image: Vec<String> = refs
+            .iter()
+            .filter(|(_, d)| **d == digest)
+            .map(|(r, _)| r.clone())
+            .collect();
         // By reference: that reference; by ID or digest: every reference of the image.
         let named: Option<String> = Reference::parse(&req.image)
             .ok()
@@ -730,7 +777,12 @@ impl LayerStore {
                 let tags_left = of_image
                     .iter()
                     .filter(|x| *x != r)
-                    .filter(|x| Reference::parse(x).ok().and_then(|p| p.tag().map(|_| ())).is_some())
+                    .filter(|x| {
+                        Reference::parse(x)
+                            .ok()
+                            .and_then(|p| p.tag().map(|_| ()))
+                            .is_some()
+                    })
                     .count();
                 if tags_left == 0 {
                     v = of_image.clone();
@@ -766,7 +818,11 @@ impl LayerStore {
                 "image {} is used by container{} {}: remove {} first, or force",
                 req.image,
                 if users.len() > 1 { "s" } else { "" },
-                users.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                users
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if users.len() > 1 { "them" } else { "it" }
             )));
         }
@@ -793,7 +849,11 @@ impl LayerStore {
         let mut reply = GcReply::default();
         if req.all {
             let st = self.read_state()?;
-            let used: HashSet<&str> = st.containers.values().map(|c| c.manifest.as_str()).collect();
+            let used: HashSet<&str> = st
+                .containers
+                .values()
+                .map(|c| c.manifest.as_str())
+                .collect();
             for (r, d) in self.content.refs()? {
                 if !used.contains(d.to_string().as_str()) {
                     self.content.remove_ref(&r)?;
@@ -837,7 +897,9 @@ impl LayerStore {
                     blobs.extend(img.blobs().iter().map(|d| d.to_string()));
                     chains.extend(img.layers.iter().map(|l| l.chain_id.clone()));
                 }
-                Err(e) => tracing::warn!(%m, %e, "gc: image unreadable, its blobs may be collected"),
+                Err(e) => {
+                    tracing::warn!(%m, %e, "gc: image unreadable, its blobs may be collected")
+                }
             }
         }
         Ok((blobs, chains))
@@ -883,7 +945,9 @@ impl LayerStore {
                 }
                 let pid: Option<i32> = rest.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok());
                 let ours = pid == Some(std::process::id() as i32);
-                let alive = pid.is_some_and(|p| p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+                let alive = pid.is_some_and(|p| {
+                    p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+                });
                 if ours || !alive {
                     out.freed += du(&path);
                     std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
@@ -901,7 +965,9 @@ impl LayerStore {
             }
             let size = du(&path);
             // Renamed aside first, so a half-removed snapshot never looks complete.
-            let doomed = self.snapshots.join(format!("{TMP_PREFIX}rm-{name}-{}-x", std::process::id()));
+            let doomed = self
+                .snapshots
+                .join(format!("{TMP_PREFIX}rm-{name}-{}-x", std::process::id()));
             std::fs::rename(&path, &doomed).map_err(io("rename", &path))?;
             std::fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))?;
             out.freed += size;
@@ -913,7 +979,8 @@ impl LayerStore {
             // Leftovers of loads and saves that died (running ones hold a lease).
             for e in std::fs::read_dir(&tmp).map_err(io("read", &tmp))?.flatten() {
                 out.freed += du(&e.path());
-                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
             }
         }
         Ok(out)
@@ -922,14 +989,20 @@ impl LayerStore {
     /// Partial downloads whose writer is gone (no one holds the ingest file's lock).
     fn sweep_ingests(&self, leased: &lease::Protected) -> u64 {
         let mut freed = 0;
-        let Ok(list) = self.content.ingests() else { return 0 };
+        let Ok(list) = self.content.ingests() else {
+            return 0;
+        };
         for (d, _) in list {
             if leased.digests.contains(&d.to_string()) {
                 continue;
             }
             let p = self.content.ingest_path(&d);
-            let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else { continue };
-            if let Ok(lock) = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&p) else {
+                continue;
+            };
+            if let Ok(lock) =
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            {
                 let size = du(&p);
                 if std::fs::remove_file(&p).is_ok() {
                     freed += size;
@@ -944,9 +1017,16 @@ impl LayerStore {
         let st = self.read_state()?;
         let mut r = DfReply::default();
         let by = self.images_by_manifest()?;
-        let used: HashSet<&str> = st.containers.values().map(|c| c.manifest.as_str()).collect();
+        let used: HashSet<&str> = st
+            .containers
+            .values()
+            .map(|c| c.manifest.as_str())
+            .collect();
         r.images.count = by.len();
-        r.images.active = by.keys().filter(|d| used.contains(d.to_string().as_str())).count();
+        r.images.active = by
+            .keys()
+            .filter(|d| used.contains(d.to_string().as_str()))
+            .count();
         let mut used_blobs: HashSet<String> = HashSet::new();
         for d in by.keys().filter(|d| used.contains(d.to_string().as_str())) {
             if let Ok(i) = self.read_image(d) {
@@ -961,8 +1041,15 @@ impl LayerStore {
                 r.images.reclaimable += size;
             }
         }
-        let used_chains: HashSet<&String> = st.containers.values().flat_map(|c| c.chain_ids.iter()).collect();
-        for e in std::fs::read_dir(&self.snapshots).map_err(io("read", &self.snapshots))?.flatten() {
+        let used_chains: HashSet<&String> = st
+            .containers
+            .values()
+            .flat_map(|c| c.chain_ids.iter())
+            .collect();
+        for e in std::fs::read_dir(&self.snapshots)
+            .map_err(io("read", &self.snapshots))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().into_owned();
             let size = du(&e.path());
             r.snapshots.size += size;
@@ -999,7 +1086,9 @@ pub fn check_container_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -1017,7 +1106,9 @@ pub fn du(path: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if m.nlink() > 1 && !m.is_dir() && seen.insert((m.dev(), m.ino()), ()).is_some() {
             continue;
         }
@@ -1041,7 +1132,10 @@ mod tests {
         let b = format!("sha256:{}", "b".repeat(64));
         let c = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(c[0], a);
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{a} {b}").as_bytes())));
+        let want = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(format!("{a} {b}").as_bytes()))
+        );
         assert_eq!(c[1], want);
     }
 
