@@ -95,14 +95,21 @@ impl Source {
             Some(Loc::Temp(p)) => {
                 let f = File::open(p).map_err(io("open", p))?;
                 let mut v = Vec::new();
-                f.take(MAX_JSON).read_to_end(&mut v).map_err(io("read", p))?;
+                f.take(MAX_JSON)
+                    .read_to_end(&mut v)
+                    .map_err(io("read", p))?;
                 Ok(v)
             }
         }
     }
 
     /// Put file `name` into the content store, checking it against `expected` when given.
-    fn to_store(&self, ls: &LayerStore, name: &str, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    fn to_store(
+        &self,
+        ls: &LayerStore,
+        name: &str,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64)> {
         match self.find(name) {
             None => Err(self.bad(format!("it has no {name}"))),
             Some(Loc::Blob(d)) => {
@@ -179,15 +186,20 @@ fn read_archive(ls: &LayerStore, path: &Path, tmp: &Path) -> Result<Source> {
         links: HashMap::new(),
         what: what.clone(),
     };
-    let entries = ar.entries().map_err(|e| bad(format!("not a tar archive: {e}")))?;
+    let entries = ar
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
     for (i, e) in entries.enumerate() {
         let mut e = e.map_err(|e| bad(format!("reading entry {i}: {e}")))?;
         let name = clean_name(&String::from_utf8_lossy(&e.path_bytes()));
         match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let target = String::from_utf8_lossy(&e.link_name_bytes().unwrap_or_default()).into_owned();
-                let resolved = if e.header().entry_type() == tar::EntryType::Symlink && !target.starts_with('/') {
+                let target =
+                    String::from_utf8_lossy(&e.link_name_bytes().unwrap_or_default()).into_owned();
+                let resolved = if e.header().entry_type() == tar::EntryType::Symlink
+                    && !target.starts_with('/')
+                {
                     let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
                     clean_name(&format!("{dir}/{target}"))
                 } else {
@@ -198,18 +210,22 @@ fn read_archive(ls: &LayerStore, path: &Path, tmp: &Path) -> Result<Source> {
             }
             _ => continue,
         }
-        let blob = name
-            .strip_prefix("blobs/sha256/")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let blob = name.strip_prefix("blobs/sha256/").filter(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
         if let Some(hex) = blob {
             let d = Digest::from_hex(hex)?;
             if ls.content.has(&d) {
-                std::io::copy(&mut e, &mut std::io::sink()).map_err(|x| bad(format!("reading {name}: {x}")))?;
+                std::io::copy(&mut e, &mut std::io::sink())
+                    .map_err(|x| bad(format!("reading {name}: {x}")))?;
             } else {
                 let size = e.size();
                 match ls.content.writer(&d, Some(size)) {
                     Ok(mut w) => {
-                        std::io::copy(&mut e, &mut w).map_err(|x| bad(format!("reading {name}: {x}")))?;
+                        std::io::copy(&mut e, &mut w)
+                            .map_err(|x| bad(format!("reading {name}: {x}")))?;
                         w.commit().map_err(|x| match x {
                             StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
                                 bad(format!("{name}: {x}"))
@@ -218,7 +234,8 @@ fn read_archive(ls: &LayerStore, path: &Path, tmp: &Path) -> Result<Source> {
                         })?;
                     }
                     Err(StoreError::AlreadyExists { .. }) => {
-                        std::io::copy(&mut e, &mut std::io::sink()).map_err(|x| bad(format!("reading {name}: {x}")))?;
+                        std::io::copy(&mut e, &mut std::io::sink())
+                            .map_err(|x| bad(format!("reading {name}: {x}")))?;
                     }
                     Err(x) => return Err(x.into()),
                 }
@@ -250,7 +267,8 @@ fn read_layout_dir(dir: &Path) -> Result<Source> {
             if ft.is_dir() {
                 stack.push(r);
             } else if ft.is_file() {
-                src.files.insert(r.to_string_lossy().into_owned(), Loc::Temp(e.path()));
+                src.files
+                    .insert(r.to_string_lossy().into_owned(), Loc::Temp(e.path()));
             }
         }
     }
@@ -263,7 +281,10 @@ pub fn load(ls: &LayerStore, req: &LoadRequest) -> Result<LoadReply> {
     if !path.is_absolute() {
         return Err(LayerStoreError::Invalid {
             what: "path",
-            reason: format!("{:?} is not absolute (the CLI sends absolute paths)", req.path),
+            reason: format!(
+                "{:?} is not absolute (the CLI sends absolute paths)",
+                req.path
+            ),
         });
     }
     let tag = match &req.tag {
@@ -278,7 +299,9 @@ pub fn load(ls: &LayerStore, req: &LoadRequest) -> Result<LoadReply> {
         None => None,
     };
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LayerStoreError::NotFound(format!("{} does not exist", path.display())),
+        std::io::ErrorKind::NotFound => {
+            LayerStoreError::NotFound(format!("{} does not exist", path.display()))
+        }
         _ => io("stat", &path)(e),
     })?;
     // Keeps a concurrent gc from collecting blobs before their references exist.
@@ -288,8 +311,14 @@ pub fn load(ls: &LayerStore, req: &LoadRequest) -> Result<LoadReply> {
         &[],
         Duration::from_secs(6 * 3600),
     )
-    .map_err(io("create lease in", ls.data_root.join(crate::lease::LEASES_DIR)))?;
-    let tmp = TempDir(ls.tmp_dir()?.join(format!("load-{}", berth_bus::random_hex(6))));
+    .map_err(io(
+        "create lease in",
+        ls.data_root.join(crate::lease::LEASES_DIR),
+    ))?;
+    let tmp = TempDir(
+        ls.tmp_dir()?
+            .join(format!("load-{}", berth_bus::random_hex(6))),
+    );
     std::fs::create_dir_all(&tmp.0).map_err(io("create", &tmp.0))?;
     let (src, archive) = if meta.is_dir() {
         (read_layout_dir(&path)?, false)
@@ -313,7 +342,8 @@ pub fn load(ls: &LayerStore, req: &LoadRequest) -> Result<LoadReply> {
 fn set_refs(ls: &LayerStore, name: &Reference, manifest: &Digest) -> Result<String> {
     let full = name.to_string();
     ls.content.set_ref(&full, manifest)?;
-    ls.content.set_ref(&name.with_digest(&manifest.to_string()), manifest)?;
+    ls.content
+        .set_ref(&name.with_digest(&manifest.to_string()), manifest)?;
     Ok(full)
 }
 
@@ -344,7 +374,8 @@ fn entry_name(annotations: Option<&HashMap<String, String>>) -> Option<Reference
 
 fn load_oci(ls: &LayerStore, src: &Source, tag: Option<&str>) -> Result<Vec<LoadedImage>> {
     let raw = src.read(ls, "index.json")?;
-    let index = ImageIndex::from_reader(&raw[..]).map_err(|e| src.bad(format!("index.json: {e}")))?;
+    let index =
+        ImageIndex::from_reader(&raw[..]).map_err(|e| src.bad(format!("index.json: {e}")))?;
     let mut out = Vec::new();
     let mut untagged = Vec::new();
     for desc in index.manifests() {
@@ -355,7 +386,12 @@ fn load_oci(ls: &LayerStore, src: &Source, tag: Option<&str>) -> Result<Vec<Load
                 let full = set_refs(ls, &name, &manifest)?;
                 out.push(loaded(ls, full, &manifest)?);
             }
-            None => untagged.push((manifest, desc.annotations().as_ref().and_then(|a| a.get(REF_ANNOTATION).cloned()))),
+            None => untagged.push((
+                manifest,
+                desc.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_ANNOTATION).cloned()),
+            )),
         }
     }
     name_untagged(ls, src, tag, untagged, &mut out)?;
@@ -408,7 +444,8 @@ fn copy_image(ls: &LayerStore, src: &Source, d: &Digest, mt: &MediaType) -> Resu
     let blob = |d: &Digest| format!("blobs/sha256/{}", d.hex());
     src.to_store(ls, &blob(d), Some(d))?;
     let raw = ls.content.read(d)?;
-    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| src.bad(format!("{d}: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|e| src.bad(format!("{d}: {e}")))?;
     if v.get("manifests").is_some() || *mt == MediaType::ImageIndex {
         let idx = ImageIndex::from_reader(&raw[..]).map_err(|e| src.bad(format!("{d}: {e}")))?;
         let want = crate::core::host_arch();
@@ -416,15 +453,16 @@ fn copy_image(ls: &LayerStore, src: &Source, d: &Digest, mt: &MediaType) -> Resu
             .manifests()
             .iter()
             .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == want)
+                m.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == "linux" && p.architecture().to_string() == want
+                })
             })
             .ok_or_else(|| src.bad(format!("index {d} has no image for linux/{want}")))?;
         let child: Digest = pick.digest().to_string().parse()?;
         return copy_image(ls, src, &child, pick.media_type());
     }
-    let m = oci_spec::image::ImageManifest::from_reader(&raw[..]).map_err(|e| src.bad(format!("manifest {d}: {e}")))?;
+    let m = oci_spec::image::ImageManifest::from_reader(&raw[..])
+        .map_err(|e| src.bad(format!("manifest {d}: {e}")))?;
     let c: Digest = m.config().digest().to_string().parse()?;
     src.to_store(ls, &blob(&c), Some(&c))?;
     for l in m.layers() {
@@ -453,7 +491,8 @@ fn oci_digest(d: &Digest) -> Result<oci_spec::image::Digest> {
 
 fn load_docker(ls: &LayerStore, src: &Source, tag: Option<&str>) -> Result<Vec<LoadedImage>> {
     let raw = src.read(ls, "manifest.json")?;
-    let entries: Vec<DockerEntry> = serde_json::from_slice(&raw).map_err(|e| src.bad(format!("manifest.json: {e}")))?;
+    let entries: Vec<DockerEntry> =
+        serde_json::from_slice(&raw).map_err(|e| src.bad(format!("manifest.json: {e}")))?;
     if entries.is_empty() {
         return Err(src.bad("manifest.json lists no image"));
     }
@@ -472,11 +511,17 @@ fn load_docker(ls: &LayerStore, src: &Source, tag: Option<&str>) -> Result<Vec<L
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
-            .config(Descriptor::new(MediaType::ImageConfig, csize, oci_digest(&cd)?))
+            .config(Descriptor::new(
+                MediaType::ImageConfig,
+                csize,
+                oci_digest(&cd)?,
+            ))
             .layers(layers)
             .build()
             .map_err(|e| src.bad(format!("building the manifest of {cd}: {e}")))?;
-        let body = manifest.to_string().map_err(|e| src.bad(format!("manifest of {cd}: {e}")))?;
+        let body = manifest
+            .to_string()
+            .map_err(|e| src.bad(format!("manifest of {cd}: {e}")))?;
         let md = ls.content.put_bytes(body.as_bytes())?;
         ls.read_image(&md)?;
         let tags = e.repo_tags.clone().unwrap_or_default();
@@ -505,7 +550,10 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
     if !path.is_absolute() {
         return Err(LayerStoreError::Invalid {
             what: "path",
-            reason: format!("{:?} is not absolute (the CLI sends absolute paths)", req.path),
+            reason: format!(
+                "{:?} is not absolute (the CLI sends absolute paths)",
+                req.path
+            ),
         });
     }
     if req.images.is_empty() {
@@ -514,16 +562,22 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
             reason: "name at least one image".into(),
         });
     }
-    let parent = path.parent().filter(|p| p.is_dir()).ok_or_else(|| LayerStoreError::Invalid {
-        what: "path",
-        reason: format!("the directory of {} does not exist", path.display()),
-    })?;
+    let parent = path
+        .parent()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| LayerStoreError::Invalid {
+            what: "path",
+            reason: format!("the directory of {} does not exist", path.display()),
+        })?;
     let refs = ls.content.refs()?;
     let mut named: Vec<Named> = Vec::new();
     for name in &req.images {
         let d = ls.resolve(name)?;
         let img = ls.read_image(&d)?;
-        let want: Vec<Reference> = match Reference::parse(name).ok().filter(|r| refs.get(&r.to_string()) == Some(&d)) {
+        let want: Vec<Reference> = match Reference::parse(name)
+            .ok()
+            .filter(|r| refs.get(&r.to_string()) == Some(&d))
+        {
             Some(r) if !name.starts_with("sha256:") => vec![r],
             _ => refs
                 .iter()
@@ -537,7 +591,10 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
             None => named.push(Named { img, refs: want }),
         }
     }
-    let fname = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let fname = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = parent.join(format!(".{fname}.tmp-{}", berth_bus::random_hex(4)));
     let r = write_archive(ls, &named, &tmp);
     if let Err(e) = r {
@@ -548,7 +605,11 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
     let size = std::fs::metadata(&path).map_err(io("stat", &path))?.len();
     let mut images = Vec::new();
     for n in &named {
-        let rs: Vec<String> = if n.refs.is_empty() { vec!["<none>".into()] } else { n.refs.iter().map(|r| r.to_string()).collect() };
+        let rs: Vec<String> = if n.refs.is_empty() {
+            vec!["<none>".into()]
+        } else {
+            n.refs.iter().map(|r| r.to_string()).collect()
+        };
         for r in rs {
             images.push(LoadedImage {
                 reference: r,
@@ -601,11 +662,13 @@ fn write_archive(ls: &LayerStore, named: &[Named], tmp: &Path) -> Result<()> {
             let mut f = File::open(&p).map_err(io("open", &p))?;
             let size = f.metadata().map_err(io("stat", &p))?.len();
             let mut h = header(size, 0o644, tar::EntryType::Regular);
-            b.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f).map_err(werr)?;
+            b.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+                .map_err(werr)?;
         }
         let mt = MediaType::from(n.img.media_type.as_str());
         let mut push_desc = |ann: Option<HashMap<String, String>>| -> Result<()> {
-            let mut desc = Descriptor::new(mt.clone(), n.img.manifest_size, oci_digest(&n.img.digest)?);
+            let mut desc =
+                Descriptor::new(mt.clone(), n.img.manifest_size, oci_digest(&n.img.digest)?);
             desc.set_annotations(ann);
             descs.push(desc);
             Ok(())
@@ -632,7 +695,12 @@ fn write_archive(ls: &LayerStore, named: &[Named], tmp: &Path) -> Result<()> {
         docker.push(DockerEntry {
             config: format!("blobs/sha256/{}", n.img.config_digest.hex()),
             repo_tags: Some(tags),
-            layers: n.img.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect(),
+            layers: n
+                .img
+                .layers
+                .iter()
+                .map(|l| format!("blobs/sha256/{}", l.digest.hex()))
+                .collect(),
         });
     }
     let index = ImageIndexBuilder::default()
@@ -641,11 +709,21 @@ fn write_archive(ls: &LayerStore, named: &[Named], tmp: &Path) -> Result<()> {
         .manifests(descs)
         .build()
         .map_err(|e| io("build index.json for", tmp)(std::io::Error::other(e)))?;
-    let index = index.to_string().map_err(|e| io("write index.json into", tmp)(std::io::Error::other(e)))?;
+    let index = index
+        .to_string()
+        .map_err(|e| io("write index.json into", tmp)(std::io::Error::other(e)))?;
     add(&mut b, "index.json", index.as_bytes())?;
-    add(&mut b, "manifest.json", &serde_json::to_vec(&docker).expect("serializes"))?;
+    add(
+        &mut b,
+        "manifest.json",
+        &serde_json::to_vec(&docker).expect("serializes"),
+    )?;
     if !repositories.is_empty() {
-        add(&mut b, "repositories", &serde_json::to_vec(&repositories).expect("serializes"))?;
+        add(
+            &mut b,
+            "repositories",
+            &serde_json::to_vec(&repositories).expect("serializes"),
+        )?;
     }
     let mut w = b.into_inner().map_err(werr)?;
     w.flush().map_err(werr)?;

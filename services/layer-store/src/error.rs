@@ -40,7 +40,10 @@ pub enum LayerStoreError {
 pub type Result<T> = std::result::Result<T, LayerStoreError>;
 
 /// `map_err` helper: an I/O error with the step and path.
-pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LayerStoreError {
+pub fn io(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> LayerStoreError {
     let path = path.into();
     move |source| LayerStoreError::Io { op, path, source }
 }

@@ -36,7 +36,12 @@ fn now() -> u64 {
 
 impl Lease {
     /// Take a lease on `digests` (every blob when empty) for at most `ttl`.
-    pub fn acquire(data_root: &Path, name: &str, digests: &[String], ttl: Duration) -> std::io::Result<Lease> {
+    pub fn acquire(
+        data_root: &Path,
+        name: &str,
+        digests: &[String],
+        ttl: Duration,
+    ) -> std::io::Result<Lease> {
         let dir = data_root.join(LEASES_DIR);
         std::fs::create_dir_all(&dir)?;
         let file = LeaseFile {

@@ -112,7 +112,8 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         async move {
             let reply = blocking(move || ls.gc(&req)).await?;
             for r in &reply.untagged {
-                bus.emit("image", EVENT_REMOVED, r, attrs! {"by" => "prune"}).await;
+                bus.emit("image", EVENT_REMOVED, r, attrs! {"by" => "prune"})
+                    .await;
             }
             Ok::<_, BerthError>(reply)
         }
