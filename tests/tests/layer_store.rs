@@ -785,3 +785,40 @@ fn cli_load_images_save_rmi_prune_and_df_through_berthd() {
     let out = ok(&["load", "-i", saved.to_str().unwrap()]);
     assert!(out.contains("berth/cli:v1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_prepares_share_snapshots_and_report_each_unpack_once() {
+    use futures::StreamExt;
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let svc = Svc::start().await;
+    let layout = Layout::new();
+    layout.busybox("v1", berth_tests::layers::host_arch());
+    import_layout(&svc.store(), &layout.path(), "v1", "berth/once:v1");
+    let mut events = svc
+        .bus
+        .client()
+        .subscribe(berth_proto::subjects::event("n1", "image", EVENT_UNPACKED))
+        .await
+        .unwrap();
+    let prepares = (0..6).map(|i| {
+        let svc = &svc;
+        async move { svc.prepare(&format!("p{i}"), "berth/once:v1").await }
+    });
+    let replies = futures::future::join_all(prepares).await;
+    let first = replies[0].as_ref().unwrap().rootfs.lowerdirs.clone();
+    for r in &replies {
+        assert_eq!(r.as_ref().unwrap().rootfs.lowerdirs, first);
+    }
+    let mut layers = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        layers.push(v.to_string());
+    }
+    assert_eq!(layers.len(), 2, "layers unpacked: {layers:#?}");
+    for i in 0..6 {
+        svc.release(&format!("p{i}")).await;
+    }
+}

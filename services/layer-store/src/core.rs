@@ -173,6 +173,8 @@ pub struct LayerStore {
     lock: Mutex<()>,
     /// Temp snapshot dirs this process is writing (gc leaves them).
     active: Mutex<HashSet<String>>,
+    /// One lock per chain ID being unpacked, so concurrent prepares unpack a layer once.
+    unpacking: Mutex<HashMap<String, std::sync::Arc<Mutex<()>>>>,
     pub limits: Limits,
     /// Layers unpacked at once by one prepare.
     pub parallelism: usize,
@@ -195,6 +197,7 @@ impl LayerStore {
             own,
             lock: Mutex::new(()),
             active: Mutex::new(HashSet::new()),
+            unpacking: Mutex::new(HashMap::new()),
             limits: Limits::default(),
             parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -585,6 +588,31 @@ impl LayerStore {
     /// Unpack one layer into its snapshot: into a temp dir beside it, synced, then renamed.
     /// `None` when another unpack finished it first.
     fn unpack_layer(&self, l: &Layer) -> Result<Option<Unpacked>> {
+        let lock = self
+            .unpacking
+            .lock()
+            .expect("unpacking")
+            .entry(l.chain_id.clone())
+            .or_default()
+            .clone();
+        let r = {
+            let _held = lock.lock().expect("snapshot lock");
+            if self.has_snapshot(&l.chain_id) {
+                // Another prepare unpacked it while this one waited.
+                Ok(None)
+            } else {
+                self.unpack_layer_locked(l)
+            }
+        };
+        let mut map = self.unpacking.lock().expect("unpacking");
+        // The map's and ours: nobody else waits on it.
+        if std::sync::Arc::strong_count(&lock) == 2 {
+            map.remove(&l.chain_id);
+        }
+        r
+    }
+
+    fn unpack_layer_locked(&self, l: &Layer) -> Result<Option<Unpacked>> {
         let hex = hex_of(&l.chain_id);
         let tmp_name = format!(
             "{TMP_PREFIX}{hex}-{}-{}",
