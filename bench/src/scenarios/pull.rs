@@ -75,7 +75,8 @@ pub fn run(c: &Ctx) -> anyhow::Result<Outcome> {
             o.series.push(s);
         }
     }
-    o.notes
-        .push("berth pull and skopeo copy download and verify; docker and podman also unpack".into());
+    o.notes.push(
+        "berth pull and skopeo copy download and verify; docker and podman also unpack".into(),
+    );
     Ok(o)
 }
