@@ -10,6 +10,27 @@ pub struct Desired {
     kv: kv::Store,
 }
 
+/// The last entry of a project's key, which a write must build on.
+#[derive(Debug, Clone)]
+pub enum Base {
+    /// Never applied.
+    New,
+    /// Applied: the revision and its record.
+    At(u64, Box<DesiredRecord>),
+    /// Taken down at this revision (a delete marker).
+    Deleted(u64),
+}
+
+impl Base {
+    /// The revision a compare-and-set update must name; `None` for a key never written.
+    pub fn revision(&self) -> Option<u64> {
+        match self {
+            Base::New => None,
+            Base::At(r, _) | Base::Deleted(r) => Some(*r),
+        }
+    }
+}
+
 /// The current revision of a project.
 pub struct Current {
     pub revision: u64,
@@ -58,32 +79,49 @@ impl Desired {
     /// Store `record` as the project's next revision, unless it equals the current one.
     /// Returns (revision, changed). A concurrent writer makes this fail with `Conflict`.
     pub async fn apply(&self, record: &DesiredRecord) -> Result<(u64, bool), BerthError> {
-        let project = &record.project;
-        let last = self.kv.entry(project.as_str()).await.map_err(|e| {
-            BerthError::unavailable(format!("reading desired state of {project}: {e}"))
-        })?;
-        if let Some(e) = &last {
-            if e.operation == Operation::Put {
-                let cur = decode(project, e.revision, &e.value)?;
-                if cur.spec == record.spec && record.rollback_of.is_none() {
-                    return Ok((e.revision, false));
-                }
+        let base = self.base(&record.project).await?;
+        if let Base::At(rev, cur) = &base {
+            if cur.spec == record.spec && record.rollback_of.is_none() {
+                return Ok((*rev, false));
             }
         }
+        Ok((self.write(record, &base).await?, true))
+    }
+
+    /// What the next write of `project` builds on: its last entry in the bucket.
+    pub async fn base(&self, project: &str) -> Result<Base, BerthError> {
+        let last = self.kv.entry(project).await.map_err(|e| {
+            BerthError::unavailable(format!("reading desired state of {project}: {e}"))
+        })?;
+        Ok(match last {
+            None => Base::New,
+            Some(e) if e.operation == Operation::Put => {
+                Base::At(e.revision, Box::new(decode(project, e.revision, &e.value)?))
+            }
+            Some(e) => Base::Deleted(e.revision),
+        })
+    }
+
+    /// Store `record` on top of `base` by compare-and-set (`create` for a new key, `update`
+    /// with the base's revision otherwise): if anyone wrote the key since `base` was read, this
+    /// fails with `Conflict` and stores nothing. Returns the new revision.
+    pub async fn write(&self, record: &DesiredRecord, base: &Base) -> Result<u64, BerthError> {
+        let project = &record.project;
         let bytes: bytes::Bytes = serde_json::to_vec(record)
             .map_err(|e| BerthError::internal(e.to_string()))?
             .into();
-        let r = match &last {
-            Some(e) => self
-                .kv
-                .update(project.as_str(), bytes, e.revision)
-                .await
-                .map_err(|err| match err.kind() {
-                    kv::UpdateErrorKind::WrongLastRevision => conflict(project, e.revision),
-                    _ => BerthError::unavailable(format!(
-                        "storing desired state of {project}: {err}"
-                    )),
-                })?,
+        match base.revision() {
+            Some(rev) => {
+                self.kv
+                    .update(project.as_str(), bytes, rev)
+                    .await
+                    .map_err(|err| match err.kind() {
+                        kv::UpdateErrorKind::WrongLastRevision => conflict(project, rev),
+                        _ => BerthError::unavailable(format!(
+                            "storing desired state of {project}: {err}"
+                        )),
+                    })
+            }
             None => self
                 .kv
                 .create(project.as_str(), bytes)
@@ -93,9 +131,8 @@ impl Desired {
                     _ => BerthError::unavailable(format!(
                         "storing desired state of {project}: {err}"
                     )),
-                })?,
-        };
-        Ok((r, true))
+                }),
+        }
     }
 
     /// Every revision kept, oldest first.
