@@ -822,3 +822,48 @@ async fn concurrent_prepares_share_snapshots_and_report_each_unpack_once() {
         svc.release(&format!("p{i}")).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_and_uncompressed_layers_give_the_same_tree() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let svc = Svc::start().await;
+    let layout = Layout::new();
+    rich_image(&layout);
+    // skopeo recompresses into a second layout; the uncompressed copy is made by gzip -dc.
+    let zlayout = layout.dir.path().join("zstd");
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-compress",
+            "--dest-compress-format",
+            "zstd",
+        ])
+        .arg(format!("oci:{}:rich", layout.path().display()))
+        .arg(format!("oci:{}:rich", zlayout.display())));
+    let m: serde_json::Value = {
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(zlayout.join("index.json")).unwrap()).unwrap();
+        let d = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
+        serde_json::from_slice(&std::fs::read(zlayout.join("blobs/sha256").join(&d[7..])).unwrap())
+            .unwrap()
+    };
+    assert!(
+        m["layers"][0]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("+zstd"),
+        "{m}"
+    );
+    import_layout(&svc.store(), &zlayout, "rich", "berth/rich:zstd");
+    let plain = layout.uncompressed("rich");
+    import_layout(&svc.store(), &layout.path(), &plain, "berth/rich:plain");
+    for (id, r) in [("z1", "berth/rich:zstd"), ("u1", "berth/rich:plain")] {
+        let p = svc.prepare(id, r).await.unwrap();
+        assert_prepared_matches(&p, &layout, "rich");
+        svc.release(id).await;
+    }
+}

@@ -1054,6 +1054,29 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_ending_inside_a_block_is_completed_with_zeros() {
+        let mut data = vec![1u8; 1539];
+        let mut r = PadToBlock {
+            inner: &data[..],
+            pos: 0,
+            pad: None,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 1536 + 512);
+        data.resize(2048, 0);
+        assert_eq!(out, data);
+        let mut whole = PadToBlock {
+            inner: &[2u8; 1024][..],
+            pos: 0,
+            pad: None,
+        };
+        out.clear();
+        whole.read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 1024, "a whole block gets no padding");
+    }
+
+    #[test]
     fn pax_times() {
         let t = parse_pax_time("1700000000.5").unwrap();
         assert_eq!((t.tv_sec(), t.tv_nsec()), (1700000000, 500_000_000));
