@@ -543,10 +543,10 @@ async fn users_by_id_and_by_name() {
     let h = Harness::new().await;
     let mut a = h.spec("id -u; id -g; grep CapEff /proc/self/status; pwd");
     a.user = Some("1000:1000".into());
-    a.working_dir = Some("/work/dir".into());
+    a.working_dir = Some("/srv/app".into());
     let (st, out) = h.run(&a).await;
     assert_eq!(st.exit_code, 0, "{out}");
-    assert_eq!(out, "1000\n1000\nCapEff:\t0000000000000000\n/work/dir\n");
+    assert_eq!(out, "1000\n1000\nCapEff:\t0000000000000000\n/srv/app\n");
 
     let mut b = h.spec("id -u; id -g; id -G; echo $HOME");
     b.user = Some("alice".into());
