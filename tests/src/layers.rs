@@ -38,6 +38,7 @@ impl LayerTar {
         LayerTar::default()
     }
 
+    #[allow(clippy::too_many_arguments)] // one per tar header field
     fn raw(
         &mut self,
         kind: tar::EntryType,

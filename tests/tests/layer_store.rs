@@ -552,7 +552,7 @@ async fn hostile_layers_are_refused_and_nothing_outside_changes() {
     ];
     for (i, (case, tar, entry)) in cases.iter().enumerate() {
         let reference = format!("localhost:5000/hostile:{case}");
-        let (_, layers) = store_image(&store, &reference, &[tar.clone()]);
+        let (_, layers) = store_image(&store, &reference, std::slice::from_ref(tar));
         let id = format!("h{i}");
         let e = svc
             .prepare(&id, &reference)

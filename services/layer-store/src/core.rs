@@ -699,11 +699,14 @@ impl LayerStore {
                 work: work.display().to_string(),
             };
             match st.containers.get(&req.container_id) {
-                Some(old) if old.manifest == rec.manifest && upper.is_dir() && work.is_dir() => {
-                    // A retried prepare: the same root filesystem.
-                    if img.layers.iter().all(|l| self.has_snapshot(&l.chain_id)) {
-                        return Ok((self.reply(&img, &upper, &work), Vec::new()));
-                    }
+                // A retried prepare: the same root filesystem.
+                Some(old)
+                    if old.manifest == rec.manifest
+                        && upper.is_dir()
+                        && work.is_dir()
+                        && img.layers.iter().all(|l| self.has_snapshot(&l.chain_id)) =>
+                {
+                    return Ok((self.reply(&img, &upper, &work), Vec::new()));
                 }
                 Some(old) if old.manifest != rec.manifest => {
                     return Err(LayerStoreError::Conflict(format!(
@@ -971,7 +974,7 @@ impl LayerStore {
                 if only.is_some() || active.contains(&name) {
                     continue;
                 }
-                let pid: Option<i32> = rest.rsplitn(3, '-').nth(1).and_then(|p| p.parse().ok());
+                let pid: Option<i32> = rest.rsplit('-').nth(1).and_then(|p| p.parse().ok());
                 let ours = pid == Some(std::process::id() as i32);
                 let alive = pid.is_some_and(|p| {
                     p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
