@@ -120,8 +120,12 @@ impl Undo {
                 self.mkdir(p)?;
             }
         }
-        std::fs::create_dir(d).map_err(io("mkdir", d))?;
-        self.dirs.push(d.to_path_buf());
+        match std::fs::create_dir(d) {
+            Ok(()) => self.dirs.push(d.to_path_buf()),
+            // A concurrent create made it first: it is not this create's to undo.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(io("mkdir", d)(e)),
+        }
         Ok(())
     }
 
