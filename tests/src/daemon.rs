@@ -199,6 +199,7 @@ impl Drop for Berthd {
         let nats = self.nats_pid();
         self.terminate(Duration::from_secs(10));
         self.kill_containers();
+        crate::remove_networks(&self.data_root());
         // The nats child dies with berthd; make sure of it (it is ours: its pid file is in our
         // data root).
         if let Some(p) = nats {

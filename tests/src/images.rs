@@ -8,7 +8,10 @@ use std::process::Command;
 
 /// Where busybox-static puts its binary.
 pub const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 8] = ["sh", "ls", "cat", "echo", "true", "sleep", "env", "id"];
+const APPLETS: [&str; 13] = [
+    "sh", "ls", "cat", "echo", "true", "sleep", "env", "id", "hostname", "httpd", "wget",
+    "nslookup", "nc",
+];
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd

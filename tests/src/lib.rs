@@ -10,7 +10,27 @@ pub mod registry;
 pub mod rootfs;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Remove what the networks of a data root hold on the host (veths, bridges, iptables
+/// rules), whatever state a test left them in. Run by the guards of tests that make networks.
+pub fn remove_networks(root: &Path) {
+    let store = berth_net::store::Store::new(root);
+    for r in store.list().unwrap_or_default() {
+        for e in &r.endpoints {
+            let _ = Command::new("ip")
+                .args(["link", "del", &e.veth])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &r.bridge])
+            .stderr(Stdio::null())
+            .status();
+        let _ = berth_net::iptables::remove(&r.bridge);
+    }
+}
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {

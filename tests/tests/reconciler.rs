@@ -112,7 +112,7 @@ fn apply_converges_and_reapply_changes_only_what_changed() {
     let w = World::start();
     let f = w.write("c.yaml", TWO);
     w.ok(&["apply", "-f", &f, "--wait"]);
-    assert_eq!(w.running(), vec!["demo-db-0", "demo-web-0", "demo-web-1"]);
+    assert_eq!(w.running(), vec!["demo-db-1", "demo-web-1", "demo-web-2"]);
     let before = w.ps();
 
     // The same file again: nothing stored, nothing recreated.
@@ -127,22 +127,22 @@ fn apply_converges_and_reapply_changes_only_what_changed() {
     let o = w.d.berth(&["plan", "-f", &f2]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stdout(&o).contains("replace") && stdout(&o).contains("demo-web-0"),
+        stdout(&o).contains("replace") && stdout(&o).contains("demo-web-1"),
         "{}",
         stdout(&o)
     );
-    assert!(!stdout(&o).contains("demo-db-0"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("demo-db-1"), "{}", stdout(&o));
     w.ok(&["apply", "-f", &f2, "--wait"]);
     let after = w.ps();
     assert_eq!(
-        after["demo-db-0"], before["demo-db-0"],
+        after["demo-db-1"], before["demo-db-1"],
         "db was not touched"
     );
     assert_ne!(
-        after["demo-web-0"].0, before["demo-web-0"].0,
+        after["demo-web-1"].0, before["demo-web-1"].0,
         "web was replaced"
     );
-    assert_eq!(after["demo-web-0"].1, "running");
+    assert_eq!(after["demo-web-1"].1, "running");
 
     // A service removed from the spec: its containers go.
     let f3 = w.write(
@@ -150,7 +150,7 @@ fn apply_converges_and_reapply_changes_only_what_changed() {
         "name: demo\nservices:\n  db:\n    image: IMAGE\n    command: [sleep, '3600']\n",
     );
     w.ok(&["apply", "-f", &f3, "--wait"]);
-    assert_eq!(w.running(), vec!["demo-db-0"]);
+    assert_eq!(w.running(), vec!["demo-db-1"]);
 
     // History and rollback.
     let h = w.ok(&["history", "demo"]);
@@ -163,7 +163,7 @@ fn apply_converges_and_reapply_changes_only_what_changed() {
     );
     w.ok(&["rollback", "demo"]);
     w.until("the rollback to converge", |w| w.running().len() == 3);
-    let env = w.ok(&["exec", "demo-web-0", "sh", "-c", "echo $V"]);
+    let env = w.ok(&["exec", "demo-web-1", "sh", "-c", "echo $V"]);
     assert!(
         env.contains('2'),
         "rolled back to the revision with V=2: {env}"
@@ -182,19 +182,19 @@ fn drift_is_corrected_and_a_killed_daemon_finishes_without_duplicates() {
     w.ok(&["apply", "-f", &f, "--wait"]);
 
     // Removed by hand: it comes back.
-    let old = w.ps()["demo-web-1"].0.clone();
-    w.ok(&["rm", "-f", "demo-web-1"]);
-    w.until("demo-web-1 to come back", |w| {
+    let old = w.ps()["demo-web-2"].0.clone();
+    w.ok(&["rm", "-f", "demo-web-2"]);
+    w.until("demo-web-2 to come back", |w| {
         w.ps()
-            .get("demo-web-1")
+            .get("demo-web-2")
             .map(|(id, st)| id != &old && st == "running")
             .unwrap_or(false)
     });
     // Killed by hand (restart policy `no`): it is started again.
-    w.ok(&["kill", "demo-db-0"]);
-    w.until("demo-db-0 to run again", |w| {
+    w.ok(&["kill", "demo-db-1"]);
+    w.until("demo-db-1 to run again", |w| {
         w.ps()
-            .get("demo-db-0")
+            .get("demo-db-1")
             .map(|(_, st)| st == "running")
             .unwrap_or(false)
     });
@@ -261,7 +261,7 @@ fn depends_on_healthy_waits_and_concurrent_applies_conflict_cleanly() {
             .unwrap_or_else(|| panic!("no {pat} in {events}"))
     };
     assert!(
-        pos("\"healthy\"") < pos("create hc-app-0"),
+        pos("\"healthy\"") < pos("create hc-app-1"),
         "app created only after db was healthy"
     );
 
@@ -303,4 +303,269 @@ fn depends_on_healthy_waits_and_concurrent_applies_conflict_cleanly() {
     assert_eq!(v["revisions"].as_array().unwrap().len(), ok);
     w.ok(&["down", "race"]);
     w.ok(&["down", "hc"]);
+}
+
+/// The container's address on its bridge network, from `berth inspect`.
+fn address(w: &World, container: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&w.ok(&["inspect", container])).unwrap();
+    let nets = v[0]["networks"].as_object().expect("networks in inspect");
+    let (_, n) = nets
+        .iter()
+        .next()
+        .unwrap_or_else(|| panic!("{container} is on no network: {v}"));
+    let a = n["address"].as_str().unwrap();
+    a.split('/').next().unwrap().to_string()
+}
+
+/// Every line of the host's links, addresses, routes and iptables rules that names `what`.
+fn host_lines(what: &str) -> Vec<String> {
+    let mut out = String::new();
+    for args in [vec!["-br", "link"], vec!["-4", "addr"], vec!["-4", "route"]] {
+        let o = std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap();
+        out += &String::from_utf8_lossy(&o.stdout);
+    }
+    for t in ["filter", "nat"] {
+        let o = std::process::Command::new("iptables")
+            .args(["-w", "-t", t, "-S"])
+            .output()
+            .unwrap();
+        out += &String::from_utf8_lossy(&o.stdout);
+    }
+    out.lines()
+        .filter(|l| l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+const WEB: &str = "name: PROJECT\nservices:\n  web:\n    image: IMAGE\n    command: [sh, -c, 'hostname > /tmp/index.html; exec httpd -f -p 80 -h /tmp']\n    PORTS\n    deploy: {replicas: REPLICAS}\n  client:\n    image: IMAGE\n    command: [sleep, '3600']\n";
+
+fn web(project: &str, ports: &str, replicas: u32) -> String {
+    WEB.replace("PROJECT", project)
+        .replace("PORTS", ports)
+        .replace("REPLICAS", &replicas.to_string())
+}
+
+/// wget from inside a container; the body, or None when it failed.
+fn wget(w: &World, container: &str, url: &str) -> Option<String> {
+    let o =
+        w.d.berth(&["exec", container, "wget", "-q", "-O", "-", url]);
+    o.status.success().then(|| stdout(&o).trim().to_string())
+}
+
+/// Whether an HTTP request from `container` to `ip:80` gets an answer within 2 s.
+fn answers(w: &World, container: &str, ip: &str) -> bool {
+    let o = w.d.berth(&[
+        "exec",
+        container,
+        "sh",
+        "-c",
+        &format!("echo -e 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
+    ]);
+    stdout(&o).contains("200 OK")
+}
+
+fn wget_retry(w: &World, container: &str, url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(b) = wget(w, container, url) {
+            return b;
+        }
+        if Instant::now() > deadline {
+            let o = w.d.berth(&["exec", container, "wget", "-O", "-", url]);
+            let r = w.d.berth(&["exec", container, "cat", "/etc/resolv.conf"]);
+            panic!(
+                "wget {url} from {container} never answered: {}{}\nresolv.conf: {}",
+                stdout(&o),
+                stderr(&o),
+                stdout(&r)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn compose_services_reach_each_other_by_name_and_publish_ports() {
+    need_root!();
+    let w = World::start();
+    let port = berth_tests::free_port();
+    let f = w.write(
+        "n.yaml",
+        &web("nw", &format!("ports: ['127.0.0.1:{port}:80']"), 1),
+    );
+    w.ok(&["apply", "-f", &f, "--wait"]);
+    let web_host = w.ok(&["exec", "nw-web-1", "hostname"]).trim().to_string();
+
+    // By service name and by container name, from the other service.
+    assert_eq!(wget_retry(&w, "nw-client-1", "http://web/"), web_host);
+    assert_eq!(wget_retry(&w, "nw-client-1", "http://nw-web-1/"), web_host);
+    // resolv.conf points at the network's DNS server (the gateway).
+    let resolv = w.ok(&["exec", "nw-client-1", "cat", "/etc/resolv.conf"]);
+    let v: serde_json::Value = serde_json::from_str(&w.ok(&["inspect", "nw-client-1"])).unwrap();
+    let gw = v[0]["networks"]["nw_default"]["gateway"].as_str().unwrap();
+    assert!(resolv.contains(&format!("nameserver {gw}")), "{resolv}");
+
+    // The published port, from the host through loopback.
+    let body = {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+                let mut b = String::new();
+                s.read_to_string(&mut b)?;
+                Ok(b)
+            });
+            match got {
+                Ok(b) if b.contains("200 OK") => break b,
+                _ if Instant::now() > deadline => {
+                    panic!("127.0.0.1:{port} never answered: {got:?}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    };
+    assert!(body.ends_with(&format!("{web_host}\n")), "{body}");
+    let ports = w.ok(&["port", "nw-web-1"]);
+    assert!(
+        ports.contains(&format!("80/tcp -> 127.0.0.1:{port}")),
+        "{ports}"
+    );
+
+    // Scaled to three replicas (the first replaced: its ports changed): every one answers by
+    // the service name, round robin, without restarting the client.
+    let f3 = w.write("n3.yaml", &web("nw", "", 3));
+    w.ok(&["apply", "-f", &f3, "--wait"]);
+    let mut hosts: Vec<String> = (1..=3)
+        .map(|i| {
+            w.ok(&["exec", &format!("nw-web-{i}"), "hostname"])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    hosts.sort();
+    // The service name gives every replica's address (clients that sort answers, as glibc
+    // does, may prefer one; the DNS server rotates them), and each answers by its own name.
+    let mut by_name: Vec<String> = (1..=3)
+        .map(|i| wget_retry(&w, "nw-client-1", &format!("http://nw-web-{i}/")))
+        .collect();
+    by_name.sort();
+    assert_eq!(by_name, hosts);
+    let mut addrs: Vec<String> = (1..=3)
+        .map(|i| address(&w, &format!("nw-web-{i}")))
+        .collect();
+    addrs.sort();
+    let ns = w.ok(&["exec", "nw-client-1", "nslookup", "web"]);
+    let mut got: Vec<String> = ns
+        .split_once("Name:")
+        .map(|(_, answers)| answers)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, addrs, "{ns}");
+    for a in &addrs {
+        assert_eq!(
+            wget_retry(&w, "nw-client-1", &format!("http://{a}/")).len(),
+            12
+        );
+    }
+
+    // Another project is another network: its containers cannot reach these.
+    let g = w.write("o.yaml", &web("other", "", 1));
+    w.ok(&["apply", "-f", &g, "--wait"]);
+    let mine = address(&w, "nw-web-1");
+    let theirs = address(&w, "other-web-1");
+    assert_ne!(
+        mine.rsplit_once('.').unwrap().0,
+        theirs.rsplit_once('.').unwrap().0
+    );
+    assert_eq!(
+        wget_retry(&w, "other-client-1", &format!("http://{theirs}/")).len(),
+        12
+    );
+    assert!(answers(&w, "other-client-1", &theirs));
+    assert!(!answers(&w, "other-client-1", &mine));
+    assert!(!answers(&w, "nw-client-1", &theirs));
+
+    // down: no bridge, veth, address, route or rule of the project's network is left.
+    let bridge = berth_net::store::bridge_name(&w.d.data_root(), "nw_default");
+    assert!(
+        !host_lines(&bridge).is_empty(),
+        "the bridge {bridge} exists while up"
+    );
+    w.ok(&["down", "nw"]);
+    assert_eq!(host_lines(&bridge), Vec::<String>::new());
+    let nets = w.ok(&["network", "ls"]);
+    assert!(!nets.contains("nw_default"), "{nets}");
+    assert!(nets.contains("other_default"), "{nets}");
+    w.ok(&["down", "other"]);
+    let other = berth_net::store::bridge_name(&w.d.data_root(), "other_default");
+    assert_eq!(host_lines(&other), Vec::<String>::new());
+    let veths: Vec<String> = host_lines("vb-")
+        .into_iter()
+        .filter(|l| l.contains(&bridge) || l.contains(&other))
+        .collect();
+    assert!(veths.is_empty(), "{veths:?}");
+}
+
+#[test]
+fn a_taken_port_fails_the_apply_clearly_and_down_v_removes_volumes() {
+    need_root!();
+    let w = World::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let f = w.write(
+        "t.yaml",
+        &format!("name: tk\nservices:\n  web:\n    image: IMAGE\n    command: [httpd, -f, -p, '80']\n    ports: ['127.0.0.1:{port}:80']\n    volumes: [data:/data, /anon]\nvolumes:\n  data: {{}}\n"),
+    );
+    let o = w.d.berth(&["apply", "-f", &f, "--wait"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && e.contains("tk-web-1") && e.contains("in use"),
+        "{e}"
+    );
+    // Nothing half started: no container of the project runs.
+    assert!(
+        !w.running().iter().any(|n| n.starts_with("tk-")),
+        "{:?}",
+        w.ps()
+    );
+
+    // The port freed, the project converges; `down -v` removes its volumes, and a plain
+    // `down` keeps them.
+    drop(taken);
+    w.until("tk to converge", |w| {
+        w.running().contains(&"tk-web-1".to_string())
+    });
+    w.ok(&["exec", "tk-web-1", "sh", "-c", "echo kept > /data/f"]);
+    let vols = w.ok(&["volume", "ls", "-q"]);
+    assert!(vols.contains("tk_data"), "{vols}");
+    let anon: Vec<String> = vols
+        .lines()
+        .filter(|l| l.starts_with("tk_web"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(anon.len(), 1, "{vols}");
+    w.ok(&["down", "tk"]);
+    let vols = w.ok(&["volume", "ls", "-q"]);
+    assert!(
+        vols.contains("tk_data") && vols.contains(&anon[0]),
+        "{vols}"
+    );
+    w.ok(&["apply", "-f", &f, "--wait"]);
+    assert_eq!(w.ok(&["exec", "tk-web-1", "cat", "/data/f"]).trim(), "kept");
+    w.ok(&["down", "-v", "tk"]);
+    let vols = w.ok(&["volume", "ls", "-q"]);
+    assert!(
+        !vols.contains("tk_data") && !vols.contains(&anon[0]),
+        "{vols}"
+    );
 }

@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+/// The node's default bridge network (`berth run -p ...`, `--network bridge`,
+/// `network_mode: bridge`), made by the first container that asks for it.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
 /// How often the endpoints of ended containers are released.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
@@ -78,6 +82,10 @@ pub fn attach(
         ports: spec.ports.clone(),
     };
     let rt = tokio::runtime::Handle::current();
+    if network == DEFAULT_NETWORK {
+        // The node's default network, as Docker's `bridge`: made on first use.
+        rt.block_on(n.ensure(DEFAULT_NETWORK))?;
+    }
     let a = rt.block_on(n.attach(&req))?;
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let files = (|| {

@@ -6,6 +6,11 @@
 
 use crate::plan::{plan, Action, DesiredProject, Plan, LABEL_PROJECT};
 use berth_bus::{attrs, Bus, BusError, RequestOptions};
+use berth_proto::isolator;
+use berth_proto::network::{
+    NetworkCreateRequest, NetworkInfo, NetworkInspectRequest, NetworkRemoveReply,
+    NetworkRemoveRequest, NETWORK_CREATE, NETWORK_INSPECT, NETWORK_REMOVE,
+};
 use berth_proto::supervisor::{
     self, ContainerState, ListReply, ListRequest, RemoveRequest, Target,
 };
@@ -113,6 +118,45 @@ impl Converger {
             return Ok(out);
         }
         self.announced.remove(&d.name);
+        if plan
+            .steps
+            .iter()
+            .any(|a| matches!(a, Action::Create { .. } | Action::Replace { .. }))
+        {
+            // Networks first, with the same backoff as a failing step.
+            let key = (d.name.clone(), "networks".to_string());
+            if let Some(f) = self.failures.get(&key) {
+                if f.next_at > Instant::now() {
+                    out.deferred += plan.steps.len();
+                    return Ok(out);
+                }
+            }
+            match self.ensure_networks(d).await {
+                Ok(()) => {
+                    self.failures.remove(&key);
+                }
+                Err(e) => {
+                    let f = self.failures.entry(key).or_insert(Failure {
+                        count: 0,
+                        next_at: Instant::now(),
+                    });
+                    f.count += 1;
+                    let delay = backoff(f.count);
+                    f.next_at = Instant::now() + delay;
+                    tracing::warn!(project = %d.name, error = %e, "networks");
+                    self.bus
+                        .emit(
+                            EV_ENTITY,
+                            "failed",
+                            &d.name,
+                            attrs! {"project" => d.name, "revision" => d.revision, "action" => "network", "container" => "networks", "error" => e, "attempt" => f.count, "retry_in_ms" => delay.as_millis() as u64},
+                        )
+                        .await;
+                    out.failed.push(("networks".into(), e));
+                    return Ok(out);
+                }
+            }
+        }
         let now = Instant::now();
         let mut todo = Vec::new();
         for a in plan.steps {
@@ -244,9 +288,63 @@ impl Converger {
         }
     }
 
+    /// Make the project's own bridge networks (a network that exists is left as it is);
+    /// an external one must exist.
+    async fn ensure_networks(&self, d: &DesiredProject) -> Result<(), String> {
+        for n in &d.networks {
+            if n.external {
+                // `bridge` is the node's default network, made by the isolator on first use.
+                if n.name == "bridge" {
+                    continue;
+                }
+                self.call_to::<_, NetworkInfo>(
+                    Service::Isolator,
+                    NETWORK_INSPECT,
+                    &NetworkInspectRequest {
+                        name: n.name.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| format!("external network {}: {e}", n.name))?;
+                continue;
+            }
+            match self
+                .call_to::<_, NetworkInfo>(
+                    Service::Isolator,
+                    NETWORK_CREATE,
+                    &NetworkCreateRequest {
+                        name: n.name.clone(),
+                        subnet: None,
+                    },
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.bus
+                        .emit(
+                            EV_ENTITY,
+                            "step",
+                            &d.name,
+                            attrs! {"project" => d.name, "revision" => d.revision, "action" => "network-create", "network" => n.name, "step" => format!("create network {}", n.name)},
+                        )
+                        .await;
+                }
+                Err(e) if e.starts_with("conflict:") => {}
+                Err(e) => return Err(format!("creating network {}: {e}", n.name)),
+            }
+        }
+        Ok(())
+    }
+
     /// Remove every container of a project (`down`, or a project whose desired state was
-    /// deleted). Returns how many were removed.
-    pub async fn remove_project(&mut self, project: &str) -> Result<usize, String> {
+    /// deleted), then, when its last spec is known, its own networks and (with `volumes`)
+    /// its volumes. Returns how many containers were removed.
+    pub async fn remove_project(
+        &mut self,
+        project: &str,
+        last: Option<&DesiredProject>,
+        volumes: bool,
+    ) -> Result<usize, String> {
         let actual = self.actual(project).await.map_err(|e| e.to_string())?;
         let results = futures::future::join_all(actual.iter().map(|c| self.remove(&c.id))).await;
         let mut n = 0;
@@ -257,6 +355,42 @@ impl Converger {
         self.announced.remove(project);
         self.failures.retain(|(p, _), _| p != project);
         self.starts.retain(|(p, _), _| p != project);
+        let Some(d) = last else { return Ok(n) };
+        for net in d.networks.iter().filter(|n| !n.external) {
+            match self
+                .call_to::<_, NetworkRemoveReply>(
+                    Service::Isolator,
+                    NETWORK_REMOVE,
+                    &NetworkRemoveRequest {
+                        name: net.name.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.starts_with("not_found:") => {}
+                Err(e) => return Err(format!("removing network {}: {e}", net.name)),
+            }
+        }
+        if volumes {
+            for v in &d.volumes {
+                match self
+                    .call_to::<_, serde_json::Value>(
+                        Service::Isolator,
+                        isolator::VOLUME_REMOVE,
+                        &isolator::VolumeRemoveRequest {
+                            name: v.clone(),
+                            force: false,
+                        },
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.starts_with("not_found:") => {}
+                    Err(e) => return Err(format!("removing volume {v}: {e}")),
+                }
+            }
+        }
         Ok(n)
     }
 
@@ -265,10 +399,19 @@ impl Converger {
         verb: &str,
         body: &Req,
     ) -> Result<Resp, String> {
+        self.call_to(Service::Supervisor, verb, body).await
+    }
+
+    async fn call_to<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        service: Service,
+        verb: &str,
+        body: &Req,
+    ) -> Result<Resp, String> {
         self.bus
             .request(
                 &self.node,
-                Service::Supervisor,
+                service,
                 verb,
                 body,
                 &RequestOptions::mutating(self.timeout),

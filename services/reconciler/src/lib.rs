@@ -14,13 +14,14 @@ pub mod translate;
 
 use berth_bus::{attrs, serve, Router, ServiceContext};
 use berth_proto::reconciler::{
-    self as rp, ApplyReply, ApplyRequest, DesiredRecord, DownReply, HistoryReply, LsReply,
-    PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus, RollbackRequest,
+    self as rp, ApplyReply, ApplyRequest, DesiredRecord, DownReply, DownRequest, HistoryReply,
+    LsReply, PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus, RollbackRequest,
 };
 use berth_proto::{BerthError, Service};
 use converge::Converger;
 use desired::Desired;
 use futures::StreamExt;
+use plan::DesiredProject;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,9 +66,9 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         })
         .route(rp::DOWN, {
             let st = st.clone();
-            move |r: ProjectRequest| {
+            move |r: DownRequest| {
                 let st = st.clone();
-                async move { down(&st, r.project).await }
+                async move { down(&st, r.project, r.volumes).await }
             }
         })
         .route(rp::HISTORY, {
@@ -171,13 +172,22 @@ async fn dry_run(st: &State, r: PlanRequest) -> Result<PlanReply, BerthError> {
     })
 }
 
-async fn down(st: &State, project: String) -> Result<DownReply, BerthError> {
+/// The containers, networks and volumes of the last spec applied to `project` (taken down
+/// or not), if any.
+async fn last_desired(st: &State, project: &str) -> Option<DesiredProject> {
+    let h = st.desired.history(project).await.ok()?;
+    let (info, rec) = h.into_iter().rev().find(|(_, r)| r.is_some())?;
+    translate::desired(project, info.revision, &rec?.spec).ok()
+}
+
+async fn down(st: &State, project: String, volumes: bool) -> Result<DownReply, BerthError> {
     st.desired.delete(&project).await?;
+    let last = last_desired(st, &project).await;
     let removed = st
         .converger
         .lock()
         .await
-        .remove_project(&project)
+        .remove_project(&project, last.as_ref(), volumes)
         .await
         .map_err(|e| BerthError::unavailable(format!("taking {project} down: {e}")))?;
     st.ctx
@@ -309,7 +319,8 @@ async fn run_loop(st: Arc<State>) {
                 None => {
                     // Taken down: make sure nothing of it is left (once).
                     if gone.insert(name.clone()) {
-                        if let Err(e) = conv.remove_project(&name).await {
+                        let last = last_desired(&st, &name).await;
+                        if let Err(e) = conv.remove_project(&name, last.as_ref(), false).await {
                             tracing::warn!(project = %name, %e, "removing a deleted project");
                             gone.remove(&name);
                         }

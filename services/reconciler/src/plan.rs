@@ -57,6 +57,23 @@ pub struct DesiredProject {
     pub name: String,
     pub revision: u64,
     pub services: Vec<DesiredService>,
+    /// The bridge networks the project's containers attach to: made before the first
+    /// container is created; the project's own ones are removed by `down`.
+    #[serde(default)]
+    pub networks: Vec<ProjectNetwork>,
+    /// The named volumes the project owns (`down -v` removes them); external ones are not
+    /// listed.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+/// A network a project uses, by its name on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectNetwork {
+    pub name: String,
+    /// Declared `external: true`: it must exist already, and is never removed by the project.
+    #[serde(default)]
+    pub external: bool,
 }
 
 impl DesiredService {
@@ -231,7 +248,7 @@ pub fn plan(desired: &DesiredProject, actual: &[ContainerState], gate: bool) -> 
             .get(LABEL_REPLICA)
             .and_then(|r| r.parse::<u32>().ok());
         match (by_service.get(service.as_str()), replica) {
-            (Some(s), Some(n)) if n < s.replicas => {
+            (Some(s), Some(n)) if (1..=s.replicas).contains(&n) => {
                 slots.entry((service, n)).or_default().push(c);
             }
             (Some(s), Some(_)) => removals.push(Action::Remove {
@@ -259,7 +276,7 @@ pub fn plan(desired: &DesiredProject, actual: &[ContainerState], gate: bool) -> 
     let mut steps = Vec::new();
     for s in &desired.services {
         let mut service_steps = Vec::new();
-        for n in 0..s.replicas {
+        for n in 1..=s.replicas {
             let name = s.replica_name(project, n);
             let mut members = slots.remove(&(s.name.clone(), n)).unwrap_or_default();
             // Prefer the one carrying the right name; extra ones are duplicates.
@@ -418,6 +435,8 @@ mod tests {
 
     fn project(services: Vec<DesiredService>) -> DesiredProject {
         DesiredProject {
+            networks: Vec::new(),
+            volumes: Vec::new(),
             name: "p".into(),
             revision: 1,
             services,
@@ -429,10 +448,10 @@ mod tests {
         let d = project(vec![svc("web", 2, "h1")]);
         let p = plan(&d, &[], true);
         let names: Vec<&str> = p.steps.iter().map(|a| a.name()).collect();
-        assert_eq!(names, ["p-web-0", "p-web-1"]);
+        assert_eq!(names, ["p-web-1", "p-web-2"]);
         let actual = [
-            state("p-web-0", "web", 0, "h1", ContainerStatus::Running),
             state("p-web-1", "web", 1, "h1", ContainerStatus::Running),
+            state("p-web-2", "web", 2, "h1", ContainerStatus::Running),
         ];
         assert!(plan(&d, &actual, true).is_converged());
     }
@@ -441,23 +460,23 @@ mod tests {
     fn replaces_only_changed_services_and_removes_orphans_and_extra_replicas() {
         let d = project(vec![svc("web", 1, "h2"), svc("db", 1, "d1")]);
         let actual = [
-            state("p-web-0", "web", 0, "h1", ContainerStatus::Running),
             state("p-web-1", "web", 1, "h1", ContainerStatus::Running),
-            state("p-db-0", "db", 0, "d1", ContainerStatus::Running),
-            state("p-old-0", "old", 0, "x", ContainerStatus::Running),
+            state("p-web-2", "web", 2, "h1", ContainerStatus::Running),
+            state("p-db-1", "db", 1, "d1", ContainerStatus::Running),
+            state("p-old-1", "old", 1, "x", ContainerStatus::Running),
         ];
         let p = plan(&d, &actual, true);
         let kinds: Vec<String> = p.steps.iter().map(|a| a.describe()).collect();
         assert!(
-            kinds.contains(&"remove p-web-1 (scaled down to 1)".to_string()),
+            kinds.contains(&"remove p-web-2 (scaled down to 1)".to_string()),
             "{kinds:?}"
         );
         assert!(
-            kinds.contains(&"remove p-old-0 (service old is no longer in the spec)".to_string()),
+            kinds.contains(&"remove p-old-1 (service old is no longer in the spec)".to_string()),
             "{kinds:?}"
         );
         assert!(
-            kinds.contains(&"replace p-web-0 (configuration changed)".to_string()),
+            kinds.contains(&"replace p-web-1 (configuration changed)".to_string()),
             "{kinds:?}"
         );
         assert_eq!(p.steps.len(), 3, "{kinds:?}");
@@ -466,14 +485,14 @@ mod tests {
     #[test]
     fn stopped_by_hand_comes_back_but_completed_one_shots_stay() {
         let d = project(vec![svc("web", 1, "h"), svc("job", 1, "j")]);
-        let mut web = state("p-web-0", "web", 0, "h", ContainerStatus::Exited);
+        let mut web = state("p-web-1", "web", 1, "h", ContainerStatus::Exited);
         web.exit_code = Some(137);
-        let mut job = state("p-job-0", "job", 0, "j", ContainerStatus::Exited);
+        let mut job = state("p-job-1", "job", 1, "j", ContainerStatus::Exited);
         job.exit_code = Some(0);
         let p = plan(&d, &[web, job], true);
         assert_eq!(p.steps.len(), 1);
         assert_eq!(p.steps[0].kind(), "start");
-        assert_eq!(p.steps[0].name(), "p-web-0");
+        assert_eq!(p.steps[0].name(), "p-web-1");
     }
 
     #[test]
@@ -484,12 +503,12 @@ mod tests {
         // Nothing yet: db is created, app waits.
         let p = plan(&d, &[], true);
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(p.steps[0].name(), "p-db-0");
+        assert_eq!(p.steps[0].name(), "p-db-1");
         assert!(p.waiting["app"].contains("db"), "{:?}", p.waiting);
         // A dry run lists both.
         assert_eq!(plan(&d, &[], false).steps.len(), 2);
         // db running but starting: still waiting.
-        let mut db = state("p-db-0", "db", 0, "d", ContainerStatus::Running);
+        let mut db = state("p-db-1", "db", 1, "d", ContainerStatus::Running);
         db.health = Some(HealthState {
             status: HealthStatus::Starting,
             failing_streak: 0,
@@ -502,16 +521,16 @@ mod tests {
         db.health.as_mut().unwrap().status = HealthStatus::Healthy;
         let p = plan(&d, &[db], true);
         assert_eq!(p.steps.len(), 1);
-        assert_eq!(p.steps[0].name(), "p-app-0");
+        assert_eq!(p.steps[0].name(), "p-app-1");
     }
 
     #[test]
     fn duplicates_and_unlabelled_members_are_removed() {
         let d = project(vec![svc("web", 1, "h")]);
-        let a = state("p-web-0", "web", 0, "h", ContainerStatus::Running);
-        let mut b = state("stray", "web", 0, "h", ContainerStatus::Running);
+        let a = state("p-web-1", "web", 1, "h", ContainerStatus::Running);
+        let mut b = state("stray", "web", 1, "h", ContainerStatus::Running);
         b.id = "id-stray".into();
-        let mut c = state("p-web-x", "web", 0, "h", ContainerStatus::Running);
+        let mut c = state("p-web-x", "web", 1, "h", ContainerStatus::Running);
         c.labels.remove(LABEL_REPLICA);
         c.id = "id-x".into();
         let p = plan(&d, &[a, b, c], true);
@@ -525,9 +544,9 @@ mod tests {
         let mut s = svc("web", 1, "h");
         s.image_digest = Some("sha256:new".into());
         let d = project(vec![s]);
-        let mut c = state("p-web-0", "web", 0, "h", ContainerStatus::Running);
+        let mut c = state("p-web-1", "web", 1, "h", ContainerStatus::Running);
         c.image_digest = "sha256:old".into();
         let p = plan(&d, &[c], true);
-        assert_eq!(p.steps[0].describe(), "replace p-web-0 (image changed)");
+        assert_eq!(p.steps[0].describe(), "replace p-web-1 (image changed)");
     }
 }

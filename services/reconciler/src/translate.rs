@@ -1,8 +1,9 @@
 //! A validated Compose project (as stored: `berth_spec::Project` in JSON) → the containers it
 //! means, as the planner wants them.
 
-use crate::plan::{Condition, DesiredProject, DesiredService};
+use crate::plan::{Condition, DesiredProject, DesiredService, ProjectNetwork};
 use berth_proto::isolator::{MountKind, MountSpec, NetworkMode, Resources};
+use berth_proto::network::{PortMapping, Protocol};
 use berth_proto::supervisor::{ContainerOptions, CreateRequest, HealthCheck, RestartPolicy};
 use berth_proto::BerthError;
 use berth_spec::{MountType, Project, Service};
@@ -21,38 +22,140 @@ pub fn desired(
 
 pub fn translate(project: &str, revision: u64, p: &Project) -> Result<DesiredProject, BerthError> {
     let mut services = Vec::new();
+    let mut networks: Vec<ProjectNetwork> = Vec::new();
+    let mut volumes: Vec<String> = p
+        .volumes
+        .iter()
+        .filter(|(_, d)| !d.external)
+        .map(|(v, _)| volume_name(project, p, v))
+        .collect();
     for name in p.start_order() {
         let s = &p.services[&name];
+        let request = request(project, p, &name, s)?;
+        if let NetworkMode::Bridge(n) = &request.options.network {
+            if !networks.iter().any(|x| &x.name == n) {
+                networks.push(ProjectNetwork {
+                    name: n.clone(),
+                    external: is_external_network(p, s, n),
+                });
+            }
+        }
+        for m in &request.options.mounts {
+            let anonymous = m.kind == MountKind::Volume
+                && s.volumes.iter().any(|v| {
+                    v.kind == MountType::Volume && v.source.is_empty() && v.target == m.target
+                });
+            if anonymous && !volumes.contains(&m.source) {
+                volumes.push(m.source.clone());
+            }
+        }
+        let mut depends_on: Vec<(String, Condition)> = s
+            .depends_on
+            .iter()
+            .map(|(d, dep)| {
+                (
+                    d.clone(),
+                    match dep.condition {
+                        berth_spec::Condition::ServiceStarted => Condition::ServiceStarted,
+                        berth_spec::Condition::ServiceHealthy => Condition::ServiceHealthy,
+                        berth_spec::Condition::ServiceCompletedSuccessfully => {
+                            Condition::ServiceCompletedSuccessfully
+                        }
+                    },
+                )
+            })
+            .collect();
+        // `network_mode: service:X` joins X's namespace: X must be running first (as in Compose).
+        if let Some(other) = s
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("service:"))
+        {
+            if !depends_on.iter().any(|(d, _)| d == other) {
+                depends_on.push((other.to_string(), Condition::ServiceStarted));
+            }
+        }
         services.push(DesiredService {
             name: name.clone(),
             replicas: s.replicas,
             container_name: s.container_name.clone(),
-            request: request(project, p, &name, s)?,
+            request,
             config_hash: s.config_hash(),
             image_digest: None,
-            depends_on: s
-                .depends_on
-                .iter()
-                .map(|(d, dep)| {
-                    (
-                        d.clone(),
-                        match dep.condition {
-                            berth_spec::Condition::ServiceStarted => Condition::ServiceStarted,
-                            berth_spec::Condition::ServiceHealthy => Condition::ServiceHealthy,
-                            berth_spec::Condition::ServiceCompletedSuccessfully => {
-                                Condition::ServiceCompletedSuccessfully
-                            }
-                        },
-                    )
-                })
-                .collect(),
+            depends_on,
         });
     }
     Ok(DesiredProject {
         name: project.to_string(),
         revision,
         services,
+        networks,
+        volumes,
     })
+}
+
+/// Compose names a project's network `<project>_<network>` (`<project>_default` for the
+/// implicit one) unless it is external or given a `name:`.
+pub fn network_name(project: &str, p: &Project, n: &str) -> String {
+    match p.networks.get(n) {
+        Some(d) if d.name.is_some() => d.name.clone().unwrap(),
+        Some(d) if d.external => n.to_string(),
+        _ => format!("{project}_{n}"),
+    }
+}
+
+fn is_external_network(p: &Project, s: &Service, node_name: &str) -> bool {
+    // `network_mode: bridge` is the node's default network: never the project's to remove.
+    if s.network_mode.as_deref() == Some("bridge") {
+        return true;
+    }
+    p.networks
+        .iter()
+        .any(|(k, d)| d.external && (d.name.as_deref() == Some(node_name) || k == node_name))
+}
+
+/// The network a service's containers join, and the names they answer to on it.
+/// A service on several networks joins the first by name (berth attaches a container to one
+/// bridge network; see docs/network.md).
+fn network_of(
+    project: &str,
+    p: &Project,
+    name: &str,
+    s: &Service,
+) -> Result<(NetworkMode, Vec<String>), BerthError> {
+    let mode = match s.network_mode.as_deref() {
+        Some("host") => return Ok((NetworkMode::Host, Vec::new())),
+        Some("none") => return Ok((NetworkMode::None, Vec::new())),
+        Some("bridge") => return Ok((NetworkMode::Bridge("bridge".into()), Vec::new())),
+        Some(m) => {
+            if let Some(other) = m.strip_prefix("service:") {
+                let o = p.services.get(other).ok_or_else(|| {
+                    BerthError::invalid(format!(
+                        "service {name}: network_mode {m:?} names an unknown service"
+                    ))
+                })?;
+                let target = match &o.container_name {
+                    Some(c) if o.replicas <= 1 => c.clone(),
+                    _ => format!("{project}-{other}-1"),
+                };
+                return Ok((NetworkMode::Container(target), Vec::new()));
+            }
+            if let Some(c) = m.strip_prefix("container:") {
+                return Ok((NetworkMode::Container(c.to_string()), Vec::new()));
+            }
+            return Err(BerthError::invalid(format!(
+                "service {name}: network_mode {m:?} is not one berth knows"
+            )));
+        }
+        None => s.networks.iter().next(),
+    };
+    let (key, aliases) = match mode {
+        Some((k, sn)) => (k.as_str(), sn.aliases.clone()),
+        None => ("default", Vec::new()),
+    };
+    let mut names = vec![name.to_string()];
+    names.extend(aliases.into_iter().filter(|a| a != name));
+    Ok((NetworkMode::Bridge(network_name(project, p, key)), names))
 }
 
 /// Compose names a project's volume `<project>_<volume>` unless it is external or named.
@@ -124,11 +227,32 @@ fn request(
             size_bytes: size,
         });
     }
-    let network = match s.network_mode.as_deref() {
-        Some("host") => NetworkMode::Host,
-        // Bridge networks come with berth's networking; until then a service has loopback.
-        _ => NetworkMode::None,
-    };
+    let (network, aliases) = network_of(project, p, name, s)?;
+    let mut ports = Vec::new();
+    for ps in &s.ports {
+        if !matches!(network, NetworkMode::Bridge(_)) {
+            return Err(BerthError::invalid(format!(
+                "service {name}: ports are published from a bridge network, not with network_mode {:?}",
+                s.network_mode.as_deref().unwrap_or_default()
+            )));
+        }
+        ports.push(PortMapping {
+            host_ip: match &ps.host_ip {
+                None => None,
+                Some(ip) => Some(ip.parse().map_err(|_| {
+                    BerthError::invalid(format!(
+                        "service {name}: ports: {ip:?} is not an IP address"
+                    ))
+                })?),
+            },
+            host_port: ps.host_port.unwrap_or(0),
+            container_port: ps.container_port,
+            protocol: match ps.protocol {
+                berth_spec::Protocol::Tcp => Protocol::Tcp,
+                berth_spec::Protocol::Udp => Protocol::Udp,
+            },
+        });
+    }
     let restart = match (&s.restart, &s.restart_policy) {
         (Some(r), _) => r
             .parse::<RestartPolicy>()
@@ -172,6 +296,8 @@ fn request(
             stop_signal: s.stop_signal.clone(),
             stop_grace_period_ms: s.stop_grace_period_ms,
             network,
+            aliases,
+            ports,
             ..Default::default()
         },
         labels: s.labels.clone(),

@@ -348,6 +348,17 @@ impl Supervisor {
         if let Some(s) = &req.options.stop_signal {
             parse_signal(s).map_err(|e| SupervisorError::invalid("stop signal", e))?;
         }
+        // `container:NAME` may name the container, or a prefix of its id: the isolator wants
+        // the id.
+        if let iso::NetworkMode::Container(other) = &req.options.network {
+            let c = self.resolve(other).map_err(|_| {
+                SupervisorError::invalid(
+                    "network",
+                    format!("container:{other}: no such container to share the network of"),
+                )
+            })?;
+            req.options.network = iso::NetworkMode::Container(c.id.clone());
+        }
         let prepared = match &req.rootfs {
             Some(dir) => {
                 let p = PathBuf::from(dir);

@@ -299,6 +299,7 @@ impl Net {
             gateway,
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             endpoints: Vec::new(),
+            last_address: None,
         };
         let made = self.make(&rec, &l).await;
         if let Err(e) = made {
@@ -503,6 +504,7 @@ impl Net {
         link::delete(&h, &veth).await?;
         link::attach_veth(&h, &ns, bridge_idx, &veth, address, rec.subnet, rec.gateway).await?;
         let ports: Vec<PortMapping> = bound.iter().map(|b| b.mapping.clone()).collect();
+        rec.last_address = Some(address);
         rec.endpoints.push(Endpoint {
             container_id: req.container_id.clone(),
             container_name: req.container_name.clone(),

@@ -81,6 +81,14 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 
+/// The MAC of a container's `eth0`, derived from its address as Docker does
+/// (`02:42:a:b:c:d`): when an address is handed out again, its MAC is the same, so the
+/// neighbours' ARP entries for it stay right.
+pub fn container_mac(address: Ipv4Addr) -> [u8; 6] {
+    let o = address.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
 /// Make sure bridge `name` exists, has `gateway/prefix` and is up; returns its index.
 pub async fn ensure_bridge(
     h: &Handle,
@@ -156,6 +164,7 @@ pub async fn attach_veth(
 ) -> Result<(), NetError> {
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
         .name(CONTAINER_IFACE.to_string())
+        .address(container_mac(address).to_vec())
         .setns_by_fd(ns.as_raw_fd())
         .build();
     let msg = LinkVeth::new(host_end, CONTAINER_IFACE)

@@ -67,6 +67,10 @@ pub struct NetworkRecord {
     pub created: String,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The address handed out last: the next search starts after it, so a released
+    /// address is not reused at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_address: Option<Ipv4Addr>,
 }
 
 impl NetworkRecord {
@@ -92,12 +96,18 @@ impl NetworkRecord {
         }
     }
 
-    /// The lowest free address of the subnet (the gateway and the addresses of `endpoints`
-    /// are taken; network and broadcast addresses are never handed out).
+    /// The next free address of the subnet after the last one handed out, wrapping around
+    /// (the gateway and the addresses of `endpoints` are taken; network and broadcast
+    /// addresses are never handed out).
     pub fn free_address(&self) -> Option<Ipv4Addr> {
+        let free =
+            |a: &Ipv4Addr| *a != self.gateway && !self.endpoints.iter().any(|e| e.address == *a);
+        let after = self.last_address;
         self.subnet
             .hosts()
-            .find(|a| *a != self.gateway && !self.endpoints.iter().any(|e| e.address == *a))
+            .filter(|a| after.is_some_and(|l| *a > l))
+            .find(free)
+            .or_else(|| self.subnet.hosts().find(free))
     }
 }
 
@@ -341,6 +351,7 @@ br0\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
             gateway: "10.89.3.1".parse().unwrap(),
             created: String::new(),
             endpoints: vec![],
+            last_address: None,
         };
         assert_eq!(r.free_address(), Some("10.89.3.2".parse().unwrap()));
         r.endpoints.push(Endpoint {
@@ -354,5 +365,22 @@ br0\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n";
             ports: vec![],
         });
         assert_eq!(r.free_address(), None);
+    }
+
+    #[test]
+    fn free_address_does_not_reuse_a_released_one_at_once() {
+        let mut r = NetworkRecord {
+            name: "n".into(),
+            bridge: "b".into(),
+            subnet: "10.89.3.0/29".parse().unwrap(),
+            gateway: "10.89.3.1".parse().unwrap(),
+            created: String::new(),
+            endpoints: vec![],
+            last_address: Some("10.89.3.3".parse().unwrap()),
+        };
+        assert_eq!(r.free_address(), Some("10.89.3.4".parse().unwrap()));
+        r.last_address = Some("10.89.3.6".parse().unwrap());
+        // Past the end: wraps to the lowest free one.
+        assert_eq!(r.free_address(), Some("10.89.3.2".parse().unwrap()));
     }
 }

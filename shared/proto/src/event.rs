@@ -32,6 +32,7 @@ impl Event {
             "name" => self.name == value,
             other => match self.attrs.get(other) {
                 Some(Value::String(s)) => s == value,
+                #[allow(clippy::cmp_owned)] // numbers and booleans compare by their text
                 Some(v) => v.to_string() == value,
                 None => false,
             },

@@ -76,6 +76,14 @@ pub struct ProjectRequest {
     pub project: String,
 }
 
+/// `down`: remove the project's containers and networks; with `volumes`, its volumes too.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownRequest {
+    pub project: String,
+    #[serde(default)]
+    pub volumes: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DownReply {
     pub project: String,

@@ -49,9 +49,10 @@ impl SpecArgs {
             eprintln!("warning: {w}");
         }
         for (name, s) in &loaded.project.services {
-            if !s.ports.is_empty() || !s.networks.is_empty() || !s.expose.is_empty() {
+            if s.networks.len() > 1 {
                 eprintln!(
-                    "notice: service {name}: ports, networks and expose are validated but not applied yet (containers get a private loopback-only network)"
+                    "notice: service {name}: berth attaches a container to one bridge network: {} (the first by name)",
+                    s.networks.keys().next().unwrap()
                 );
             }
         }

@@ -1,13 +1,18 @@
-//! `berth down PROJECT`: take a project down (its containers are removed; its history is kept).
+//! `berth down PROJECT [-v]`: take a project down: its containers and its own networks are
+//! removed (its history is kept); with `-v`, its named and anonymous volumes too.
 
 use crate::ctx::Ctx;
-use berth_proto::reconciler::{self as rp, DownReply, ProjectRequest};
+use berth_proto::reconciler::{self as rp, DownReply, DownRequest};
 use berth_proto::Service;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The project.
     project: String,
+    /// Also remove the volumes the project declares and its anonymous volumes (not external
+    /// ones).
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
@@ -15,7 +20,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .call_mut(
             Service::Reconciler,
             rp::DOWN,
-            &ProjectRequest { project: a.project },
+            &DownRequest {
+                project: a.project,
+                volumes: a.volumes,
+            },
         )
         .await?;
     if ctx.json() {

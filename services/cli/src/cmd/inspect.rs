@@ -1,7 +1,9 @@
-//! `berth inspect CONTAINER...`: everything the supervisor knows, as a JSON array.
+//! `berth inspect CONTAINER...`: everything the supervisor knows, as a JSON array, with the
+//! container's addresses on its bridge networks (from the isolator) under `networks`.
 
 use crate::cmd::run::describe;
 use crate::ctx::{exit, Ctx};
+use berth_proto::network::{NetworksReply, NetworksRequest, NETWORKS};
 use berth_proto::supervisor::{InspectReply, Target, INSPECT};
 use berth_proto::Service;
 
@@ -12,7 +14,8 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
-    let mut out: Vec<InspectReply> = Vec::new();
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let mut nets: Option<NetworksReply> = None;
     let mut failed = false;
     for c in &a.containers {
         match ctx
@@ -25,7 +28,33 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             )
             .await
         {
-            Ok(r) => out.push(r),
+            Ok(r) => {
+                if nets.is_none() {
+                    nets = Some(
+                        ctx.call(Service::Isolator, NETWORKS, &NetworksRequest {})
+                            .await
+                            .unwrap_or(NetworksReply { networks: vec![] }),
+                    );
+                }
+                let mut attached = serde_json::Map::new();
+                for n in &nets.as_ref().unwrap().networks {
+                    if let Some(e) = n.endpoints.iter().find(|e| e.container_id == r.state.id) {
+                        attached.insert(
+                            n.name.clone(),
+                            serde_json::json!({
+                                "address": e.address,
+                                "subnet": n.subnet,
+                                "gateway": n.gateway,
+                                "aliases": e.aliases,
+                                "ports": e.ports,
+                            }),
+                        );
+                    }
+                }
+                let mut v = serde_json::to_value(&r)?;
+                v["networks"] = serde_json::Value::Object(attached);
+                out.push(v);
+            }
             Err(e) => {
                 eprintln!("berth: {c}: {}", describe(&e));
                 failed = true;

@@ -106,9 +106,17 @@ pub struct CreateOpts {
     /// A label KEY=value.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,
-    /// Network: none (loopback only, the default) or host.
+    /// Network: none (loopback only, the default), host, container:NAME, bridge (the node's
+    /// default bridge network) or the name of a network made by `berth network create`.
     #[arg(long)]
     pub network: Option<String>,
+    /// Publish a port: [IP:][HOST:]CONTAINER[/udp], ranges too (implies --network bridge
+    /// when no network is given).
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// A further name the container answers to on its bridge network.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
     /// seccomp=unconfined, no-new-privileges=false.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
@@ -281,14 +289,32 @@ impl CreateOpts {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             labels.insert(k.to_string(), v.to_string());
         }
+        let mut ports = Vec::new();
+        for p in &self.publish {
+            ports.extend(
+                berth_proto::network::parse_ports(p).map_err(|e| anyhow!("--publish: {e}"))?,
+            );
+        }
         let network = match self.network.as_deref() {
+            None if !ports.is_empty() => NetworkMode::Bridge("bridge".into()),
             None | Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
             Some(n) => match n.strip_prefix("container:") {
                 Some(c) => NetworkMode::Container(c.to_string()),
-                None => bail!("--network {n:?}: expected none, host or container:<id>"),
+                None => NetworkMode::Bridge(n.to_string()),
             },
         };
+        if !matches!(network, NetworkMode::Bridge(_)) {
+            if !ports.is_empty() {
+                bail!(
+                    "--publish needs a bridge network, not --network {}",
+                    self.network.as_deref().unwrap_or_default()
+                );
+            }
+            if !self.network_alias.is_empty() {
+                bail!("--network-alias needs a bridge network");
+            }
+        }
         let (mut seccomp, mut nnp) = (true, true);
         for o in &self.security_opt {
             match o.as_str() {
@@ -377,8 +403,9 @@ impl CreateOpts {
                 seccomp,
                 no_new_privileges: nnp,
                 network,
+                aliases: self.network_alias.clone(),
+                ports,
                 userns_remap: None,
-                ..Default::default()
             },
             labels,
             restart: match &self.restart {
