@@ -107,10 +107,23 @@ impl Berthd {
         self.berth_as(&self.admin_creds(), args)
     }
 
+    /// Run the CLI as the admin identity with further environment variables (a Compose
+    /// file's `${VAR}`).
+    pub fn berth_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        self.command(&self.admin_creds(), args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run berth")
+    }
+
     /// Run the CLI with another credentials file.
     pub fn berth_as(&self, creds: &Path, args: &[&str]) -> Output {
-        Command::new(crate::bin("berth"))
-            .arg("--nats")
+        self.command(creds, args).output().expect("run berth")
+    }
+
+    fn command(&self, creds: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(crate::bin("berth"));
+        c.arg("--nats")
             .arg(self.url())
             .arg("--creds")
             .arg(creds)
@@ -118,9 +131,8 @@ impl Berthd {
             .arg(&self.node)
             .args(args)
             .env_remove("BERTH_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run berth")
+            .stdin(Stdio::null());
+        c
     }
 
     /// SIGTERM by pid, and wait up to `within` for it to exit; returns its exit status.
