@@ -161,6 +161,18 @@ impl Berth {
 
 impl Drop for Berth {
     fn drop(&mut self) {
+        // Containers, then networks: nothing of the run is left in the host's tables.
+        if let Ok(ids) = self.cli("ps -aq") {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = self.cli(&format!("rm -f {}", ids.join(" ")));
+            }
+        }
+        if let Ok(nets) = self.cli("network ls -q") {
+            for n in nets.split_whitespace() {
+                let _ = self.cli(&format!("network rm {n}"));
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(c.id() as i32),

@@ -21,7 +21,7 @@ struct Args {
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Scenarios to run (default: all): run, start50, compose, pull, memory.
+    /// Scenarios to run (default: all): run, start50, compose, network, pull, memory.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Directory holding berth's binaries (berth, berthd, berth-shim).
@@ -104,7 +104,8 @@ fn main() -> anyhow::Result<()> {
         let r = match s.as_str() {
             "run" => scenarios::run_true::run(&ctx).map(|o| vec![o]),
             "start50" => scenarios::mass_start::run(&ctx).map(|o| vec![o]),
-            "compose" => scenarios::compose::run(&ctx).map(|(a, b)| vec![a, b]),
+            "compose" => scenarios::compose::run(&ctx),
+            "network" => scenarios::network::run(&ctx),
             "pull" => scenarios::pull::run(&ctx).map(|o| vec![o]),
             "memory" => scenarios::memory::run(&ctx),
             _ => unreachable!("checked above"),

@@ -23,6 +23,9 @@ impl Series {
     pub fn push(&mut self, d: Duration) {
         self.samples.push(d.as_secs_f64());
     }
+    pub fn push_value(&mut self, v: f64) {
+        self.samples.push(v);
+    }
     pub fn median(&self) -> f64 {
         let mut s = self.samples.clone();
         s.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -47,6 +50,8 @@ impl Series {
 pub enum Unit {
     Seconds,
     MiB,
+    /// Throughput, MiB/s (higher is better).
+    MiBps,
 }
 
 impl Unit {
@@ -58,6 +63,7 @@ impl Unit {
             Unit::Seconds if v < 1.0 => format!("{:.1} ms", v * 1000.0),
             Unit::Seconds => format!("{v:.2} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::MiBps => format!("{v:.0} MiB/s"),
         }
     }
 }

@@ -180,6 +180,17 @@ impl Registry {
         }
     }
 
+    /// Let a paused registry go on (SIGCONT, by pid).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            )
+            .expect("SIGCONT the registry");
+        }
+    }
+
     /// Start it again on the same port with the same storage.
     pub fn restart(&mut self) {
         self.kill();

@@ -607,6 +607,102 @@ async fn registry_killed_mid_pull_fails_cleanly_then_a_second_pull_succeeds() {
     assert!(env.store.ingests().unwrap().is_empty());
 }
 
+/// The layer-store's `gc` while a pull is half way: the pull's lease keeps the layers it
+/// has committed (nothing refers to them until the manifest is stored) and its partial
+/// download; the pull then completes with every blob in place, and leaves no lease behind.
+#[tokio::test]
+async fn gc_during_a_pull_takes_nothing_from_it() {
+    let reg = Registry::start();
+    let layout = big_layout(64);
+    let reference = format!("{}/berth/big:v1", reg.host());
+    layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
+    let big = largest_layer(&reference);
+    let m = images::inspect_raw(&reference, None);
+    let small: Digest = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().parse::<Digest>().unwrap())
+        .find(|d| d != &big)
+        .unwrap();
+    let env = Env::start().await;
+    {
+        let c = env.ctx.clone();
+        tokio::spawn(async move { berth_layer_store::run(c).await });
+    }
+    let pull = {
+        let (bus, reference) = (env.bus.clone(), reference.clone());
+        tokio::spawn(async move {
+            bus.call::<_, PullReply>(
+                Service::Puller,
+                "pull",
+                &PullRequest {
+                    reference,
+                    platform: None,
+                    pull_id: None,
+                },
+                &RequestOptions::timeout(Duration::from_secs(120)),
+            )
+            .await
+        })
+    };
+    wait_partial(&env.store, &big).await;
+    reg.pause();
+    for _ in 0..5000 {
+        if env.store.has(&small) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(
+        env.store.has(&small),
+        "the small layer is committed while the big one downloads"
+    );
+    let leases: Vec<_> = std::fs::read_dir(env.ctx.config.data_root.join("leases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(leases.iter().any(|n| n.starts_with("pull-")), "{leases:?}");
+    let mut gc: Option<berth_proto::layer_store::GcReply> = None;
+    for _ in 0..100 {
+        match env
+            .bus
+            .call(
+                Service::LayerStore,
+                berth_proto::layer_store::GC,
+                &berth_proto::layer_store::GcRequest { all: false },
+                &RequestOptions::timeout(Duration::from_secs(10)),
+            )
+            .await
+        {
+            Ok(r) => {
+                gc = Some(r);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let gc = gc.expect("the layer-store answers gc");
+    assert_eq!(gc.blobs_removed, 0, "{gc:?}");
+    assert!(env.store.has(&small));
+    assert!(env
+        .store
+        .ingests()
+        .unwrap()
+        .iter()
+        .any(|(d, n)| d == &big && *n > 0));
+    reg.resume();
+    let r = pull.await.unwrap().unwrap();
+    env.assert_complete(&r);
+    let left: Vec<_> = std::fs::read_dir(env.ctx.config.data_root.join("leases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[tokio::test]
 async fn registry_killed_and_restarted_during_one_pull_resumes() {
     let mut reg = Registry::start();

@@ -4,6 +4,7 @@
 pub mod compose;
 pub mod mass_start;
 pub mod memory;
+pub mod network;
 pub mod pull;
 pub mod run_true;
 
@@ -32,4 +33,4 @@ impl Ctx<'_> {
     }
 }
 
-pub const ALL: [&str; 5] = ["run", "start50", "compose", "pull", "memory"];
+pub const ALL: [&str; 6] = ["run", "start50", "compose", "network", "pull", "memory"];

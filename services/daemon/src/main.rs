@@ -40,8 +40,42 @@ struct Args {
     nats_port: Option<u16>,
 }
 
-#[tokio::main]
-async fn main() {
+/// berthd is idle most of the time after bursts of work (a pull, an apply of many
+/// services): every 10 s, hand the heap's free pages back to the kernel (glibc keeps them
+/// otherwise), so an idle daemon stays small.
+fn give_back_memory(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {
+                    // SAFETY: malloc_trim only returns free memory of the allocator's arenas.
+                    #[cfg(target_env = "gnu")]
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                }
+            }
+        }
+    });
+}
+
+fn main() {
+    // Two malloc arenas: with one per thread that ever allocated (glibc's default), the
+    // blocking pool's threads each keep their own free pages.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime")
+        .block_on(async_main());
+}
+
+async fn async_main() {
     host::init_tracing();
     if let Err(e) = run(Args::parse()).await {
         eprintln!("berthd: {e:#}");
@@ -72,6 +106,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     host::cancel_on_signal(shutdown.clone());
+    give_back_memory(shutdown.clone());
 
     // The bus: a local server unless a URL is configured.
     let mut cfg = cfg;

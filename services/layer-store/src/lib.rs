@@ -6,7 +6,7 @@
 pub mod archive;
 pub mod core;
 pub mod error;
-pub mod lease;
+pub use berth_store::lease;
 pub mod unpack;
 
 use crate::core::LayerStore;

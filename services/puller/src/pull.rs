@@ -12,6 +12,7 @@ use crate::progress::Progress;
 use crate::settings::Settings;
 use berth_proto::puller::{LayerState, PullReply, ResolveReply};
 use berth_proto::reference::Reference;
+use berth_store::lease::Lease;
 use berth_store::{ContentStore, Digest, IngestWriter, StoreError};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,6 +27,21 @@ use tokio::sync::{mpsc, Semaphore};
 const CONFIG_LIMIT: usize = 8 << 20;
 /// Bytes gathered before one write to the ingest file.
 const WRITE_BATCH: usize = 1 << 20;
+
+/// How long a pull's lease protects its blobs from `gc` (a pull that takes longer loses
+/// nothing already referenced; a killed pull's lease expires by itself).
+const PULL_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// `pull-<pid>-<n>-<nanos>`: unique among the pulls of this host.
+fn lease_name() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("pull-{}-{n}-{t}", std::process::id())
+}
 
 pub struct Puller {
     store: ContentStore,
@@ -291,6 +307,18 @@ impl Puller {
             }
         }
         let res = self.resolve_remote(&settings, r, &want).await?;
+        // Until the manifest and the reference are stored, nothing refers to the blobs this
+        // pull writes: a lease keeps the layer-store's `gc` off them (and off the partial
+        // downloads). Removed when this function returns, whatever it returns.
+        let _lease = Lease::acquire(&self.data_root, &lease_name(), &[], PULL_LEASE_TTL).map_err(
+            |source| {
+                PullError::Store(StoreError::Io {
+                    op: "take a lease in",
+                    path: self.data_root.join(berth_store::lease::LEASES_DIR),
+                    source,
+                })
+            },
+        )?;
         let client = res.client.clone();
         let cfg = res.manifest.config();
         let cfg_digest = digest_of(&r.to_string(), "config descriptor", cfg.digest().as_ref())?;

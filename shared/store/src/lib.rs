@@ -10,9 +10,13 @@
 //! synced to disk, so a crash or kill at any moment leaves no half blob there. Writers of one
 //! digest are serialised by an exclusive `flock` on the ingest file: a second writer waits, then
 //! finds the blob committed ([`StoreError::AlreadyExists`]) and downloads nothing.
+//!
+//! Leases ([`lease`]) keep the layer-store's `gc` from deleting what a writer (a pull, a load)
+//! has stored but not referenced yet.
 
 mod digest;
 mod error;
+pub mod lease;
 mod refs;
 mod store;
 
