@@ -21,7 +21,7 @@ struct Args {
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Scenarios to run (default: all): run, start50, compose, network, pull, memory.
+    /// Scenarios to run (default: all): run, start50, compose, network, pull, unpack, memory.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Directory holding berth's binaries (berth, berthd, berth-shim).
@@ -107,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             "compose" => scenarios::compose::run(&ctx),
             "network" => scenarios::network::run(&ctx),
             "pull" => scenarios::pull::run(&ctx).map(|o| vec![o]),
+            "unpack" => scenarios::unpack::run(&ctx),
             "memory" => scenarios::memory::run(&ctx),
             _ => unreachable!("checked above"),
         };

@@ -29,8 +29,10 @@ impl Peers {
         if docker && sh("docker info >/dev/null 2>&1").is_err() {
             if have("dockerd") {
                 let log = std::fs::File::create("/tmp/berth-bench-dockerd.log").ok();
+                // Docker's default bridge on a subnet of its own (so its bridge network can be
+                // compared), no iptables rules; the bridge is deleted when dockerd stops.
                 let child = Command::new("dockerd")
-                    .args(["--iptables=false", "--bridge=none"])
+                    .args(["--iptables=false", "--ip6tables=false", "--bip", DOCKER_BIP])
                     .stdout(Stdio::null())
                     .stderr(log.map(Stdio::from).unwrap_or(Stdio::null()))
                     .spawn();
@@ -87,6 +89,9 @@ impl Peers {
     }
 }
 
+/// The address of the `docker0` bridge of a dockerd the bench starts.
+const DOCKER_BIP: &str = "10.199.0.1/24";
+
 impl Drop for Peers {
     fn drop(&mut self) {
         if let Some(mut c) = self.dockerd.take() {
@@ -94,14 +99,19 @@ impl Drop for Peers {
                 nix::unistd::Pid::from_raw(c.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
             );
+            let mut gone = false;
             for _ in 0..100 {
                 if let Ok(Some(_)) = c.try_wait() {
-                    return;
+                    gone = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            if !gone {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = sh("ip link del docker0 2>/dev/null");
         }
     }
 }

@@ -17,9 +17,16 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     let mut shim = Outcome::new("resident per shim", Unit::MiB, Some(1.0));
     let b = c.berth;
     let daemon = || sum(&[b.pid().unwrap_or(0), b.nats_pid().unwrap_or(0)]);
+    // Idle: nothing asked of it for a while (berthd returns free heap pages every 10 s).
+    std::thread::sleep(std::time::Duration::from_secs(12));
     let mut s = Series::new("berth", "berthd + nats-server VmRSS");
     s.samples.push(daemon());
     idle.series.push(s);
+    idle.notes.push(format!(
+        "berth, after the other scenarios ran on the same daemon: berthd {:.1} MiB, nats-server {:.1} MiB",
+        rss_mib(b.pid().unwrap_or(0)).unwrap_or(f64::NAN),
+        rss_mib(b.nats_pid().unwrap_or(0)).unwrap_or(f64::NAN)
+    ));
 
     let start = format!(
         "for i in $(seq 0 {}); do {} run -d --name mem-$i {} sleep 600 >/dev/null; done",

@@ -7,6 +7,7 @@ pub mod memory;
 pub mod network;
 pub mod pull;
 pub mod run_true;
+pub mod unpack;
 
 use crate::env::Berth;
 use crate::fixtures::Fixtures;
@@ -33,4 +34,6 @@ impl Ctx<'_> {
     }
 }
 
-pub const ALL: [&str; 6] = ["run", "start50", "compose", "network", "pull", "memory"];
+pub const ALL: [&str; 7] = [
+    "run", "start50", "compose", "network", "pull", "unpack", "memory",
+];

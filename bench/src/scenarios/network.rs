@@ -41,24 +41,46 @@ fn start(c: &Ctx, net: &str) -> anyhow::Result<Outcome> {
         ));
     }
     for (who, none, bridge) in engines {
-        // Paired runs: each sample is (with the bridge) - (without), measured back to back.
-        let mut s = Series::new(who, &format!("({bridge}) - ({none})"));
+        // Each series in a block of its own (a bridge container's namespace is torn down by
+        // the kernel after it exits, which slows whatever starts right after it); each
+        // sample is one run with the network minus the median without.
+        let mut without = Series::new(who, &none);
+        let mut s = Series::new(who, &format!("({bridge}) - median({none})"));
         for _ in 0..c.warmup {
             let _ = time_sh(&none);
-            let _ = time_sh(&bridge);
         }
         for _ in 0..c.runs {
-            match (time_sh(&none), time_sh(&bridge)) {
-                (Ok(a), Ok(b)) => s.push_value(b.as_secs_f64() - a.as_secs_f64()),
-                (Err(e), _) | (_, Err(e)) => {
+            match time_sh(&none) {
+                Ok(d) => without.push(d),
+                Err(e) => {
+                    o.notes.push(format!("{who}: {e}"));
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        for _ in 0..c.warmup {
+            let _ = time_sh(&bridge);
+        }
+        let base = without.median();
+        for _ in 0..c.runs {
+            match time_sh(&bridge) {
+                Ok(d) => s.push_value(d.as_secs_f64() - base),
+                Err(e) => {
                     o.notes.push(format!("{who}: {e}"));
                     break;
                 }
             }
         }
         if !s.samples.is_empty() {
+            o.notes.push(format!(
+                "{who}: run --rm /bin/true {} without a network, {} with one (medians)",
+                Unit::Seconds.fmt(base),
+                Unit::Seconds.fmt(base + s.median())
+            ));
             o.series.push(s);
         }
+        std::thread::sleep(std::time::Duration::from_secs(2));
     }
     Ok(o)
 }
