@@ -44,6 +44,9 @@ impl Berthd {
     pub fn monitor_creds(&self) -> PathBuf {
         self.data_root().join("auth/monitor.json")
     }
+    pub fn node(&self) -> &str {
+        &self.node
+    }
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

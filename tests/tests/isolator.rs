@@ -192,6 +192,7 @@ impl Harness {
             env: vec![],
             user: None,
             working_dir: None,
+            stream: None,
         };
         self.bus.call(Service::Isolator, EXEC, &req, &opts()).await
     }

@@ -5,6 +5,7 @@
 
 pub mod bundle;
 pub mod error;
+pub mod exec_stream;
 pub mod network;
 pub mod shim;
 pub mod validate;
@@ -23,6 +24,7 @@ pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serve the isolator's verbs until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let c1 = ctx.clone();
+    let c_exec = ctx.clone();
     let c2 = ctx.config.clone();
     let c3 = ctx.config.clone();
     let c4 = ctx.config.clone();
@@ -55,7 +57,13 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         })
         .route(EXEC, move |req: ExecRequest| {
             let cfg = c2.clone();
+            let ctx = c_exec.clone();
             async move {
+                if let Some(stream) = req.stream.clone() {
+                    return exec_stream::exec(&ctx, req, stream)
+                        .await
+                        .map_err(BerthError::from);
+                }
                 tokio::task::spawn_blocking(move || exec(&cfg, &req))
                     .await
                     .map_err(|e| BerthError::internal(format!("exec task: {e}")))?
@@ -275,7 +283,11 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// Run a process in a running container and collect its output (blocking).
-pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorError> {
+/// The checks every `exec` starts with; the container's bundle and run directory.
+pub fn exec_target(
+    cfg: &NodeConfig,
+    req: &ExecRequest,
+) -> Result<(PathBuf, PathBuf), IsolatorError> {
     validate::id(&req.id)?;
     if req.args.is_empty() {
         return Err(IsolatorError::invalid("args", "no command given"));
@@ -291,6 +303,11 @@ pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorEr
             req.id
         )));
     }
+    Ok((bundle, run_dir))
+}
+
+pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorError> {
+    let (bundle, run_dir) = exec_target(cfg, req)?;
     let body = serde_json::to_string(req).expect("plain data serializes");
     let out = shim::exec(&req.id, &bundle, &run_dir, &body)?;
     if let Some(e) = out.error {
@@ -303,5 +320,6 @@ pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorEr
         exit_code: out.code,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        streamed_bytes: 0,
     })
 }

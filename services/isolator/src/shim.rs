@@ -161,15 +161,16 @@ pub struct ExecOutput {
 }
 
 /// Run `berth-shim exec` and collect its output. Blocking.
-pub fn exec(
+/// The `berth-shim exec` command for a request (setup errors come back on `status_w`, passed
+/// as fd 3); stdio is the caller's to set.
+pub fn exec_command(
     id: &str,
     bundle: &Path,
     run_dir: &Path,
     request_json: &str,
-) -> Result<ExecOutput, IsolatorError> {
-    let bin = shim_bin();
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
-    let mut cmd = Command::new(&bin);
+    status_w: &OwnedFd,
+) -> Command {
+    let mut cmd = Command::new(shim_bin());
     cmd.arg("exec")
         .arg("--id")
         .arg(id)
@@ -178,19 +179,13 @@ pub fn exec(
         .arg("--run-dir")
         .arg(run_dir)
         .arg("--request")
-        .arg(request_json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    pass_as_fd3(&mut cmd, &w);
-    let child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
-        path: bin.clone(),
-        source,
-    })?;
-    drop(w);
-    let out = child
-        .wait_with_output()
-        .map_err(io("wait for", bin.clone()))?;
+        .arg(request_json);
+    pass_as_fd3(&mut cmd, status_w);
+    cmd
+}
+
+/// What the shim wrote on its status pipe (the read end; the writer has exited).
+pub fn read_status(r: &OwnedFd) -> Option<String> {
     let mut err = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = nix::unistd::read(r.as_fd(), &mut buf) {
@@ -199,6 +194,30 @@ pub fn exec(
         }
         err.extend_from_slice(&buf[..n]);
     }
+    (!err.is_empty()).then(|| String::from_utf8_lossy(&err).into_owned())
+}
+
+pub fn exec(
+    id: &str,
+    bundle: &Path,
+    run_dir: &Path,
+    request_json: &str,
+) -> Result<ExecOutput, IsolatorError> {
+    let bin = shim_bin();
+    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
+    let mut cmd = exec_command(id, bundle, run_dir, request_json, &w);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
+        path: bin.clone(),
+        source,
+    })?;
+    drop(w);
+    let out = child
+        .wait_with_output()
+        .map_err(io("wait for", bin.clone()))?;
+    let error = read_status(&r);
     use std::os::unix::process::ExitStatusExt;
     let code = out
         .status
@@ -208,6 +227,6 @@ pub fn exec(
         code,
         stdout: out.stdout,
         stderr: out.stderr,
-        error: (!err.is_empty()).then(|| String::from_utf8_lossy(&err).into_owned()),
+        error,
     })
 }

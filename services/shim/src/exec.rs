@@ -13,7 +13,7 @@ use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, write, ForkResult};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 
 /// Where setup errors are written (closed on exec).
@@ -101,28 +101,40 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
+    // A terminal of the container's own (its devpts: the mount namespace is joined).
+    let tty = match &a.request.stream {
+        Some(s) if s.tty => Some(open_pty(s.rows, s.cols)?),
+        _ => None,
+    };
     // SAFETY: the helper is single-threaded.
     match unsafe { fork() }.step(|| "fork into the pid namespace".into())? {
         ForkResult::Child => {
-            let r = process::prepare(
-                &spec,
-                &ProcessSpec {
-                    args: &a.request.args,
-                    env,
-                    user: a.request.user.as_deref().or(spec.user.as_deref()),
-                    working_dir: a
-                        .request
-                        .working_dir
-                        .as_deref()
-                        .or(spec.working_dir.as_deref()),
-                    hostname: &host,
-                },
-            )
-            .and_then(|p| {
-                process::cloexec_from_3()?;
-                process::finish(&p)?;
-                Ok(p)
-            });
+            let r = match &tty {
+                Some((_, slave)) => on_terminal(slave),
+                None => Ok(()),
+            };
+            let r = r
+                .and_then(|()| {
+                    process::prepare(
+                        &spec,
+                        &ProcessSpec {
+                            args: &a.request.args,
+                            env,
+                            user: a.request.user.as_deref().or(spec.user.as_deref()),
+                            working_dir: a
+                                .request
+                                .working_dir
+                                .as_deref()
+                                .or(spec.working_dir.as_deref()),
+                            hostname: &host,
+                        },
+                    )
+                })
+                .and_then(|p| {
+                    process::cloexec_from_3()?;
+                    process::finish(&p)?;
+                    Ok(p)
+                });
             match r {
                 Ok(p) => process::exec(&p),
                 Err(e) => {
@@ -135,6 +147,12 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
                 }
             }
         }
+        ForkResult::Parent { child } if tty.is_some() => {
+            let (master, slave) = tty.expect("checked");
+            drop(slave);
+            let input = a.request.stream.as_ref().is_some_and(|s| s.stdin);
+            relay(master, child, input)
+        }
         ForkResult::Parent { child } => loop {
             match waitpid(child, None) {
                 Ok(WaitStatus::Exited(_, c)) => return Ok(c),
@@ -144,5 +162,119 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
                 Err(e) => return Err(e).step(|| "wait for the process".into()),
             }
         },
+    }
+}
+
+/// A new terminal: its master and slave (both close-on-exec), sized `rows` x `cols`.
+fn open_pty(rows: Option<u16>, cols: Option<u16>) -> Result<(OwnedFd, OwnedFd), ShimError> {
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .step(|| "open /dev/ptmx".into())?;
+    nix::pty::grantpt(&master).step(|| "grantpt".into())?;
+    nix::pty::unlockpt(&master).step(|| "unlockpt".into())?;
+    let name = nix::pty::ptsname_r(&master).step(|| "ptsname".into())?;
+    let slave = open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .step(|| format!("open {name}"))?;
+    let ws = libc::winsize {
+        ws_row: rows.unwrap_or(24),
+        ws_col: cols.unwrap_or(80),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a pointer to a local winsize.
+    unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    // SAFETY: the master fd is ours; the file takes it over.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok((master, slave))
+}
+
+/// In the forked child: a session of its own whose controlling terminal is `slave`, on
+/// stdin, stdout and stderr.
+fn on_terminal(slave: &OwnedFd) -> Result<(), ShimError> {
+    nix::unistd::setsid().step(|| "setsid".into())?;
+    // SAFETY: TIOCSCTTY on a terminal fd we own, as session leader.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).step(|| "TIOCSCTTY".into());
+    }
+    for n in 0..3 {
+        // SAFETY: dup2 onto the stdio numbers, which this process owns.
+        if unsafe { libc::dup2(slave.as_raw_fd(), n) } < 0 {
+            return Err(std::io::Error::last_os_error()).step(|| format!("dup2 onto fd {n}"));
+        }
+    }
+    Ok(())
+}
+
+/// Copy this helper's stdin to the terminal and the terminal to its stdout until the process
+/// ends (stdin only with `input`); returns its exit status. End of input becomes ^D (a
+/// terminal cannot be closed). One thread: after joining the pid namespace, this process may not start threads.
+fn relay(master: OwnedFd, child: nix::unistd::Pid, input: bool) -> Result<i32, ShimError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut buf = [0u8; 32 << 10];
+    let stdin = std::io::stdin();
+    let out = std::io::stdout();
+    let mut input_open = input;
+    let mut code: Option<i32> = None;
+    loop {
+        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if input_open {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        let ready = poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0);
+        let from_terminal = fds[0].revents().unwrap_or(PollFlags::empty());
+        let from_input = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .unwrap_or(PollFlags::empty());
+        if ready > 0 && !from_input.is_empty() {
+            match nix::unistd::read(stdin.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    let _ = write(&master, &buf[..n]);
+                }
+                _ => {
+                    let _ = write(&master, &[4u8]);
+                    input_open = false;
+                }
+            }
+        }
+        if ready > 0 && !from_terminal.is_empty() {
+            match nix::unistd::read(master.as_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    if write(out.as_fd(), &buf[..n]).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                // EIO: every holder of the terminal is gone.
+                _ => break,
+            }
+        }
+        if ready > 0 && !from_input.is_empty() {
+            continue;
+        }
+        if let Some(c) = code {
+            // Exited, and nothing more came within a poll interval.
+            return Ok(c);
+        }
+        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => code = Some(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => code = Some(128 + s as i32),
+            _ => {}
+        }
+    }
+    if let Some(c) = code {
+        return Ok(c);
+    }
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).step(|| "wait for the process".into()),
+        }
     }
 }

@@ -1120,6 +1120,7 @@ impl Supervisor {
                     env: req.env,
                     user: req.user,
                     working_dir: req.working_dir,
+                    stream: req.stream,
                 },
                 &RequestOptions::timeout(timeout),
             )

@@ -207,6 +207,34 @@ pub struct ExecRequest {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// Stream the process's output (and take its input) over the bus instead of returning
+    /// it in the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<ExecStream>,
+}
+
+/// A streamed `exec` (`berth exec`, `-i`, `-t`). With `subject` S:
+/// - `S.started` (empty) is published once the process runs and `S.in` is subscribed;
+/// - `S.out` / `S.err` carry the output as it comes (with `tty`, everything is on `S.out`);
+/// - `S.in` carries input when `stdin` is set; an empty message closes it;
+/// - the reply comes after the last output message, with `streamed_bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStream {
+    pub subject: String,
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run the process on a terminal of its own (in the container's devpts).
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+}
+
+/// `<prefix>.<node>.exec.<id>`: the subjects of one streamed exec start with this.
+pub fn exec_subject(node: &str, id: &str) -> String {
+    format!("{}.{node}.exec.{id}", crate::subjects::PREFIX)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -214,6 +242,9 @@ pub struct ExecReply {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// With a stream: how many bytes were published on `S.out` and `S.err` together.
+    #[serde(default)]
+    pub streamed_bytes: u64,
 }
 
 /// Written by the shim to `exit.json` when the container's init ends.

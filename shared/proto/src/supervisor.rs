@@ -569,6 +569,9 @@ pub struct ExecRequest {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// See [`crate::isolator::ExecStream`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<crate::isolator::ExecStream>,
 }
 
 /// The reply of `exec` is the isolator's [`crate::isolator::ExecReply`].

@@ -1,19 +1,23 @@
-//! `berth exec [-e KEY=value] [-u USER] [-w DIR] CONTAINER COMMAND [ARG...]`: run a command in
-//! a running container; its output is printed when it ends, and berth exits with its code.
+//! `berth exec [-i] [-t] [-e KEY=value] [-u USER] [-w DIR] CONTAINER COMMAND [ARG...]`: run a
+//! command in a running container. Its output is streamed as it comes (over the bus, see
+//! `berth_proto::isolator::ExecStream`); with `-i` berth's stdin is its input; with `-t` it
+//! runs on a terminal of its own (and this terminal, when stdin is one, is put in raw mode
+//! while it runs). berth exits with its exit code.
 
 use crate::ctx::{exit, Ctx};
-use anyhow::bail;
+use berth_proto::isolator::{exec_subject, ExecStream};
 use berth_proto::supervisor::{ExecReply, ExecRequest, EXEC};
 use berth_proto::Service;
-use std::io::Write;
+use futures::StreamExt;
+use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Keep stdin open (interactive sessions are not supported yet).
+    /// Keep stdin open: berth's input goes to the command.
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Allocate a terminal (interactive sessions are not supported yet).
+    /// Allocate a terminal for the command.
     #[arg(short = 't', long)]
     tty: bool,
     /// Set an environment variable KEY=value.
@@ -30,36 +34,166 @@ pub struct Args {
     command: Vec<String>,
 }
 
-pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
-    if a.interactive || a.tty {
-        bail!(
-            "exec -i/-t: interactive sessions are not supported yet; run the command without them"
+/// The terminal of stdin in raw mode until dropped.
+struct RawMode(nix::sys::termios::Termios);
+
+impl RawMode {
+    fn enter() -> anyhow::Result<RawMode> {
+        use nix::sys::termios::*;
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin)?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw)?;
+        Ok(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
         );
     }
+}
+
+/// Rows and columns of the terminal on stdout, if it is one.
+fn window() -> (Option<u16>, Option<u16>) {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills a local winsize.
+    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0;
+    if ok {
+        (Some(ws.ws_row), Some(ws.ws_col))
+    } else {
+        (None, None)
+    }
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let node = ctx.node()?;
-    let bus = ctx.bus().await?;
+    let bus = ctx.bus().await?.clone();
+    let subject = exec_subject(&node, &berth_bus::random_hex(16));
+    let client = bus.client().clone();
+    // Subscribed before the request, so nothing the command writes is missed.
+    let mut out = client.subscribe(format!("{subject}.out")).await?;
+    let mut err = client.subscribe(format!("{subject}.err")).await?;
+    let mut started = client.subscribe(format!("{subject}.started")).await?;
+    let (rows, cols) = if a.tty { window() } else { (None, None) };
+    let req = ExecRequest {
+        container: a.container,
+        args: a.command,
+        env: a.env,
+        user: a.user,
+        working_dir: a.workdir,
+        stream: Some(ExecStream {
+            subject: subject.clone(),
+            stdin: a.interactive,
+            tty: a.tty,
+            rows,
+            cols,
+        }),
+    };
     let mut opts = ctx.request_options(true);
     opts.timeout = opts.timeout.max(Duration::from_secs(3600));
-    let r: ExecReply = bus
-        .request(
-            &node,
-            Service::Supervisor,
-            EXEC,
-            &ExecRequest {
-                container: a.container,
-                args: a.command,
-                env: a.env,
-                user: a.user,
-                working_dir: a.workdir,
+    let mut reply = tokio::spawn(async move {
+        bus.request::<_, ExecReply>(&node, Service::Supervisor, EXEC, &req, &opts)
+            .await
+    });
+    let _raw = if a.tty && a.interactive && std::io::stdin().is_terminal() {
+        Some(RawMode::enter()?)
+    } else {
+        None
+    };
+    let mut received = 0u64;
+    let mut input_started = false;
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let r = loop {
+        tokio::select! {
+            m = out.next() => if let Some(m) = m {
+                received += m.payload.len() as u64;
+                stdout.write_all(&m.payload)?;
+                stdout.flush()?;
             },
-            &opts,
-        )
-        .await?;
-    std::io::stdout().write_all(r.stdout.as_bytes())?;
-    std::io::stderr().write_all(r.stderr.as_bytes())?;
+            m = err.next() => if let Some(m) = m {
+                received += m.payload.len() as u64;
+                stderr.write_all(&m.payload)?;
+                stderr.flush()?;
+            },
+            m = started.next(), if !input_started => {
+                input_started = true;
+                if a.interactive && m.is_some() {
+                    forward_stdin(client.clone(), format!("{subject}.in"));
+                }
+            },
+            r = &mut reply => break r??,
+        }
+    };
+    // The reply follows the last output on the server's side; take what is still queued.
+    while received < r.streamed_bytes {
+        let next = tokio::time::timeout(Duration::from_secs(2), async {
+            tokio::select! {
+                m = out.next() => m.map(|m| (true, m)),
+                m = err.next() => m.map(|m| (false, m)),
+            }
+        })
+        .await;
+        match next {
+            Ok(Some((to_out, m))) => {
+                received += m.payload.len() as u64;
+                if to_out {
+                    stdout.write_all(&m.payload)?;
+                } else {
+                    stderr.write_all(&m.payload)?;
+                }
+            }
+            _ => break,
+        }
+    }
+    stdout.flush()?;
+    drop(_raw);
     if r.exit_code == 0 {
         Ok(())
     } else {
         Err(exit(r.exit_code))
     }
+}
+
+/// berth's stdin, read on a thread of its own, published as the command's input; an empty
+/// message at the end closes it.
+fn forward_stdin(client: async_nats::Client, subject: String) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.blocking_send(Vec::new());
+                    break;
+                }
+                Ok(n) => {
+                    if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            let end = chunk.is_empty();
+            if client.publish(subject.clone(), chunk.into()).await.is_err() || end {
+                break;
+            }
+            let _ = client.flush().await;
+        }
+        let _ = client.flush().await;
+    });
 }

@@ -1,0 +1,166 @@
+//! `berth exec` through the real daemon: output streamed while the command runs, `-i` input,
+//! `-t` a terminal of the container's own, exit codes, and setup errors. As root.
+
+use berth_tests::daemon::{stderr, stdout, Berthd};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn setup() -> Option<(Berthd, tempfile::TempDir)> {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return None;
+    }
+    let d = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    berth_tests::images::busybox_rootfs(&root);
+    for x in ["tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(x)).unwrap();
+    }
+    let o = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "sleep",
+        "3600",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    Some((d, dir))
+}
+
+/// The CLI as a child process (for reading its output while it runs, or feeding its stdin).
+fn cli(d: &Berthd, args: &[&str]) -> Command {
+    let mut c = Command::new(berth_tests::bin("berth"));
+    c.arg("--nats")
+        .arg(d.url())
+        .arg("--creds")
+        .arg(d.admin_creds())
+        .arg("--node")
+        .arg(d.node())
+        .args(args)
+        .env_remove("BERTH_CONFIG");
+    c
+}
+
+#[test]
+fn exec_streams_output_takes_input_and_gives_a_terminal() {
+    let Some((d, _dir)) = setup() else { return };
+
+    // Output arrives while the command still runs.
+    let mut child = cli(
+        &d,
+        &[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "echo first; sleep 3; echo second",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let t = Instant::now();
+    assert_eq!(lines.next().unwrap().unwrap(), "first");
+    assert!(
+        child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(3),
+        "the first line came before the command ended"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "second");
+    assert!(child.wait().unwrap().success());
+
+    // stdout and stderr apart, and the exit code.
+    let o = d.berth(&["exec", "box", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+
+    // A large output arrives whole.
+    let o = d.berth(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 20000);
+    assert!(out.ends_with("line-19999\n"));
+
+    // -i: berth's stdin is the command's input, and its end closes it.
+    let mut child = cli(
+        &d,
+        &[
+            "exec",
+            "-i",
+            "box",
+            "sh",
+            "-c",
+            "read a; read b; echo got $a $b; cat",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\nrest\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got one two\nrest\n");
+
+    // -t: a terminal of the container's own devpts, sized as asked (80x24 without one here).
+    let o = d.berth(&[
+        "exec",
+        "-t",
+        "box",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo on-a-tty; tty",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("on-a-tty"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    // Without -t, no terminal.
+    let o = d.berth(&["exec", "box", "sh", "-c", "test -t 1 || echo no-tty"]);
+    assert_eq!(stdout(&o), "no-tty\n");
+
+    // -it with piped input: a shell reads commands from the terminal; the end of input ends it.
+    let mut child = cli(&d, &["exec", "-it", "box", "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo hello-$((6*7))\nexit 3\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("hello-42"));
+
+    // Setup errors are one clear line.
+    let o = d.berth(&["exec", "box", "no-such-command"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-command"), "{}", stderr(&o));
+    let o = d.berth(&["exec", "nobox", "true"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("nobox"),
+        "{}",
+        stderr(&o)
+    );
+}
