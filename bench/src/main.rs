@@ -152,7 +152,7 @@ fn print_outcome(o: &stats::Outcome) {
     for s in &o.series {
         let ratio = match berth {
             Some(b) if s.subject != "berth" => {
-                format!("  berth/{} = {:.2}", s.subject, b / s.median())
+                format!("  ratio vs {} = {:.2}", s.subject, o.ratio(b, s.median()))
             }
             _ => String::new(),
         };

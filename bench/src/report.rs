@@ -45,7 +45,8 @@ pub fn markdown(outcomes: &[Outcome], peer_notes: &[String], chart: Option<&str>
         md,
         "Run on {} by `berth-bench` on {}. Each figure is the median of the runs after a warm-up, \
          with min–max; the page cache is dropped before each pull and mass start. Ratio = berth / peer \
-         (below 1 means berth is faster or smaller).\n",
+         (below 1 means berth is faster or smaller; for throughput it is peer / berth, so below 1 \
+         still means berth does better).\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine()
     );
@@ -62,7 +63,7 @@ pub fn markdown(outcomes: &[Outcome], peer_notes: &[String], chart: Option<&str>
         for s in &o.series {
             let ratio = match (berth, s.subject.as_str()) {
                 (_, "berth") | (None, _) => "".to_string(),
-                (Some(b), _) => format!("{:.2}", b / s.median()),
+                (Some(b), _) => format!("{:.2}", o.ratio(b, s.median())),
             };
             let (target, met) = if s.subject == "berth" {
                 match o.target {
@@ -135,7 +136,7 @@ pub fn chart(outcomes: &[Outcome], path: &Path) -> anyhow::Result<bool> {
             continue;
         };
         for s in o.series.iter().filter(|s| s.subject != "berth") {
-            let r = b / s.median();
+            let r = o.ratio(b, s.median());
             if r.is_finite() && r > 0.0 {
                 bars.push((format!("{} vs {}", o.name, s.subject), r));
             }

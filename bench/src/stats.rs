@@ -92,6 +92,14 @@ impl Outcome {
     pub fn berth(&self) -> Option<&Series> {
         self.series.iter().find(|s| s.subject == "berth")
     }
+    /// berth against a peer, below 1 when berth does better: berth/peer for times and sizes,
+    /// peer/berth for throughput.
+    pub fn ratio(&self, berth: f64, peer: f64) -> f64 {
+        match self.unit {
+            Unit::MiBps => peer / berth,
+            _ => berth / peer,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -546,6 +546,24 @@ fn largest_layer(reference: &str) -> Digest {
         .unwrap()
 }
 
+/// A pull of `reference` running in the background.
+fn spawn_pull(bus: &Bus, reference: &str) -> tokio::task::JoinHandle<Result<PullReply, BusError>> {
+    let (bus, reference) = (bus.clone(), reference.to_string());
+    tokio::spawn(async move {
+        bus.call::<_, PullReply>(
+            Service::Puller,
+            "pull",
+            &PullRequest {
+                reference,
+                platform: None,
+                pull_id: None,
+            },
+            &RequestOptions::timeout(Duration::from_secs(120)),
+        )
+        .await
+    })
+}
+
 /// Wait until the download of `blob` has written bytes.
 async fn wait_partial(store: &ContentStore, blob: &Digest) {
     for _ in 0..20_000 {
@@ -570,22 +588,7 @@ async fn registry_killed_mid_pull_fails_cleanly_then_a_second_pull_succeeds() {
     layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
     let big = largest_layer(&reference);
     let env = Env::start().await;
-    let pull = {
-        let (bus, reference) = (env.bus.clone(), reference.clone());
-        tokio::spawn(async move {
-            bus.call::<_, PullReply>(
-                Service::Puller,
-                "pull",
-                &PullRequest {
-                    reference,
-                    platform: None,
-                    pull_id: None,
-                },
-                &RequestOptions::timeout(Duration::from_secs(120)),
-            )
-            .await
-        })
-    };
+    let pull = spawn_pull(&env.bus, &reference);
     wait_partial(&env.store, &big).await;
     reg.pause();
     reg.kill();
@@ -625,27 +628,14 @@ async fn gc_during_a_pull_takes_nothing_from_it() {
         .map(|l| l["digest"].as_str().unwrap().parse::<Digest>().unwrap())
         .find(|d| d != &big)
         .unwrap();
-    let env = Env::start().await;
+    // One download at a time, in manifest order: the small base layer is committed before
+    // the big one starts.
+    let env = Env::start_with("max_concurrent_downloads = 1").await;
     {
         let c = env.ctx.clone();
         tokio::spawn(async move { berth_layer_store::run(c).await });
     }
-    let pull = {
-        let (bus, reference) = (env.bus.clone(), reference.clone());
-        tokio::spawn(async move {
-            bus.call::<_, PullReply>(
-                Service::Puller,
-                "pull",
-                &PullRequest {
-                    reference,
-                    platform: None,
-                    pull_id: None,
-                },
-                &RequestOptions::timeout(Duration::from_secs(120)),
-            )
-            .await
-        })
-    };
+    let pull = spawn_pull(&env.bus, &reference);
     wait_partial(&env.store, &big).await;
     reg.pause();
     for _ in 0..5000 {
@@ -720,22 +710,7 @@ async fn registry_killed_and_restarted_during_one_pull_resumes() {
         ),
     )
     .unwrap();
-    let pull = {
-        let (bus, reference) = (env.bus.clone(), reference.clone());
-        tokio::spawn(async move {
-            bus.call::<_, PullReply>(
-                Service::Puller,
-                "pull",
-                &PullRequest {
-                    reference,
-                    platform: None,
-                    pull_id: None,
-                },
-                &RequestOptions::timeout(Duration::from_secs(120)),
-            )
-            .await
-        })
-    };
+    let pull = spawn_pull(&env.bus, &reference);
     wait_partial(&env.store, &big).await;
     reg.pause();
     reg.kill();

@@ -226,3 +226,28 @@ fn run_publishes_ports_joins_networks_and_shares_namespaces() {
     }
     assert!(!ok(&d, &["network", "ls"]).contains("backend"));
 }
+
+#[test]
+fn the_default_network_is_loopback_only_and_loopback_works() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = rootfs(dir.path());
+    // A server and a client on 127.0.0.1 inside one container without a network.
+    let out = ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--rootfs",
+            &root,
+            "sh",
+            "-c",
+            "ls /sys/class/net; (nc -l -p 5000 > /tmp/got &); sleep 0.3; echo ping | nc -w 2 127.0.0.1 5000; sleep 0.3; cat /tmp/got",
+        ],
+    );
+    assert_eq!(out, "lo\nping\n");
+}

@@ -153,15 +153,20 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
             let input = a.request.stream.as_ref().is_some_and(|s| s.stdin);
             relay(master, child, input)
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-                Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e).step(|| "wait for the process".into()),
-            }
-        },
+        ForkResult::Parent { child } => wait_exit(child),
+    }
+}
+
+/// Wait for the process to end: its exit code, or 128 + the signal that killed it.
+fn wait_exit(child: nix::unistd::Pid) -> Result<i32, ShimError> {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).step(|| "wait for the process".into()),
+        }
     }
 }
 
@@ -265,16 +270,8 @@ fn relay(master: OwnedFd, child: nix::unistd::Pid, input: bool) -> Result<i32, S
             _ => {}
         }
     }
-    if let Some(c) = code {
-        return Ok(c);
-    }
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).step(|| "wait for the process".into()),
-        }
+    match code {
+        Some(c) => Ok(c),
+        None => wait_exit(child),
     }
 }

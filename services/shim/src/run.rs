@@ -357,6 +357,10 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
     }
     let spec = ctx.spec;
+    if matches!(spec.network, NetworkMode::None | NetworkMode::Bridge(_)) {
+        // A new network namespace has its loopback down: `none` means loopback only.
+        loopback_up()?;
+    }
     let host = process::hostname(spec);
     sethostname(&host).step(|| format!("sethostname {host}"))?;
 
@@ -737,4 +741,31 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
     if let Err(e) = write_atomic(&p, &body) {
         eprintln!("berth-shim: write {}: {e}", p.display());
     }
+}
+
+/// Bring `lo` up in this (new) network namespace.
+fn loopback_up() -> Result<(), ShimError> {
+    // SAFETY: a plain socket for the interface ioctls, closed by OwnedFd.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).step(|| "socket to bring lo up".into());
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS with a pointer to a local ifreq naming `lo`.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(std::io::Error::last_os_error()).step(|| "read the flags of lo".into());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(std::io::Error::last_os_error()).step(|| "bring lo up".into());
+        }
+    }
+    Ok(())
 }
