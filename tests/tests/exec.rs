@@ -164,3 +164,64 @@ fn exec_streams_output_takes_input_and_gives_a_terminal() {
         stderr(&o)
     );
 }
+
+/// Processes on the host whose cgroup names container `id` and whose command line is `argv`.
+fn processes_of(id: &str, argv: &[&str]) -> usize {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0u8])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("cgroup")).is_ok_and(|c| c.contains(id))
+                && std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want)
+        })
+        .count()
+}
+
+#[test]
+fn a_health_probe_that_times_out_is_killed() {
+    let Some((d, dir)) = setup() else { return };
+    let root = dir.path().join("rootfs");
+    let o = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--health-cmd",
+        "sleep 30",
+        "--health-interval",
+        "300ms",
+        "--health-timeout",
+        "200ms",
+        "--health-retries",
+        "1",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "sleep",
+        "3600",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(&d.berth(&["inspect", "hc"]))).unwrap();
+        if v[0]["state"]["health"]["status"] == "unhealthy" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never unhealthy: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = v[0]["state"]["health"]["log"].to_string();
+    assert!(log.contains("was killed"), "{log}");
+    // Probes keep coming every 300 ms; each is killed at 200 ms, so at most one lives.
+    std::thread::sleep(Duration::from_secs(3));
+    let n = processes_of(&id, &["sleep", "30"]);
+    assert!(n <= 1, "{n} probes still running in the container");
+}

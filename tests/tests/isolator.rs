@@ -193,6 +193,7 @@ impl Harness {
             user: None,
             working_dir: None,
             stream: None,
+            timeout_ms: None,
         };
         self.bus.call(Service::Isolator, EXEC, &req, &opts()).await
     }

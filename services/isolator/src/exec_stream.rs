@@ -107,10 +107,23 @@ pub async fn exec(
         format!("{s}.err"),
         child.stderr.take().expect("piped"),
     );
-    let status = child
-        .wait()
-        .await
-        .map_err(io("wait for", shim::shim_bin()))?;
+    let status = match req.timeout_ms.map(Duration::from_millis) {
+        Some(t) => match tokio::time::timeout(t, child.wait()).await {
+            Ok(s) => s,
+            Err(_) => {
+                // The helper kills the process's whole group on SIGTERM, then exits.
+                if let Some(pid) = child.id() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                child.wait().await
+            }
+        },
+        None => child.wait().await,
+    }
+    .map_err(io("wait for", shim::shim_bin()))?;
     let mut streamed = 0;
     for h in [out, err] {
         let abort = h.abort_handle();

@@ -309,7 +309,13 @@ pub fn exec_target(
 pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorError> {
     let (bundle, run_dir) = exec_target(cfg, req)?;
     let body = serde_json::to_string(req).expect("plain data serializes");
-    let out = shim::exec(&req.id, &bundle, &run_dir, &body)?;
+    let out = shim::exec(
+        &req.id,
+        &bundle,
+        &run_dir,
+        &body,
+        req.timeout_ms.map(Duration::from_millis),
+    )?;
     if let Some(e) = out.error {
         return Err(IsolatorError::Precondition(format!(
             "exec in {}: {e}",

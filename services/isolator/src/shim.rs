@@ -202,31 +202,87 @@ pub fn exec(
     bundle: &Path,
     run_dir: &Path,
     request_json: &str,
+    timeout: Option<Duration>,
 ) -> Result<ExecOutput, IsolatorError> {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
     let bin = shim_bin();
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
     let mut cmd = exec_command(id, bundle, run_dir, request_json, &w);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
+    let mut child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
         path: bin.clone(),
         source,
     })?;
     drop(w);
-    let out = child
-        .wait_with_output()
-        .map_err(io("wait for", bin.clone()))?;
+    let pid = child.id() as i32;
+    let reader = |p: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let out = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let mut timed_out = false;
+    let status = match timeout {
+        Some(t) => match rx.recv_timeout(t) {
+            Ok(s) => s,
+            Err(_) => {
+                // The helper kills the process's whole group on SIGTERM, then exits.
+                timed_out = true;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                rx.recv().map_err(|_| {
+                    io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
+                })?
+            }
+        },
+        None => rx.recv().map_err(|_| {
+            io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
+        })?,
+    }
+    .map_err(io("wait for", bin.clone()))?;
     let error = read_status(&r);
-    use std::os::unix::process::ExitStatusExt;
-    let code = out
-        .status
+    let stdout = out.join().unwrap_or_default();
+    let mut stderr = err.join().unwrap_or_default();
+    if timed_out {
+        stderr.extend_from_slice(
+            format!(
+                "berth: the command ran longer than {:?} and was killed\n",
+                timeout.unwrap_or_default()
+            )
+            .as_bytes(),
+        );
+    }
+    let code = status
         .code()
-        .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExecOutput {
         code,
-        stdout: out.stdout,
-        stderr: out.stderr,
+        stdout,
+        stderr,
         error,
     })
 }

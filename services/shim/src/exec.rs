@@ -12,7 +12,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, write, ForkResult};
+use nix::unistd::{fork, write, ForkResult, Pid};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -111,7 +111,9 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
         ForkResult::Child => {
             let r = match &tty {
                 Some((_, slave)) => on_terminal(slave),
-                None => Ok(()),
+                // A process group of its own: the helper can stop all it started at once.
+                None => nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                    .step(|| "setpgid".into()),
             };
             let r = r
                 .and_then(|()| {
@@ -148,17 +150,44 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
             }
         }
         ForkResult::Parent { child } if tty.is_some() => {
+            stop_group_on_sigterm(child);
             let (master, slave) = tty.expect("checked");
             drop(slave);
             let input = a.request.stream.as_ref().is_some_and(|s| s.stdin);
             relay(master, child, input)
         }
-        ForkResult::Parent { child } => wait_exit(child),
+        ForkResult::Parent { child } => {
+            stop_group_on_sigterm(child);
+            wait_exit(child)
+        }
+    }
+}
+
+static GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn kill_group(_: libc::c_int) {
+    let g = GROUP.load(std::sync::atomic::Ordering::Relaxed);
+    if g > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(-g, libc::SIGKILL) };
+    }
+}
+
+/// SIGTERM to this helper (the isolator's exec timeout) kills the process and everything it
+/// started in its group; the helper then reports the exit as usual.
+fn stop_group_on_sigterm(child: Pid) {
+    GROUP.store(child.as_raw(), std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the handler only calls kill(2).
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::SigHandler::Handler(kill_group),
+        );
     }
 }
 
 /// Wait for the process to end: its exit code, or 128 + the signal that killed it.
-fn wait_exit(child: nix::unistd::Pid) -> Result<i32, ShimError> {
+fn wait_exit(child: Pid) -> Result<i32, ShimError> {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, c)) => return Ok(c),
@@ -216,7 +245,7 @@ fn on_terminal(slave: &OwnedFd) -> Result<(), ShimError> {
 /// Copy this helper's stdin to the terminal and the terminal to its stdout until the process
 /// ends (stdin only with `input`); returns its exit status. End of input becomes ^D (a
 /// terminal cannot be closed). One thread: after joining the pid namespace, this process may not start threads.
-fn relay(master: OwnedFd, child: nix::unistd::Pid, input: bool) -> Result<i32, ShimError> {
+fn relay(master: OwnedFd, child: Pid, input: bool) -> Result<i32, ShimError> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = [0u8; 32 << 10];
     let stdin = std::io::stdin();

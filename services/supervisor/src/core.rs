@@ -1099,6 +1099,7 @@ impl Supervisor {
         c: &Container,
         req: ExecRequest,
         timeout: Duration,
+        kill_after: Option<Duration>,
     ) -> Result<iso::ExecReply> {
         {
             let inner = c.inner.lock().await;
@@ -1121,8 +1122,10 @@ impl Supervisor {
                     user: req.user,
                     working_dir: req.working_dir,
                     stream: req.stream,
+                    timeout_ms: kill_after.map(|d| d.as_millis() as u64),
                 },
-                &RequestOptions::timeout(timeout),
+                // With `kill_after`, the isolator's reply follows the kill shortly.
+                &RequestOptions::timeout(timeout + Duration::from_secs(5)),
             )
             .await
             .map_err(peer(&c.name, "exec"))

@@ -85,7 +85,8 @@ pub fn checker(
             };
             let r = tokio::select! {
                 _ = run.cancelled() => return,
-                r = sup.exec(&c, req, timeout) => r,
+                // A probe that outlives `timeout` is killed with all it started, as Docker does.
+                r = sup.exec(&c, req, timeout, Some(timeout)) => r,
             };
             let (exit_code, output) = match r {
                 Ok(rep) => (

@@ -155,7 +155,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
             if req.args.is_empty() {
                 return Err(BerthError::invalid("exec: no command given"));
             }
-            s.exec(&c, req, EXEC_TIMEOUT).await.map_err(be)
+            s.exec(&c, req, EXEC_TIMEOUT, None).await.map_err(be)
         }
     });
     let s = sup;

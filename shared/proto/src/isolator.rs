@@ -211,6 +211,10 @@ pub struct ExecRequest {
     /// it in the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<ExecStream>,
+    /// Kill the process, and every process it started, when it runs longer (a health
+    /// probe's `timeout`); the reply then says so in `stderr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A streamed `exec` (`berth exec`, `-i`, `-t`). With `subject` S:
