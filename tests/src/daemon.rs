@@ -124,7 +124,27 @@ impl Berthd {
         self.command(creds, args).output().expect("run berth")
     }
 
-    fn command(&self, creds: &Path, args: &[&str]) -> Command {
+    /// The CLI as the admin identity with `input` on its stdin (closed after it).
+    pub fn berth_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .command(&self.admin_creds(), args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input)
+            .expect("write berth's stdin");
+        child.wait_with_output().expect("wait for berth")
+    }
+
+    /// The CLI as a process not started yet (stdin is /dev/null unless set).
+    pub fn command(&self, creds: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(crate::bin("berth"));
         c.arg("--nats")
             .arg(self.url())

@@ -36,6 +36,15 @@ pub fn busybox_rootfs(dest: &Path) {
     }
 }
 
+/// A busybox root filesystem a container can run with `--rootfs`: [`busybox_rootfs`] plus
+/// the directories the container's mounts go on.
+pub fn container_rootfs(dest: &Path) {
+    busybox_rootfs(dest);
+    for d in ["tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(dest.join(d)).expect("rootfs directory");
+    }
+}
+
 /// A file of `bytes` random (incompressible) bytes at `path`.
 pub fn random_file(path: &Path, bytes: usize) {
     use std::io::Read;

@@ -2,8 +2,8 @@
 //! `-t` a terminal of the container's own, exit codes, and setup errors. As root.
 
 use berth_tests::daemon::{stderr, stdout, Berthd};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn setup() -> Option<(Berthd, tempfile::TempDir)> {
@@ -14,10 +14,7 @@ fn setup() -> Option<(Berthd, tempfile::TempDir)> {
     let d = Berthd::start();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("rootfs");
-    berth_tests::images::busybox_rootfs(&root);
-    for x in ["tmp", "etc", "proc", "sys", "dev"] {
-        std::fs::create_dir_all(root.join(x)).unwrap();
-    }
+    berth_tests::images::container_rootfs(&root);
     let o = d.berth(&[
         "run",
         "-d",
@@ -32,39 +29,26 @@ fn setup() -> Option<(Berthd, tempfile::TempDir)> {
     Some((d, dir))
 }
 
-/// The CLI as a child process (for reading its output while it runs, or feeding its stdin).
-fn cli(d: &Berthd, args: &[&str]) -> Command {
-    let mut c = Command::new(berth_tests::bin("berth"));
-    c.arg("--nats")
-        .arg(d.url())
-        .arg("--creds")
-        .arg(d.admin_creds())
-        .arg("--node")
-        .arg(d.node())
-        .args(args)
-        .env_remove("BERTH_CONFIG");
-    c
-}
-
 #[test]
 fn exec_streams_output_takes_input_and_gives_a_terminal() {
     let Some((d, _dir)) = setup() else { return };
 
     // Output arrives while the command still runs.
-    let mut child = cli(
-        &d,
-        &[
-            "exec",
-            "box",
-            "sh",
-            "-c",
-            "echo first; sleep 3; echo second",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut child = d
+        .command(
+            &d.admin_creds(),
+            &[
+                "exec",
+                "box",
+                "sh",
+                "-c",
+                "echo first; sleep 3; echo second",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let t = Instant::now();
     assert_eq!(lines.next().unwrap().unwrap(), "first");
@@ -95,8 +79,7 @@ fn exec_streams_output_takes_input_and_gives_a_terminal() {
     assert!(out.ends_with("line-19999\n"));
 
     // -i: berth's stdin is the command's input, and its end closes it.
-    let mut child = cli(
-        &d,
+    let o = d.berth_with_input(
         &[
             "exec",
             "-i",
@@ -105,18 +88,8 @@ fn exec_streams_output_takes_input_and_gives_a_terminal() {
             "-c",
             "read a; read b; echo got $a $b; cat",
         ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\nrest\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+        b"one\ntwo\nrest\n",
+    );
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stdout), "got one two\nrest\n");
 
@@ -138,18 +111,10 @@ fn exec_streams_output_takes_input_and_gives_a_terminal() {
     assert_eq!(stdout(&o), "no-tty\n");
 
     // -it with piped input: a shell reads commands from the terminal; the end of input ends it.
-    let mut child = cli(&d, &["exec", "-it", "box", "sh"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"echo hello-$((6*7))\nexit 3\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = d.berth_with_input(
+        &["exec", "-it", "box", "sh"],
+        b"echo hello-$((6*7))\nexit 3\n",
+    );
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello-42"));
 

@@ -27,10 +27,7 @@ impl World {
     fn start() -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rootfs");
-        berth_tests::images::busybox_rootfs(&root);
-        for d in ["tmp", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
+        berth_tests::images::container_rootfs(&root);
         World {
             d: Berthd::start(),
             rootfs: root.display().to_string(),

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 fn rootfs(dir: &std::path::Path) -> String {
     let root = dir.join("rootfs");
-    berth_tests::images::busybox_rootfs(&root);
-    for d in ["tmp", "etc", "proc", "sys", "dev", "www"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
+    berth_tests::images::container_rootfs(&root);
+    std::fs::create_dir_all(root.join("www")).unwrap();
     std::fs::write(root.join("www/index.html"), "hello from berth\n").unwrap();
     root.display().to_string()
 }

@@ -59,10 +59,7 @@ impl Node {
             .prefix("berth-rootfs-")
             .tempdir()
             .unwrap();
-        berth_tests::images::busybox_rootfs(rootfs.path());
-        for d in ["tmp", "etc", "proc", "sys", "dev"] {
-            std::fs::create_dir_all(rootfs.path().join(d)).unwrap();
-        }
+        berth_tests::images::container_rootfs(rootfs.path());
         for applet in ["rm", "touch", "false"] {
             std::os::unix::fs::symlink("busybox", rootfs.path().join("bin").join(applet)).unwrap();
         }

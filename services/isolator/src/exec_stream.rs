@@ -111,12 +111,8 @@ pub async fn exec(
         Some(t) => match tokio::time::timeout(t, child.wait()).await {
             Ok(s) => s,
             Err(_) => {
-                // The helper kills the process's whole group on SIGTERM, then exits.
                 if let Some(pid) = child.id() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
+                    shim::stop_exec(pid);
                 }
                 child.wait().await
             }
@@ -146,11 +142,8 @@ pub async fn exec(
             req.id
         )));
     }
-    use std::os::unix::process::ExitStatusExt;
     Ok(ExecReply {
-        exit_code: status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        exit_code: shim::exit_code(status),
         stdout: String::new(),
         stderr: String::new(),
         streamed_bytes: streamed,

@@ -15,10 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// The node's default bridge network (`berth run -p ...`, `--network bridge`,
-/// `network_mode: bridge`), made by the first container that asks for it.
-pub const DEFAULT_NETWORK: &str = "bridge";
-
 /// How often the endpoints of ended containers are released.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 

@@ -184,6 +184,23 @@ pub fn exec_command(
     cmd
 }
 
+/// Stop an `exec` at its timeout: on SIGTERM the shim's exec helper kills the process's
+/// whole group, then exits with its status.
+pub fn stop_exec(helper_pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper_pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+/// Docker's convention: the exit code, or 128 + the signal that ended the process.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
 /// What the shim wrote on its status pipe (the read end; the writer has exited).
 pub fn read_status(r: &OwnedFd) -> Option<String> {
     let mut err = Vec::new();
@@ -205,7 +222,6 @@ pub fn exec(
     timeout: Option<Duration>,
 ) -> Result<ExecOutput, IsolatorError> {
     use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
     let bin = shim_bin();
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
     let mut cmd = exec_command(id, bundle, run_dir, request_json, &w);
@@ -217,7 +233,7 @@ pub fn exec(
         source,
     })?;
     drop(w);
-    let pid = child.id() as i32;
+    let pid = child.id();
     let reader = |p: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -244,24 +260,17 @@ pub fn exec(
         let _ = tx.send(child.wait());
     });
     let mut timed_out = false;
-    let status = match timeout {
-        Some(t) => match rx.recv_timeout(t) {
-            Ok(s) => s,
-            Err(_) => {
-                // The helper kills the process's whole group on SIGTERM, then exits.
+    let status = match timeout.map(|t| rx.recv_timeout(t)) {
+        Some(Ok(s)) => s,
+        waited => {
+            if waited.is_some() {
                 timed_out = true;
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-                rx.recv().map_err(|_| {
-                    io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
-                })?
+                stop_exec(pid);
             }
-        },
-        None => rx.recv().map_err(|_| {
-            io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
-        })?,
+            rx.recv().map_err(|_| {
+                io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
+            })?
+        }
     }
     .map_err(io("wait for", bin.clone()))?;
     let error = read_status(&r);
@@ -276,11 +285,8 @@ pub fn exec(
             .as_bytes(),
         );
     }
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Ok(ExecOutput {
-        code,
+        code: exit_code(status),
         stdout,
         stderr,
         error,

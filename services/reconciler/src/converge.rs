@@ -9,7 +9,7 @@ use berth_bus::{attrs, Bus, BusError, RequestOptions};
 use berth_proto::isolator;
 use berth_proto::network::{
     NetworkCreateRequest, NetworkInfo, NetworkInspectRequest, NetworkRemoveReply,
-    NetworkRemoveRequest, NETWORK_CREATE, NETWORK_INSPECT, NETWORK_REMOVE,
+    NetworkRemoveRequest, DEFAULT_NETWORK, NETWORK_CREATE, NETWORK_INSPECT, NETWORK_REMOVE,
 };
 use berth_proto::supervisor::{
     self, ContainerState, ListReply, ListRequest, RemoveRequest, Target,
@@ -26,6 +26,14 @@ const PARALLEL: usize = 8;
 struct Failure {
     count: u32,
     next_at: Instant,
+}
+
+/// Removing what is already gone is not a failure.
+fn gone_is_fine<T>(r: Result<T, String>) -> Result<(), String> {
+    match r {
+        Err(e) if !e.starts_with("not_found:") => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// 1 s, 2 s, 4 s, ... up to 60 s for the `n`-th attempt.
@@ -136,20 +144,14 @@ impl Converger {
                     self.failures.remove(&key);
                 }
                 Err(e) => {
-                    let f = self.failures.entry(key).or_insert(Failure {
-                        count: 0,
-                        next_at: Instant::now(),
-                    });
-                    f.count += 1;
-                    let delay = backoff(f.count);
-                    f.next_at = Instant::now() + delay;
+                    let (attempt, delay) = self.failed(key);
                     tracing::warn!(project = %d.name, error = %e, "networks");
                     self.bus
                         .emit(
                             EV_ENTITY,
                             "failed",
                             &d.name,
-                            attrs! {"project" => d.name, "revision" => d.revision, "action" => "network", "container" => "networks", "error" => e, "attempt" => f.count, "retry_in_ms" => delay.as_millis() as u64},
+                            attrs! {"project" => d.name, "revision" => d.revision, "action" => "network", "container" => "networks", "error" => e, "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64},
                         )
                         .await;
                     out.failed.push(("networks".into(), e));
@@ -203,20 +205,14 @@ impl Converger {
                             .await;
                     }
                     Err(e) => {
-                        let f = self.failures.entry(key).or_insert(Failure {
-                            count: 0,
-                            next_at: now,
-                        });
-                        f.count += 1;
-                        let delay = backoff(f.count);
-                        f.next_at = Instant::now() + delay;
+                        let (attempt, delay) = self.failed(key);
                         tracing::warn!(project = %d.name, step = %a.describe(), error = %e, "step failed");
                         self.bus
                             .emit(
                                 EV_ENTITY,
                                 "failed",
                                 &d.name,
-                                attrs! {"project" => d.name, "revision" => d.revision, "action" => a.kind(), "container" => a.name(), "error" => e, "attempt" => f.count, "retry_in_ms" => delay.as_millis() as u64},
+                                attrs! {"project" => d.name, "revision" => d.revision, "action" => a.kind(), "container" => a.name(), "error" => e, "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64},
                             )
                             .await;
                         out.failed.push((a.name().to_string(), e));
@@ -271,21 +267,30 @@ impl Converger {
         }
     }
 
+    /// Count one more failure of `key` and set when it may be tried again: the attempt
+    /// number and the delay.
+    fn failed(&mut self, key: (String, String)) -> (u32, Duration) {
+        let f = self.failures.entry(key).or_insert(Failure {
+            count: 0,
+            next_at: Instant::now(),
+        });
+        f.count += 1;
+        let delay = backoff(f.count);
+        f.next_at = Instant::now() + delay;
+        (f.count, delay)
+    }
+
     async fn remove(&self, id: &str) -> Result<(), String> {
-        match self
-            .call::<_, serde_json::Value>(
+        gone_is_fine(
+            self.call::<_, serde_json::Value>(
                 supervisor::REMOVE,
                 &RemoveRequest {
                     container: id.to_string(),
                     force: true,
                 },
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.starts_with("not_found:") => Ok(()),
-            Err(e) => Err(e),
-        }
+            .await,
+        )
     }
 
     /// Make the project's own bridge networks (a network that exists is left as it is);
@@ -293,8 +298,8 @@ impl Converger {
     async fn ensure_networks(&self, d: &DesiredProject) -> Result<(), String> {
         for n in &d.networks {
             if n.external {
-                // `bridge` is the node's default network, made by the isolator on first use.
-                if n.name == "bridge" {
+                // The node's default network is made by the isolator on first use.
+                if n.name == DEFAULT_NETWORK {
                     continue;
                 }
                 self.call_to::<_, NetworkInfo>(
@@ -357,39 +362,29 @@ impl Converger {
         self.starts.retain(|(p, _), _| p != project);
         let Some(d) = last else { return Ok(n) };
         for net in d.networks.iter().filter(|n| !n.external) {
-            match self
-                .call_to::<_, NetworkRemoveReply>(
-                    Service::Isolator,
-                    NETWORK_REMOVE,
-                    &NetworkRemoveRequest {
-                        name: net.name.clone(),
-                    },
-                )
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.starts_with("not_found:") => {}
-                Err(e) => return Err(format!("removing network {}: {e}", net.name)),
-            }
+            let req = NetworkRemoveRequest {
+                name: net.name.clone(),
+            };
+            gone_is_fine(
+                self.call_to::<_, NetworkRemoveReply>(Service::Isolator, NETWORK_REMOVE, &req)
+                    .await,
+            )
+            .map_err(|e| format!("removing network {}: {e}", net.name))?;
         }
-        if volumes {
-            for v in &d.volumes {
-                match self
-                    .call_to::<_, serde_json::Value>(
-                        Service::Isolator,
-                        isolator::VOLUME_REMOVE,
-                        &isolator::VolumeRemoveRequest {
-                            name: v.clone(),
-                            force: false,
-                        },
-                    )
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.starts_with("not_found:") => {}
-                    Err(e) => return Err(format!("removing volume {v}: {e}")),
-                }
-            }
+        for v in d.volumes.iter().filter(|_| volumes) {
+            let req = isolator::VolumeRemoveRequest {
+                name: v.clone(),
+                force: false,
+            };
+            gone_is_fine(
+                self.call_to::<_, serde_json::Value>(
+                    Service::Isolator,
+                    isolator::VOLUME_REMOVE,
+                    &req,
+                )
+                .await,
+            )
+            .map_err(|e| format!("removing volume {v}: {e}"))?;
         }
         Ok(n)
     }

@@ -3,7 +3,7 @@
 
 use crate::plan::{Condition, DesiredProject, DesiredService, ProjectNetwork};
 use berth_proto::isolator::{MountKind, MountSpec, NetworkMode, Resources};
-use berth_proto::network::{PortMapping, Protocol};
+use berth_proto::network::{PortMapping, Protocol, DEFAULT_NETWORK};
 use berth_proto::supervisor::{ContainerOptions, CreateRequest, HealthCheck, RestartPolicy};
 use berth_proto::BerthError;
 use berth_spec::{MountType, Project, Service};
@@ -36,17 +36,16 @@ pub fn translate(project: &str, revision: u64, p: &Project) -> Result<DesiredPro
             if !networks.iter().any(|x| &x.name == n) {
                 networks.push(ProjectNetwork {
                     name: n.clone(),
-                    external: is_external_network(p, s, n),
+                    external: is_external_network(project, p, n),
                 });
             }
         }
-        for m in &request.options.mounts {
-            let anonymous = m.kind == MountKind::Volume
-                && s.volumes.iter().any(|v| {
-                    v.kind == MountType::Volume && v.source.is_empty() && v.target == m.target
-                });
-            if anonymous && !volumes.contains(&m.source) {
-                volumes.push(m.source.clone());
+        for v in &s.volumes {
+            if v.kind == MountType::Volume && v.source.is_empty() {
+                let anon = anonymous_volume(project, &name, &v.target);
+                if !volumes.contains(&anon) {
+                    volumes.push(anon);
+                }
             }
         }
         let mut depends_on: Vec<(String, Condition)> = s
@@ -94,24 +93,34 @@ pub fn translate(project: &str, revision: u64, p: &Project) -> Result<DesiredPro
     })
 }
 
-/// Compose names a project's network `<project>_<network>` (`<project>_default` for the
-/// implicit one) unless it is external or given a `name:`.
-pub fn network_name(project: &str, p: &Project, n: &str) -> String {
-    match p.networks.get(n) {
-        Some(d) if d.name.is_some() => d.name.clone().unwrap(),
-        Some(d) if d.external => n.to_string(),
-        _ => format!("{project}_{n}"),
+/// How Compose names a project's network or volume on the node: its `name:`, the key itself
+/// when external, else `<project>_<key>`.
+fn node_name(project: &str, key: &str, name: Option<&String>, external: bool) -> String {
+    match name {
+        Some(n) => n.clone(),
+        None if external => key.to_string(),
+        None => format!("{project}_{key}"),
     }
 }
 
-fn is_external_network(p: &Project, s: &Service, node_name: &str) -> bool {
-    // `network_mode: bridge` is the node's default network: never the project's to remove.
-    if s.network_mode.as_deref() == Some("bridge") {
-        return true;
-    }
-    p.networks
-        .iter()
-        .any(|(k, d)| d.external && (d.name.as_deref() == Some(node_name) || k == node_name))
+/// A project's network on the node (`<project>_default` for the implicit one).
+pub fn network_name(project: &str, p: &Project, n: &str) -> String {
+    let d = p.networks.get(n);
+    node_name(
+        project,
+        n,
+        d.and_then(|d| d.name.as_ref()),
+        d.is_some_and(|d| d.external),
+    )
+}
+
+/// Whether the network a service joins is not the project's own to make and remove: the
+/// node's default network, or one declared `external: true`.
+fn is_external_network(project: &str, p: &Project, on_node: &str) -> bool {
+    on_node == DEFAULT_NETWORK
+        || p.networks
+            .iter()
+            .any(|(k, d)| d.external && network_name(project, p, k) == on_node)
 }
 
 /// The network a service's containers join, and the names they answer to on it.
@@ -126,7 +135,7 @@ fn network_of(
     let mode = match s.network_mode.as_deref() {
         Some("host") => return Ok((NetworkMode::Host, Vec::new())),
         Some("none") => return Ok((NetworkMode::None, Vec::new())),
-        Some("bridge") => return Ok((NetworkMode::Bridge("bridge".into()), Vec::new())),
+        Some("bridge") => return Ok((NetworkMode::Bridge(DEFAULT_NETWORK.into()), Vec::new())),
         Some(m) => {
             if let Some(other) = m.strip_prefix("service:") {
                 let o = p.services.get(other).ok_or_else(|| {
@@ -158,13 +167,25 @@ fn network_of(
     Ok((NetworkMode::Bridge(network_name(project, p, key)), names))
 }
 
-/// Compose names a project's volume `<project>_<volume>` unless it is external or named.
+/// A project's volume on the node.
 pub fn volume_name(project: &str, p: &Project, v: &str) -> String {
-    match p.volumes.get(v) {
-        Some(d) if d.name.is_some() => d.name.clone().unwrap(),
-        Some(d) if d.external => v.to_string(),
-        _ => format!("{project}_{v}"),
-    }
+    let d = p.volumes.get(v);
+    node_name(
+        project,
+        v,
+        d.and_then(|d| d.name.as_ref()),
+        d.is_some_and(|d| d.external),
+    )
+}
+
+/// An anonymous volume belongs to the service (kept across replacements):
+/// `<project>_<service><target with '_' for every other character>`.
+fn anonymous_volume(project: &str, service: &str, target: &str) -> String {
+    let t: String = target
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{project}_{service}{t}")
 }
 
 fn request(
@@ -185,14 +206,8 @@ fn request(
             },
             MountType::Volume => MountSpec {
                 kind: MountKind::Volume,
-                // An anonymous volume belongs to the service (kept across replacements).
                 source: if v.source.is_empty() {
-                    let t: String = v
-                        .target
-                        .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                        .collect();
-                    format!("{project}_{name}{t}")
+                    anonymous_volume(project, name, &v.target)
                 } else {
                     volume_name(project, p, &v.source)
                 },

@@ -190,12 +190,23 @@ fn stop_group_on_sigterm(child: Pid) {
 fn wait_exit(child: Pid) -> Result<i32, ShimError> {
     loop {
         match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-            Ok(_) => continue,
+            Ok(st) => {
+                if let Some(c) = ended(st) {
+                    return Ok(c);
+                }
+            }
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(e).step(|| "wait for the process".into()),
         }
+    }
+}
+
+/// The exit code of a process that ended (128 + the signal that killed it).
+fn ended(st: WaitStatus) -> Option<i32> {
+    match st {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
     }
 }
 
@@ -293,10 +304,8 @@ fn relay(master: OwnedFd, child: Pid, input: bool) -> Result<i32, ShimError> {
             // Exited, and nothing more came within a poll interval.
             return Ok(c);
         }
-        match waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, c)) => code = Some(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => code = Some(128 + s as i32),
-            _ => {}
+        if let Ok(st) = waitpid(child, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            code = ended(st);
         }
     }
     match code {

@@ -13,6 +13,11 @@ pub const NETWORKS: &str = "networks";
 pub const NETWORK_INSPECT: &str = "network-inspect";
 pub const PORTS: &str = "ports";
 
+/// The node's default bridge network (`berth run -p ...`, `--network bridge`,
+/// `network_mode: bridge`), made by the isolator for the first container that asks for it
+/// and never removed by a project.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {

@@ -111,21 +111,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut received = 0u64;
+    let mut sink = Sink::default();
     let mut input_started = false;
-    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
     let r = loop {
         tokio::select! {
-            m = out.next() => if let Some(m) = m {
-                received += m.payload.len() as u64;
-                stdout.write_all(&m.payload)?;
-                stdout.flush()?;
-            },
-            m = err.next() => if let Some(m) = m {
-                received += m.payload.len() as u64;
-                stderr.write_all(&m.payload)?;
-                stderr.flush()?;
-            },
+            m = out.next() => if let Some(m) = m { sink.put(true, &m.payload)? },
+            m = err.next() => if let Some(m) = m { sink.put(false, &m.payload)? },
             m = started.next(), if !input_started => {
                 input_started = true;
                 if a.interactive && m.is_some() {
@@ -136,7 +127,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         }
     };
     // The reply follows the last output on the server's side; take what is still queued.
-    while received < r.streamed_bytes {
+    while sink.received < r.streamed_bytes {
         let next = tokio::time::timeout(Duration::from_secs(2), async {
             tokio::select! {
                 m = out.next() => m.map(|m| (true, m)),
@@ -145,23 +136,36 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         })
         .await;
         match next {
-            Ok(Some((to_out, m))) => {
-                received += m.payload.len() as u64;
-                if to_out {
-                    stdout.write_all(&m.payload)?;
-                } else {
-                    stderr.write_all(&m.payload)?;
-                }
-            }
+            Ok(Some((to_out, m))) => sink.put(to_out, &m.payload)?,
             _ => break,
         }
     }
-    stdout.flush()?;
     drop(_raw);
     if r.exit_code == 0 {
         Ok(())
     } else {
         Err(exit(r.exit_code))
+    }
+}
+
+/// Where the streamed output goes, and how much of it came.
+#[derive(Default)]
+struct Sink {
+    received: u64,
+}
+
+impl Sink {
+    fn put(&mut self, to_stdout: bool, bytes: &[u8]) -> std::io::Result<()> {
+        self.received += bytes.len() as u64;
+        if to_stdout {
+            let mut o = std::io::stdout().lock();
+            o.write_all(bytes)?;
+            o.flush()
+        } else {
+            let mut e = std::io::stderr().lock();
+            e.write_all(bytes)?;
+            e.flush()
+        }
     }
 }
 

@@ -296,7 +296,9 @@ impl CreateOpts {
             );
         }
         let network = match self.network.as_deref() {
-            None if !ports.is_empty() => NetworkMode::Bridge("bridge".into()),
+            None if !ports.is_empty() => {
+                NetworkMode::Bridge(berth_proto::network::DEFAULT_NETWORK.into())
+            }
             None | Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
             Some(n) => match n.strip_prefix("container:") {
