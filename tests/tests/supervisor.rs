@@ -442,6 +442,11 @@ async fn health_goes_unhealthy_and_back_and_the_action_applies() {
         health(s) == Some(HealthStatus::Healthy)
     })
     .await;
+    // The state is committed before its event is published: give the last event a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while n.events_of(&st.id, EV_HEALTH).len() < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let seen: Vec<String> = n
         .events_of(&st.id, EV_HEALTH)
         .iter()
