@@ -32,12 +32,40 @@ pub fn remove_networks(root: &Path) {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, taken below the kernel's ephemeral range where it can: a port
+/// from that range, once released, may become the source port of any outgoing connection (the
+/// suite's own wget or NATS clients), and then a server cannot bind it. Each port is handed out
+/// once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    if low > 12_000 {
+        let span = u64::from(low - 10_000);
+        for _ in 0..200 {
+            let r = u64::from_str_radix(&berth_bus::random_hex(4), 16).unwrap_or(0);
+            let port = 10_000 + (r % span) as u16;
+            if !given.contains(&port)
+                && TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free loopback port")
+        .expect("a free loopback port");
+    given.insert(port);
+    port
 }
 
 /// Where cargo put this workspace's binaries (`target/debug` or `target/release`).

@@ -204,7 +204,7 @@ impl Node {
             .net
             .attach(&AttachRequest {
                 network: network.into(),
-                container_id: format!("{:0>64}", berth_bus::random_hex(8)),
+                container_id: container_id(name),
                 container_name: name.into(),
                 aliases: aliases.iter().map(|s| s.to_string()).collect(),
                 pid: ns.pid,
@@ -214,6 +214,13 @@ impl Node {
         eprintln!("attach {name}: {:?}", t.elapsed());
         r
     }
+}
+
+/// A test container's id, derived from its name (unique within a test) so that the test can
+/// name the host end of its veth without matching other tests' links.
+fn container_id(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0<64}")[..64].to_string()
 }
 
 impl Drop for Node {
@@ -516,7 +523,7 @@ async fn a_taken_port_is_refused_and_nothing_is_left() {
     need_root!();
     let node = Node::new();
     let info = node.net.create("taken", None).await.unwrap();
-    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let holder = std::net::TcpListener::bind(("127.0.0.1", berth_tests::free_port())).unwrap();
     let port = holder.local_addr().unwrap().port();
     let ns = Ns::new();
     let free = berth_tests::free_port();
@@ -542,9 +549,11 @@ async fn a_taken_port_is_refused_and_nothing_is_left() {
     );
     // Nothing half made: no endpoint, no veth, no eth0 in the namespace, the other port free.
     assert!(node.net.inspect("taken").unwrap().endpoints.is_empty());
+    let veth = berth_net::store::veth_name(&info.bridge, &container_id("taken-web-1"));
+    let tables = host_tables();
     assert!(
-        !host_tables().contains("vb-"),
-        "no veth of this network: {}",
+        !tables.contains(&veth),
+        "no veth of this network ({veth} on {})",
         info.bridge
     );
     assert!(!ns.links().contains("eth0"), "{}", ns.links());

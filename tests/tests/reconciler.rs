@@ -516,7 +516,7 @@ fn compose_services_reach_each_other_by_name_and_publish_ports() {
 fn a_taken_port_fails_the_apply_clearly_and_down_v_removes_volumes() {
     need_root!();
     let w = World::start();
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", berth_tests::free_port())).unwrap();
     let port = taken.local_addr().unwrap().port();
     let f = w.write(
         "t.yaml",
