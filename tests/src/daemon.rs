@@ -10,12 +10,20 @@ pub struct Berthd {
     pub node: String,
     pub port: u16,
     child: Option<Child>,
+    /// Further environment of the daemon (kept across restarts).
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Berthd {
     /// Start `berthd` with a fresh data root and run dir and a free port, and wait until every
     /// service answers `system info`.
     pub fn start() -> Berthd {
+        Self::start_with_env(&[])
+    }
+
+    /// [`Berthd::start`] with further environment variables for the daemon (what the
+    /// programs it runs need, e.g. a credential helper's).
+    pub fn start_with_env(env: &[(&str, &Path)]) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test-")
             .tempdir()
@@ -27,6 +35,10 @@ impl Berthd {
             node,
             port,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
+                .collect(),
         };
         d.spawn();
         d
@@ -78,6 +90,7 @@ impl Berthd {
             .arg(self.port.to_string())
             .env_remove("BERTH_CONFIG")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,6 +1,7 @@
 //! The puller against a real registry (Debian's docker-registry) with images built by umoci and
 //! pushed by skopeo: tags and digests, OCI and Docker formats, gzip/zstd/plain layers, indexes,
-//! Basic auth, corrupted blobs, a registry killed mid-pull, mirrors, and the errors people see.
+//! Basic auth, Bearer tokens, a real credential helper, corrupted blobs, a registry killed
+//! mid-pull, mirrors, and the errors people see.
 
 use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
 use berth_proto::puller::{
@@ -1023,4 +1024,258 @@ async fn bearer_tokens_from_the_registry_token_server() {
         1,
         "one token for the whole pull"
     );
+}
+
+/// `pass`, the standard Unix password manager, with a throwaway gpg key (no passphrase) in a
+/// temp dir: the store of `docker-credential-pass`. The gpg-agent its gpg starts is stopped
+/// through `gpgconf` with its own home on Drop.
+struct PassStore {
+    dir: tempfile::TempDir,
+}
+
+impl PassStore {
+    fn new() -> PassStore {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("berth-pass-")
+            .tempdir()
+            .unwrap();
+        let s = PassStore { dir };
+        std::fs::create_dir(s.gnupg()).unwrap();
+        std::fs::set_permissions(s.gnupg(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let run = |c: &mut std::process::Command| {
+            let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            assert!(
+                out.status.success(),
+                "{c:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        run(s
+            .command("gpg")
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--quick-gen-key",
+                "berth-test",
+                "default",
+                "default",
+                "never",
+            ]));
+        let keys = run(s
+            .command("gpg")
+            .args(["--batch", "--with-colons", "--list-secret-keys"]));
+        let fpr = keys
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').nth(8))
+            .unwrap_or_else(|| panic!("no fingerprint in {keys}"))
+            .to_string();
+        run(s.command("pass").args(["init", &fpr]));
+        s
+    }
+
+    fn gnupg(&self) -> PathBuf {
+        self.dir.path().join("gnupg")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// What `pass`, gpg and the helper need to find this store.
+    fn env(&self) -> [(&'static str, PathBuf); 2] {
+        [
+            ("GNUPGHOME", self.gnupg()),
+            ("PASSWORD_STORE_DIR", self.store()),
+        ]
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        c.envs(self.env());
+        c
+    }
+
+    /// `docker-credential-pass list`: `{server: user}`.
+    fn list(&self) -> serde_json::Value {
+        let out = self
+            .command("docker-credential-pass")
+            .arg("list")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for PassStore {
+    fn drop(&mut self) {
+        let _ = self
+            .command("gpgconf")
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+/// A credential helper for real: the Docker config says `"credsStore": "pass"`; `berth login`
+/// stores through `docker-credential-pass` (config.json keeps no secret), the daemon's puller
+/// gets the credentials through it for the pull (the helper's environment is berthd's), and
+/// `berth logout` erases them. A `credHelpers` entry wins over `credsStore`, and one naming a
+/// helper that is not installed is an error naming the program and the config file.
+#[test]
+fn cli_login_pull_logout_through_a_credential_helper() {
+    use berth_tests::daemon::{stderr, stdout, Berthd};
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let reg = Registry::start_with_auth("frank", "pw-of-frank");
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/helped:v1", reg.host());
+    layout.push(
+        "v1",
+        &reference,
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+
+    let pass = PassStore::new();
+    let pass_env = pass.env();
+    let d = Berthd::start_with_env(&pass_env.each_ref().map(|(k, v)| (*k, v.as_path())));
+    let docker_dir = d.dir.path().join("docker");
+    let config = docker_dir.join("config.json");
+    std::fs::create_dir_all(&docker_dir).unwrap();
+    std::fs::write(&config, r#"{"credsStore": "pass"}"#).unwrap();
+    std::fs::write(
+        d.data_root().join("registries.toml"),
+        format!("docker_config = {config:?}\n"),
+    )
+    .unwrap();
+    let berth = |args: &[&str], stdin: &str| {
+        let mut c = d
+            .command(&d.admin_creds(), args)
+            .env("DOCKER_CONFIG", &docker_dir)
+            .envs(pass.env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        c.wait_with_output().unwrap()
+    };
+    let read_config = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap()
+    };
+
+    // The helper has nothing yet: anonymous, refused.
+    let out = berth(&["pull", &reference], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("berth login"), "{}", stderr(&out));
+
+    let out = berth(
+        &["login", &reg.host(), "-u", "frank", "--password-stdin"],
+        "pw-of-frank\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("Login Succeeded"));
+    assert!(!stderr(&out).contains("unencrypted"), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(!text.contains("pw-of-frank"), "{text}");
+    let cfg = read_config();
+    assert_eq!(cfg["credsStore"], "pass", "{cfg}");
+    assert_eq!(cfg["auths"][reg.host()], serde_json::json!({}), "{cfg}");
+    assert_eq!(pass.list()[reg.host()], "frank");
+
+    let out = berth(&["pull", &reference], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let digest = images::inspect_digest(&reference, reg.creds_arg().as_deref());
+    assert!(
+        stdout(&out).contains(&format!("Digest: {digest}")),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = berth(&["logout", &reg.host()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Removing login credentials"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(pass.list().get(reg.host()).is_none(), "{}", pass.list());
+    assert!(read_config()["auths"].get(reg.host()).is_none());
+    // By tag the registry is asked again, and now refuses.
+    let out = berth(&["pull", &reference], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("authentication failed") && stderr(&out).contains("berth login"),
+        "{}",
+        stderr(&out)
+    );
+    let out = berth(&["logout", &reg.host()], "");
+    assert!(stdout(&out).contains("Not logged in"), "{}", stdout(&out));
+
+    // credHelpers for this registry wins over credsStore; its helper is not installed.
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credsStore": "pass", "credHelpers": {{"{}": "berth-missing"}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    for (args, input) in [
+        (vec!["pull", reference.as_str()], ""),
+        (
+            vec!["login", &reg.host(), "-u", "frank", "--password-stdin"],
+            "pw-of-frank\n",
+        ),
+    ] {
+        let out = berth(&args, input);
+        assert!(!out.status.success(), "{args:?}");
+        let e = stderr(&out);
+        assert!(
+            e.contains("docker-credential-berth-missing")
+                && e.contains(&config.display().to_string()),
+            "{args:?}: {e}"
+        );
+    }
+    assert!(pass.list().get(reg.host()).is_none(), "{}", pass.list());
+}
+
+/// The error of a missing helper through the bus: `failed_precondition`, naming the program
+/// and the config file; `credHelpers` of another registry does not apply.
+#[tokio::test]
+async fn a_missing_credential_helper_is_a_clear_error() {
+    let reg = Registry::start();
+    let layout = busybox_layout("v1");
+    let reference = format!("{}/berth/open:v1", reg.host());
+    layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
+    let env = Env::start().await;
+    std::fs::create_dir_all(env.docker_config().parent().unwrap()).unwrap();
+    std::fs::write(
+        env.docker_config(),
+        format!(
+            r#"{{"credHelpers": {{"{}": "berth-missing", "other.example": "berth-other"}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let e = env.pull_err(&reference, None).await;
+    assert_eq!(e.code, ErrorCode::FailedPrecondition, "{e}");
+    assert!(
+        e.message.contains("docker-credential-berth-missing")
+            && e.message
+                .contains(&env.docker_config().display().to_string()),
+        "{e}"
+    );
+    std::fs::write(
+        env.docker_config(),
+        r#"{"credHelpers": {"other.example": "berth-other"}}"#,
+    )
+    .unwrap();
+    let r = env.pull(&reference).await;
+    env.assert_complete(&r);
 }

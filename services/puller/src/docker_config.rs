@@ -1,8 +1,13 @@
 //! Credentials in the Docker users' `config.json` (`$DOCKER_CONFIG/config.json`, else
-//! `~/.docker/config.json`): `{"auths": {"<server>": {"auth": base64("user:password")}}}`.
-//! Read by the puller, written by `berth login` / `berth logout` the way Docker writes it
-//! (other keys of the file are kept; the file is replaced atomically with mode 0600).
+//! `~/.docker/config.json`): `{"auths": {"<server>": {"auth": base64("user:password")}}}`, or
+//! kept by a credential helper the file names: `"credHelpers": {"<server>": "<name>"}` for one
+//! registry, else `"credsStore": "<name>"` for all. A helper is the program
+//! `docker-credential-<name>` speaking Docker's protocol (`get`, `store`, `erase`; JSON on
+//! stdin and stdout). Read by the puller, written by `berth login` / `berth logout` the way
+//! Docker writes it (other keys of the file are kept; the file is replaced atomically with
+//! mode 0600; with a helper, `auths` keeps only an empty entry for the registry).
 
+use crate::cred_helper::{self, Found, HelperError};
 use crate::error::PullError;
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -82,9 +87,96 @@ fn read_file(path: &Path) -> Result<Map<String, Value>, PullError> {
     }
 }
 
-/// The credentials recorded for registry `host` (`docker.io` matches Docker Hub's key).
+/// The credential helper that keeps the credentials of `host`, and what named it: the
+/// `credHelpers` entry of the registry (any spelling of it; an empty name there means the
+/// file itself), else `credsStore`. `None`: the file's `auths`.
+fn helper_for(
+    path: &Path,
+    m: &Map<String, Value>,
+    host: &str,
+) -> Result<Option<(String, String)>, PullError> {
+    let bad = |reason: String| PullError::DockerConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let named = |v: &Value, what: String| -> Result<Option<(String, String)>, PullError> {
+        let name = v
+            .as_str()
+            .ok_or_else(|| bad(format!("{what} is not a string")))?;
+        if name.contains('/') {
+            return Err(bad(format!("{what}: {name:?} is not a helper name")));
+        }
+        Ok((!name.is_empty()).then(|| (name.to_string(), what)))
+    };
+    match m.get("credHelpers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(helpers)) => {
+            let key = key_for(host);
+            let entry = helpers
+                .get_key_value(&key)
+                .or_else(|| helpers.get_key_value(host))
+                .or_else(|| helpers.iter().find(|(k, _)| same_registry(k, host)));
+            if let Some((k, v)) = entry {
+                return named(v, format!("credHelpers.{k:?}"));
+            }
+        }
+        Some(_) => return Err(bad("\"credHelpers\" is not an object".into())),
+    }
+    match m.get("credsStore") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => named(v, "credsStore".into()),
+    }
+}
+
+/// A helper's failure as the error of the config file that named it.
+fn helper_error(path: &Path, name: &str, what: &str, e: HelperError) -> PullError {
+    let reason = match e {
+        HelperError::Missing => format!(
+            "credential helper {} (named by {what}) is not installed: not found in PATH",
+            cred_helper::program(name)
+        ),
+        HelperError::NotFound => format!(
+            "credential helper {} (named by {what}): {}",
+            cred_helper::program(name),
+            cred_helper::NOT_FOUND
+        ),
+        HelperError::Failed(reason) => format!("credential helper (named by {what}): {reason}"),
+    };
+    PullError::DockerConfig {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Where `berth login` records credentials for a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// In the file itself (base64, not encrypted).
+    File,
+    /// By this credential helper program (`docker-credential-<name>`).
+    Helper(String),
+}
+
+/// The credentials recorded for registry `host` (`docker.io` matches Docker Hub's key): from
+/// its credential helper when the file names one (as Docker does, the helper's answer is the
+/// only one then), else from `auths`. Runs the helper, so it may block for a while.
 pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, PullError> {
     let m = read_file(path)?;
+    if let Some((name, what)) = helper_for(path, &m, host)? {
+        let server = key_for(host);
+        return match cred_helper::get(&name, &server) {
+            Ok(Found::Password { username, secret }) => Ok(Some(Credentials {
+                username,
+                password: secret,
+            })),
+            Ok(Found::None) => Ok(None),
+            Ok(Found::IdentityToken) => {
+                tracing::warn!(helper = %cred_helper::program(&name), %server, "the credential helper holds an identity token, which berth does not use: pulling anonymously");
+                Ok(None)
+            }
+            Err(e) => Err(helper_error(path, &name, &what, e)),
+        };
+    }
     let Some(Value::Object(auths)) = m.get("auths") else {
         return Ok(None);
     };
@@ -160,9 +252,17 @@ fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), PullError> {
     })
 }
 
-/// Record credentials for `host` (what `docker login` does without a credential store).
-pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), PullError> {
+/// Record credentials for `host` as `docker login` does: through the registry's credential
+/// helper when the file names one (`auths` then keeps an empty entry, no secret), else base64
+/// in `auths`.
+pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<Stored, PullError> {
     let mut m = read_file(path)?;
+    let helper = helper_for(path, &m, host)?;
+    let key = key_for(host);
+    if let Some((name, what)) = &helper {
+        cred_helper::store(name, &key, &creds.username, &creds.password)
+            .map_err(|e| helper_error(path, name, what, e))?;
+    }
     let auths = m
         .entry("auths")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -173,27 +273,49 @@ pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<(), PullErr
         });
     };
     // Drop other spellings of the same registry so the new credentials are the ones used.
-    let key = key_for(host);
     auths.retain(|k, _| k == &key || !same_registry(k, host));
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", creds.username, creds.password));
-    auths.insert(key, serde_json::json!({ "auth": auth }));
-    write_file(path, &m)
+    let stored = match helper {
+        Some((name, _)) => {
+            auths.insert(key, Value::Object(Map::new()));
+            Stored::Helper(cred_helper::program(&name))
+        }
+        None => {
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", creds.username, creds.password));
+            auths.insert(key, serde_json::json!({ "auth": auth }));
+            Stored::File
+        }
+    };
+    write_file(path, &m)?;
+    Ok(stored)
 }
 
-/// Forget the credentials of `host`; `false` when there were none.
+/// Forget the credentials of `host`: erased from its credential helper (when the helper has
+/// some) and its `auths` entries removed. `false` when there were none.
 pub fn remove(path: &Path, host: &str) -> Result<bool, PullError> {
     let mut m = read_file(path)?;
+    let mut removed = false;
+    if let Some((name, what)) = helper_for(path, &m, host)? {
+        let key = key_for(host);
+        let fail = |e| helper_error(path, &name, &what, e);
+        if cred_helper::get(&name, &key).map_err(fail)? != Found::None {
+            match cred_helper::erase(&name, &key) {
+                Ok(()) | Err(HelperError::NotFound) => {}
+                Err(e) => return Err(fail(e)),
+            }
+            removed = true;
+        }
+    }
     let Some(Value::Object(auths)) = m.get_mut("auths") else {
-        return Ok(false);
+        return Ok(removed);
     };
     let before = auths.len();
     auths.retain(|k, _| !same_registry(k, host));
-    if auths.len() == before {
-        return Ok(false);
+    if auths.len() != before {
+        write_file(path, &m)?;
+        removed = true;
     }
-    write_file(path, &m)?;
-    Ok(true)
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -228,6 +350,75 @@ mod tests {
         assert!(!remove(&p, "localhost:5000").unwrap());
         assert_eq!(lookup(&p, "localhost:5000").unwrap(), None);
         assert!(remove(&p, "index.docker.io").unwrap());
+    }
+
+    #[test]
+    fn credential_helper_selection() {
+        let p = Path::new("/cfg/config.json");
+        let m = |j: &str| serde_json::from_str::<Map<String, Value>>(j).unwrap();
+        let c = m(r#"{"credsStore":"pass","credHelpers":{
+            "reg.example:5000":"secretservice",
+            "https://index.docker.io/v1/":"hub",
+            "https://spelled.example/v2/":"spelled",
+            "plain.example":""}}"#);
+        assert_eq!(
+            helper_for(p, &c, "reg.example:5000").unwrap(),
+            Some((
+                "secretservice".into(),
+                r#"credHelpers."reg.example:5000""#.into()
+            )),
+            "credHelpers wins over credsStore"
+        );
+        assert_eq!(helper_for(p, &c, "docker.io").unwrap().unwrap().0, "hub");
+        assert_eq!(
+            helper_for(p, &c, "spelled.example").unwrap().unwrap().0,
+            "spelled"
+        );
+        assert_eq!(
+            helper_for(p, &c, "other:1").unwrap(),
+            Some(("pass".into(), "credsStore".into()))
+        );
+        assert_eq!(
+            helper_for(p, &c, "plain.example").unwrap(),
+            None,
+            "an empty credHelpers entry means the file"
+        );
+        assert_eq!(
+            helper_for(p, &m(r#"{"credsStore":""}"#), "h").unwrap(),
+            None
+        );
+        assert_eq!(helper_for(p, &m("{}"), "h").unwrap(), None);
+        let e = helper_for(p, &m(r#"{"credsStore":"../../bin/sh"}"#), "h").unwrap_err();
+        assert!(e.to_string().contains("not a helper name"), "{e}");
+        let e = helper_for(p, &m(r#"{"credHelpers":[]}"#), "h").unwrap_err();
+        assert!(e.to_string().contains("credHelpers"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_helper_names_the_program_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"credsStore":"berth-test-none","credHelpers":{"h:1":"berth-test-missing"}}"#,
+        )
+        .unwrap();
+        let e = lookup(&p, "h:1").unwrap_err().to_string();
+        assert!(
+            e.contains("docker-credential-berth-test-missing")
+                && e.contains(&p.display().to_string())
+                && e.contains("credHelpers"),
+            "{e}"
+        );
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let e = store(&p, "other:2", &c).unwrap_err().to_string();
+        assert!(e.contains("docker-credential-berth-test-none"), "{e}");
+        let v: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert!(v.get("auths").is_none(), "nothing recorded: {v}");
+        assert!(remove(&p, "h:1").is_err());
     }
 
     #[test]

@@ -96,7 +96,8 @@ impl Puller {
             .or_else(docker_config::default_path)
     }
 
-    /// Connect to `spec` for `repository` with the credentials recorded for its host.
+    /// Connect to `spec` for `repository` with the credentials recorded for its host (read on
+    /// a blocking thread: a credential helper may take a while).
     async fn connect(
         settings: &Settings,
         spec: &EndpointSpec,
@@ -104,7 +105,12 @@ impl Puller {
         repository: &str,
     ) -> Result<RegistryClient, PullError> {
         let creds = match Self::docker_config_path(settings) {
-            Some(p) => docker_config::lookup(&p, cred_host)?,
+            Some(p) => {
+                let host = cred_host.to_string();
+                tokio::task::spawn_blocking(move || docker_config::lookup(&p, &host))
+                    .await
+                    .map_err(|e| PullError::Internal(format!("credential lookup: {e}")))??
+            }
             None => None,
         };
         RegistryClient::connect(spec, &settings.for_host(&spec.host), repository, creds).await

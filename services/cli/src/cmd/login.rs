@@ -1,12 +1,13 @@
 //! `berth login [SERVER]`: check credentials with the registry (through the node's puller) and
-//! record them in the Docker config file (`$DOCKER_CONFIG/config.json` or
-//! `~/.docker/config.json`), as `docker login` does.
+//! record them as `docker login` does: through the credential helper the Docker config file
+//! (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`) names for the registry
+//! (`credHelpers`, `credsStore`), else in the file itself.
 
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail, Context};
 use berth_proto::puller::{LoginReply, LoginRequest, LOGIN};
 use berth_proto::Service;
-use berth_puller::docker_config::{self, Credentials};
+use berth_puller::docker_config::{self, Credentials, Stored};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -104,11 +105,13 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let path = docker_config::default_path().ok_or_else(|| {
         anyhow!("neither DOCKER_CONFIG nor HOME is set: nowhere to record the login")
     })?;
-    docker_config::store(&path, &reply.server, &Credentials { username, password })?;
-    eprintln!(
-        "WARNING! Your password will be stored unencrypted in {}.",
-        path.display()
-    );
+    match docker_config::store(&path, &reply.server, &Credentials { username, password })? {
+        Stored::File => eprintln!(
+            "WARNING! Your password will be stored unencrypted in {}.",
+            path.display()
+        ),
+        Stored::Helper(_) => {}
+    }
     println!("{}", reply.status);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `berth logout [SERVER]`: forget the credentials recorded for a registry.
+//! `berth logout [SERVER]`: forget the credentials recorded for a registry (erased from its
+//! credential helper too, when the Docker config file names one).
 
 use crate::cmd::login::server_host;
 use crate::ctx::Ctx;
