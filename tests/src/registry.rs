@@ -33,7 +33,8 @@ impl Registry {
     }
 
     /// Start a registry using Bearer tokens from a [`TokenServer`] that grants the pull and
-    /// push scopes asked for to `user`/`password` only, tokens valid `ttl_secs`.
+    /// push scopes asked for to `user`/`password` only, tokens accepted by the registry for
+    /// `ttl_secs` after they are issued (see [`TokenServer`] on distribution's leeway).
     pub fn start_with_token(user: &str, password: &str, ttl_secs: u64) -> Registry {
         Self::start_full(
             Some((user.to_string(), password.to_string())),
@@ -229,6 +230,14 @@ impl Registry {
     pub fn tokens_issued(&self) -> usize {
         self.token.as_ref().map(|t| t.issued()).unwrap_or(0)
     }
+
+    /// The lifetime of the tokens issued from now on (a registry started with a token server).
+    pub fn set_token_ttl(&self, ttl_secs: u64) {
+        self.token
+            .as_ref()
+            .expect("a registry with a token server")
+            .set_ttl(ttl_secs);
+    }
 }
 
 impl Drop for Registry {
@@ -362,9 +371,23 @@ async fn read_head(c: &mut tokio::net::TcpStream) -> Option<(String, String)> {
 /// `Authorization` replaced by `auth` when given) and pipe the answer back.
 async fn forward(mut c: tokio::net::TcpStream, head: &str, upstream: u16, auth: Option<&str>) {
     use tokio::io::AsyncWriteExt;
-    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+    let Some(mut up) = send_upstream(head, upstream, auth).await else {
         return;
     };
+    let _ = tokio::io::copy(&mut up, &mut c).await;
+    let _ = c.shutdown().await;
+}
+
+/// Connect to the registry and send it a request head (see [`forward`]).
+async fn send_upstream(
+    head: &str,
+    upstream: u16,
+    auth: Option<&str>,
+) -> Option<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut up = tokio::net::TcpStream::connect(("127.0.0.1", upstream))
+        .await
+        .ok()?;
     let mut out = String::new();
     for (i, line) in head.trim_end().split("\r\n").enumerate() {
         let lower = line.to_ascii_lowercase();
@@ -385,22 +408,150 @@ async fn forward(mut c: tokio::net::TcpStream, head: &str, upstream: u16, auth: 
         out.push_str(&format!("Authorization: {a}\r\n"));
     }
     out.push_str("\r\n");
-    if up.write_all(out.as_bytes()).await.is_err() {
-        return;
+    up.write_all(out.as_bytes()).await.ok()?;
+    Some(up)
+}
+
+/// A slow front for a [`Registry`] on `127.0.0.1:<port>`: every request is passed through, and
+/// the answers to blob downloads are sent at most `bytes_per_sec` (a long pull without huge
+/// images). The first blob answer still being sent `cut_after` after it began is cut (the
+/// connection closed mid-body, once), so the client has to resume it. Counts the answers 401 to
+/// requests that carried a Bearer token (`refused`) and the 206 answers (`partial`). Stopped on
+/// Drop.
+pub struct SlowFront {
+    pub port: u16,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    partial: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowFront {
+    pub async fn start(
+        upstream: u16,
+        bytes_per_sec: u64,
+        cut_after: Option<Duration>,
+    ) -> SlowFront {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the slow front");
+        let port = front.local_addr().unwrap().port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let partial = Arc::new(AtomicUsize::new(0));
+        let cut_done = Arc::new(AtomicBool::new(cut_after.is_none()));
+        let (r, p) = (refused.clone(), partial.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut c, _)) = front.accept().await {
+                let (refused, partial, cut_done) = (r.clone(), p.clone(), cut_done.clone());
+                tokio::spawn(async move {
+                    let Some((head, path)) = read_head(&mut c).await else {
+                        return;
+                    };
+                    let blob = head.starts_with("GET ") && path.contains("/blobs/");
+                    let bearer = head
+                        .lines()
+                        .any(|l| l.to_ascii_lowercase().starts_with("authorization: bearer "));
+                    let Some(mut up) = send_upstream(&head, upstream, None).await else {
+                        return;
+                    };
+                    let began = Instant::now();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut status: Option<u16> = None;
+                    let mut answer_head = Vec::new();
+                    let mut sent = 0u64;
+                    loop {
+                        let n = match up.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if status.is_none() {
+                            answer_head.extend_from_slice(&buf[..n]);
+                            let text = String::from_utf8_lossy(&answer_head);
+                            if let Some(line) =
+                                text.split("\r\n").next().filter(|_| text.contains("\r\n"))
+                            {
+                                let code = line
+                                    .split_whitespace()
+                                    .nth(1)
+                                    .and_then(|c| c.parse().ok())
+                                    .unwrap_or(0);
+                                status = Some(code);
+                                if code == 401 && bearer {
+                                    refused.fetch_add(1, Ordering::SeqCst);
+                                }
+                                if code == 206 {
+                                    partial.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                        let body = blob && matches!(status, Some(200 | 206));
+                        if body {
+                            if let Some(cut) = cut_after {
+                                if began.elapsed() >= cut && !cut_done.swap(true, Ordering::SeqCst)
+                                {
+                                    return; // both connections dropped mid-body
+                                }
+                            }
+                        }
+                        if c.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        if body {
+                            sent += n as u64;
+                            let due =
+                                began + Duration::from_secs_f64(sent as f64 / bytes_per_sec as f64);
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                    }
+                    let _ = c.shutdown().await;
+                });
+            }
+        });
+        SlowFront {
+            port,
+            refused,
+            partial,
+            task,
+        }
     }
-    let _ = tokio::io::copy(&mut up, &mut c).await;
-    let _ = c.shutdown().await;
+
+    /// `127.0.0.1:<port>`: the registry name to pull through.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Answers 401 to requests that carried a Bearer token (the registry refused the token).
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Answers 206 (a download resumed with a Range request).
+    pub fn partial(&self) -> usize {
+        self.partial.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for SlowFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A token server for a registry with `auth: token` (what docker_auth or Docker Hub's
 /// auth.docker.io do): `GET /token?service=&scope=repository:<name>:<actions>` with Basic
 /// credentials answers a JWT (RS256, signed by `openssl` with a self-signed certificate the
-/// registry trusts, sent in the `x5c` header). Runs on its own thread (the test's runtime may be
-/// blocked in skopeo); stopped on Drop.
+/// registry trusts, sent in the `x5c` header) and `expires_in` = the ttl. distribution accepts a
+/// token until [`TokenServer::REGISTRY_LEEWAY`] past its `exp` (clock skew), so `exp` is set
+/// that much before the end of the ttl: the registry refuses the token `ttl` seconds after it
+/// was issued. Runs on its own thread (the test's runtime may be blocked in skopeo); stopped on
+/// Drop.
 pub struct TokenServer {
     pub port: u16,
     pub cert: PathBuf,
     issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ttl: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -408,6 +559,8 @@ pub struct TokenServer {
 impl TokenServer {
     pub const SERVICE: &'static str = "berth-test-registry";
     pub const ISSUER: &'static str = "berth-test-issuer";
+    /// How long past a token's `exp` distribution still accepts it (its `token.Leeway`).
+    pub const REGISTRY_LEEWAY: u64 = 60;
 
     pub fn start(dir: &Path, user: &str, password: &str, ttl_secs: u64) -> TokenServer {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -440,12 +593,14 @@ impl TokenServer {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let issued = Arc::new(AtomicUsize::new(0));
+        let ttl = Arc::new(std::sync::atomic::AtomicU64::new(ttl_secs));
         let stop = Arc::new(AtomicBool::new(false));
         let expected = format!(
             "Basic {}",
             b64(format!("{user}:{password}").as_bytes(), false)
         );
-        let (issued2, stop2, user) = (issued.clone(), stop.clone(), user.to_string());
+        let (issued2, stop2, ttl2, user) =
+            (issued.clone(), stop.clone(), ttl.clone(), user.to_string());
         let thread = std::thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
                 let Ok((mut c, _)) = listener.accept() else {
@@ -487,6 +642,7 @@ impl TokenServer {
                             }));
                         }
                     }
+                    let ttl_secs = ttl2.load(Ordering::SeqCst);
                     let token = sign_jwt(&key, &x5c, &user, access, ttl_secs);
                     issued2.fetch_add(1, Ordering::SeqCst);
                     let body =
@@ -503,6 +659,7 @@ impl TokenServer {
             port,
             cert,
             issued,
+            ttl,
             stop,
             thread: Some(thread),
         }
@@ -510,6 +667,12 @@ impl TokenServer {
 
     pub fn issued(&self) -> usize {
         self.issued.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The lifetime of the tokens issued from now on.
+    pub fn set_ttl(&self, ttl_secs: u64) {
+        self.ttl
+            .store(ttl_secs, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -522,6 +685,7 @@ impl Drop for TokenServer {
     }
 }
 
+/// A JWT the registry accepts from `nbf` (10 s ago) until `ttl` seconds from now.
 fn sign_jwt(key: &Path, x5c: &str, sub: &str, access: Vec<serde_json::Value>, ttl: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -530,7 +694,8 @@ fn sign_jwt(key: &Path, x5c: &str, sub: &str, access: Vec<serde_json::Value>, tt
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
     let claims = serde_json::json!({
         "iss": TokenServer::ISSUER, "sub": sub, "aud": TokenServer::SERVICE,
-        "exp": now + ttl, "nbf": now - 10, "iat": now,
+        "exp": (now + ttl).saturating_sub(TokenServer::REGISTRY_LEEWAY),
+        "nbf": now - 10, "iat": now,
         "jti": berth_bus::random_hex(16), "access": access,
     });
     let input = format!(

@@ -1,7 +1,7 @@
 //! The puller against a real registry (Debian's docker-registry) with images built by umoci and
 //! pushed by skopeo: tags and digests, OCI and Docker formats, gzip/zstd/plain layers, indexes,
-//! Basic auth, Bearer tokens, a real credential helper, corrupted blobs, a registry killed
-//! mid-pull, mirrors, and the errors people see.
+//! Basic auth, Bearer tokens (one expiring mid-pull), a real credential helper, corrupted blobs,
+//! a registry killed mid-pull, mirrors, and the errors people see.
 
 use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
 use berth_proto::puller::{
@@ -1023,6 +1023,57 @@ async fn bearer_tokens_from_the_registry_token_server() {
         reg.tokens_issued() - before,
         1,
         "one token for the whole pull"
+    );
+}
+
+/// A Bearer token that expires in the middle of a pull: tokens live 2 s (the registry refuses
+/// them after that; the client keeps one up to 5 s, as it takes every token to live at least
+/// 10 s), blob answers come at 1 MiB/s through a slow front, and the big layer's first answer is
+/// cut after 2.5 s. Its Range resume carries the expired token, is refused (401), gets a new
+/// token and goes on (206): the pull completes with every blob verified.
+#[tokio::test]
+async fn bearer_token_expiring_mid_pull_is_renewed() {
+    let reg = Registry::start_with_token("erin", "erins-pw", 60);
+    let layout = big_layout(6);
+    let pushed = format!("{}/berth/slow:v1", reg.host());
+    layout.push(
+        "big",
+        &pushed,
+        Format::Oci,
+        Compression::Gzip,
+        reg.creds_arg().as_deref(),
+    );
+    let front = berth_tests::registry::SlowFront::start(
+        reg.port,
+        1 << 20,
+        Some(Duration::from_millis(2500)),
+    )
+    .await;
+    reg.set_token_ttl(2);
+    let env = Env::start().await;
+    env.login(&front.host(), "erin", "erins-pw");
+    let before = reg.tokens_issued();
+    let started = std::time::Instant::now();
+    let r = env.pull(&format!("{}/berth/slow:v1", front.host())).await;
+    let took = started.elapsed();
+    env.assert_complete(&r);
+    assert!(env.store.ingests().unwrap().is_empty());
+    assert!(
+        took > Duration::from_secs(4),
+        "the pull outlived its first token: {took:?}"
+    );
+    assert!(
+        front.refused() >= 1,
+        "the registry refused the expired token (took {took:?})"
+    );
+    assert!(
+        front.partial() >= 1,
+        "the cut download was resumed with a Range request"
+    );
+    assert!(
+        reg.tokens_issued() - before >= 2,
+        "a new token after the refusal: {} issued",
+        reg.tokens_issued() - before
     );
 }
 
