@@ -24,7 +24,20 @@ fn how(flags: OFlag) -> OpenHow {
 
 /// Open `path` (absolute, as seen inside the container) below `root` as an `O_PATH` fd.
 pub fn open_in(root: &impl AsFd, path: &str) -> Result<OwnedFd, Errno> {
-    openat2(root.as_fd(), rel(path), how(OFlag::O_PATH))
+    open_path(root.as_fd(), rel(path))
+}
+
+/// `openat2` as `O_PATH`, again while it answers `EAGAIN`: with `RESOLVE_IN_ROOT` the kernel
+/// gives up a lookup that crossed `..` while any mount or rename happened on the host (other
+/// containers starting), and asks for a retry.
+fn open_path(dir: std::os::fd::BorrowedFd, path: &str) -> Result<OwnedFd, Errno> {
+    let mut tries = 0;
+    loop {
+        match openat2(dir, path, how(OFlag::O_PATH)) {
+            Err(Errno::EAGAIN) if tries < 100 => tries += 1,
+            r => return r,
+        }
+    }
 }
 
 fn rel(path: &str) -> &str {
@@ -103,7 +116,7 @@ fn ensure(root: &impl AsFd, path: &str, kind: Kind, links: u32) -> Result<OwnedF
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(e).step(|| format!("create {path}")),
     }
-    openat2(pfd.as_fd(), name, how(OFlag::O_PATH)).step(|| format!("resolve {path}"))
+    open_path(pfd.as_fd(), name).step(|| format!("resolve {path}"))
 }
 
 /// The `/proc/self/fd/N` path of `fd`, for syscalls that take paths (mount).
