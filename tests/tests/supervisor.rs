@@ -583,7 +583,7 @@ async fn logs_follow_sees_new_lines_and_rotation_keeps_history() {
             &[
                 "sh",
                 "-c",
-                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.01; done",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.002; done",
             ],
         )
         .await;
@@ -611,7 +611,7 @@ async fn logs_follow_sees_new_lines_and_rotation_keeps_history() {
     assert!(!seen.is_empty());
     let last_history = *seen.last().unwrap();
     let deadline = Instant::now() + T;
-    while seen.len() < hist.lines.len() + 100 {
+    while seen.len() < hist.lines.len() + 400 {
         assert!(Instant::now() < deadline, "live lines stopped");
         let m = tokio::time::timeout(T, live.next()).await.unwrap().unwrap();
         match serde_json::from_slice::<LogMessage>(&m.payload).unwrap() {

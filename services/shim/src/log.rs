@@ -94,10 +94,21 @@ impl LogWriter {
         }
     }
 
+    /// Append under an exclusive `flock`: the supervisor takes the same lock to copy and
+    /// truncate the file when it rotates it, so no line falls between its copy and its
+    /// truncation.
     fn write(&mut self, out: &[u8]) {
         if !out.is_empty() {
+            use std::os::fd::AsRawFd;
+            let fd = self.file.as_raw_fd();
+            // SAFETY: flock on a descriptor this writer owns.
+            let locked = unsafe { libc::flock(fd, libc::LOCK_EX) } == 0;
             if let Err(e) = self.file.write_all(out) {
                 eprintln!("berth-shim: writing the log: {e}");
+            }
+            if locked {
+                // SAFETY: as above.
+                unsafe { libc::flock(fd, libc::LOCK_UN) };
             }
         }
     }

@@ -1,6 +1,8 @@
 //! Container logs: the shim appends [`LogLine`]s to `<container dir>/log.jsonl`; the supervisor
 //! reads them for `logs`, publishes new ones live while the container runs, and rotates the
 //! file (copy then truncate) beyond a size, keeping `log.jsonl.1` (newest) .. `log.jsonl.<N-1>`.
+//! The shim appends under an exclusive `flock` of the file and the rotation holds the same lock
+//! from its last read to the truncation, so no line is lost between copy and truncate.
 
 use berth_proto::isolator::{LogLine, LOG_FILE};
 use berth_proto::supervisor::LogMessage;
@@ -133,45 +135,63 @@ impl Tailer {
             Ok(f) => f,
             Err(_) => return,
         };
+        self.publish(&mut f, client).await;
+        if self.max_bytes > 0 && self.offset >= self.max_bytes && self.partial.is_empty() {
+            // Hold the writer's lock from the last read to the truncation.
+            let lock = match FileLock::exclusive(&f).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(%e, dir = %self.dir.display(), "log lock failed");
+                    return;
+                }
+            };
+            self.publish(&mut f, client).await;
+            if let Err(e) = self.rotate() {
+                tracing::warn!(%e, dir = %self.dir.display(), "log rotation failed");
+            }
+            drop(lock);
+        }
+    }
+
+    /// Publish the whole lines appended to `f` since the last read.
+    async fn publish(&mut self, f: &mut std::fs::File, client: &async_nats::Client) {
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);
         if len < self.offset {
             // Truncated by someone else: start again from the top.
             self.offset = 0;
             self.partial.clear();
         }
-        if len > self.offset {
-            let mut buf = Vec::with_capacity((len - self.offset) as usize);
-            if f.seek(SeekFrom::Start(self.offset)).is_ok()
-                && (&mut f)
-                    .take(len - self.offset)
-                    .read_to_end(&mut buf)
-                    .is_ok()
-            {
-                self.offset += buf.len() as u64;
-                self.partial.extend_from_slice(&buf);
-                if let Some(end) = self.partial.iter().rposition(|c| *c == b'\n') {
-                    let rest = self.partial.split_off(end + 1);
-                    let whole = std::mem::replace(&mut self.partial, rest);
-                    let mut lines = Vec::new();
-                    parse_lines(&whole, &mut lines);
-                    for line in lines {
-                        self.seq += 1;
-                        let m = LogMessage::Line {
-                            epoch: self.epoch.clone(),
-                            seq: self.seq,
-                            line,
-                        };
-                        let payload = serde_json::to_vec(&m).expect("log messages serialize");
-                        if let Err(e) = client.publish(self.subject.clone(), payload.into()).await {
-                            tracing::debug!(%e, "live log line not published");
-                        }
-                    }
-                }
-            }
+        if len <= self.offset {
+            return;
         }
-        if self.max_bytes > 0 && self.offset >= self.max_bytes && self.partial.is_empty() {
-            if let Err(e) = self.rotate() {
-                tracing::warn!(%e, dir = %self.dir.display(), "log rotation failed");
+        let mut buf = Vec::with_capacity((len - self.offset) as usize);
+        if f.seek(SeekFrom::Start(self.offset)).is_err()
+            || (&mut *f)
+                .take(len - self.offset)
+                .read_to_end(&mut buf)
+                .is_err()
+        {
+            return;
+        }
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(end) = self.partial.iter().rposition(|c| *c == b'\n') else {
+            return;
+        };
+        let rest = self.partial.split_off(end + 1);
+        let whole = std::mem::replace(&mut self.partial, rest);
+        let mut lines = Vec::new();
+        parse_lines(&whole, &mut lines);
+        for line in lines {
+            self.seq += 1;
+            let m = LogMessage::Line {
+                epoch: self.epoch.clone(),
+                seq: self.seq,
+                line,
+            };
+            let payload = serde_json::to_vec(&m).expect("log messages serialize");
+            if let Err(e) = client.publish(self.subject.clone(), payload.into()).await {
+                tracing::debug!(%e, "live log line not published");
             }
         }
     }
@@ -204,6 +224,36 @@ impl Tailer {
         std::fs::rename(&tmp, rotated_path(&self.dir, 1))?;
         self.offset = 0;
         Ok(())
+    }
+}
+
+/// An exclusive `flock` of a log file, released when dropped. The shim holds it only for
+/// the length of one append, so waiting for it is short; it is taken by polling so that no
+/// runtime thread blocks.
+struct FileLock(std::os::fd::RawFd);
+
+impl FileLock {
+    async fn exclusive(f: &std::fs::File) -> std::io::Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        let fd = f.as_raw_fd();
+        loop {
+            // SAFETY: flock on a descriptor that outlives the lock (the caller keeps `f`).
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(FileLock(fd));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(e);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: unlock of the descriptor locked in `exclusive`.
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
     }
 }
 
