@@ -69,6 +69,10 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         .open(l.log)
         .map_err(io("open", l.log))?;
     let log2 = log.try_clone().map_err(io("open", l.log))?;
+    // No `pre_exec`: std then starts the shim with posix_spawn (a vfork), which costs the
+    // same however large the isolator's address space is. The report pipe goes as stdin (the
+    // shim moves it to fd 3), the shim's own process group keeps the isolator's signals away
+    // until the shim makes its own session.
     let mut cmd = Command::new(&bin);
     cmd.arg("run")
         .arg("--id")
@@ -79,25 +83,18 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         .arg(l.run_dir)
         .arg("--volumes")
         .arg(l.volumes)
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(w))
         .stdout(log)
-        .stderr(log2);
-    pass_as_fd3(&mut cmd, &w);
-    // SAFETY: setsid is async-signal-safe. The shim gets its own session and process group,
-    // so signals to the isolator's group never reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
+        .stderr(log2)
+        .process_group(0);
+    let spawned = cmd.spawn();
+    // The command holds the pipe's write end: drop it so the report reads end of file if the
+    // shim dies without one.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| IsolatorError::ShimSpawn {
         path: bin.clone(),
         source,
     })?;
-    drop(w);
     // The first process forks the shim and exits at once.
     let _ = child.wait();
     let msg = read_report(&r, l.timeout)?;

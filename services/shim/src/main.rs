@@ -24,8 +24,25 @@ fn main() {
     let get = |k: &str| opts.get(k).cloned().unwrap_or_else(|| usage());
     let code = match cmd.as_str() {
         "run" => {
+            // The isolator hands the report pipe over as stdin (so it can start the shim with
+            // posix_spawn, without copying its own address space): move it to the report fd
+            // and put /dev/null in its place.
+            // SAFETY: dup2/open/close on the standard descriptors of this single-threaded
+            // process.
+            unsafe {
+                if libc::dup2(0, run::REPORT_FD) < 0 {
+                    eprintln!("berth-shim: dup2 of the report pipe failed");
+                    std::process::exit(1)
+                }
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null > 0 {
+                    libc::dup2(null, 0);
+                    libc::close(null);
+                }
+            }
             // Leave the isolator at once: the isolator reaps this first process and the shim
-            // goes on as its child, reparented to init (or the nearest subreaper).
+            // goes on as its child, reparented to init (or the nearest subreaper), in a session
+            // of its own so that signals to the isolator's group never reach it.
             // SAFETY: single-threaded here.
             match unsafe { nix::unistd::fork() } {
                 Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
@@ -34,6 +51,10 @@ fn main() {
                     eprintln!("berth-shim: fork: {e}");
                     std::process::exit(1)
                 }
+            }
+            if let Err(e) = nix::unistd::setsid() {
+                eprintln!("berth-shim: setsid: {e}");
+                std::process::exit(1)
             }
             run::run(run::RunArgs {
                 id: get("id"),
