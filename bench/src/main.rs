@@ -21,7 +21,7 @@ struct Args {
     /// Untimed warm-up runs.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Scenarios to run (default: all): run, start50, compose, network, pull, unpack, memory.
+    /// Scenarios to run (default: all): run, create, start50, compose, network, pull, unpack, memory.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Directory holding berth's binaries (berth, berthd, berth-shim).
@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("scenario {s} ...");
         let r = match s.as_str() {
             "run" => scenarios::run_true::run(&ctx).map(|o| vec![o]),
+            "create" => scenarios::create_exec::run(&ctx),
             "start50" => scenarios::mass_start::run(&ctx).map(|o| vec![o]),
             "compose" => scenarios::compose::run(&ctx),
             "network" => scenarios::network::run(&ctx),

@@ -2,6 +2,7 @@
 //! same work, in the same run.
 
 pub mod compose;
+pub mod create_exec;
 pub mod mass_start;
 pub mod memory;
 pub mod network;
@@ -34,6 +35,6 @@ impl Ctx<'_> {
     }
 }
 
-pub const ALL: [&str; 7] = [
-    "run", "start50", "compose", "network", "pull", "unpack", "memory",
+pub const ALL: [&str; 8] = [
+    "run", "create", "start50", "compose", "network", "pull", "unpack", "memory",
 ];
