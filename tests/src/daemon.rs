@@ -139,21 +139,7 @@ impl Berthd {
 
     /// The CLI as the admin identity with `input` on its stdin (closed after it).
     pub fn berth_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self
-            .command(&self.admin_creds(), args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run berth");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input)
-            .expect("write berth's stdin");
-        child.wait_with_output().expect("wait for berth")
+        with_input(self.command(&self.admin_creds(), args), input)
     }
 
     /// The CLI as a process not started yet (stdin is /dev/null unless set).
@@ -269,4 +255,22 @@ pub fn stdout(o: &Output) -> String {
 /// stderr of a CLI run as a string.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run `cmd` with `input` on its stdin (closed after it) and collect its output.
+pub fn with_input(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(input)
+        .expect("write berth's stdin");
+    child.wait_with_output().expect("wait for berth")
 }

@@ -836,24 +836,27 @@ async fn concurrent_pulls_of_one_image_share_the_store() {
     assert!(env.store.ingests().unwrap().is_empty());
 }
 
-/// `berth login`, `berth pull` (plain lines when not a terminal, `-q`), `berth logout`
-/// through a real berthd.
-#[test]
-fn cli_login_pull_logout() {
-    use berth_tests::daemon::{stderr, stdout, Berthd};
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    let reg = Registry::start_with_auth("bob", "pw-of-bob");
-    let layout = busybox_layout("v1");
-    let reference = format!("{}/berth/cli:v1", reg.host());
-    layout.push(
+/// A registry behind htpasswd Basic auth holding busybox as `<repo>:v1`; and that reference.
+fn pushed_behind_basic_auth(user: &str, password: &str, repo: &str) -> (Registry, String) {
+    let reg = Registry::start_with_auth(user, password);
+    let reference = format!("{}/{repo}:v1", reg.host());
+    busybox_layout("v1").push(
         "v1",
         &reference,
         Format::Oci,
         Compression::Gzip,
         reg.creds_arg().as_deref(),
     );
+    (reg, reference)
+}
+
+/// `berth login`, `berth pull` (plain lines when not a terminal, `-q`), `berth logout`
+/// through a real berthd.
+#[test]
+fn cli_login_pull_logout() {
+    use berth_tests::daemon::{stderr, stdout, with_input, Berthd};
+
+    let (reg, reference) = pushed_behind_basic_auth("bob", "pw-of-bob", "berth/cli");
 
     let d = Berthd::start();
     let docker_dir = d.dir.path().join("docker");
@@ -863,23 +866,9 @@ fn cli_login_pull_logout() {
     )
     .unwrap();
     let berth = |args: &[&str], stdin: &str| {
-        let mut c = Command::new(berth_tests::bin("berth"))
-            .arg("--nats")
-            .arg(d.url())
-            .arg("--creds")
-            .arg(d.admin_creds())
-            .arg("--node")
-            .arg(&d.node)
-            .args(args)
-            .env("DOCKER_CONFIG", &docker_dir)
-            .env_remove("BERTH_CONFIG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        let mut c = d.command(&d.admin_creds(), args);
+        c.env("DOCKER_CONFIG", &docker_dir);
+        with_input(c, stdin.as_bytes())
     };
 
     let out = berth(&["pull", &reference], "");
@@ -1176,20 +1165,9 @@ impl Drop for PassStore {
 /// helper that is not installed is an error naming the program and the config file.
 #[test]
 fn cli_login_pull_logout_through_a_credential_helper() {
-    use berth_tests::daemon::{stderr, stdout, Berthd};
-    use std::io::Write;
-    use std::process::Stdio;
+    use berth_tests::daemon::{stderr, stdout, with_input, Berthd};
 
-    let reg = Registry::start_with_auth("frank", "pw-of-frank");
-    let layout = busybox_layout("v1");
-    let reference = format!("{}/berth/helped:v1", reg.host());
-    layout.push(
-        "v1",
-        &reference,
-        Format::Oci,
-        Compression::Gzip,
-        reg.creds_arg().as_deref(),
-    );
+    let (reg, reference) = pushed_behind_basic_auth("frank", "pw-of-frank", "berth/helped");
 
     let pass = PassStore::new();
     let pass_env = pass.env();
@@ -1204,17 +1182,9 @@ fn cli_login_pull_logout_through_a_credential_helper() {
     )
     .unwrap();
     let berth = |args: &[&str], stdin: &str| {
-        let mut c = d
-            .command(&d.admin_creds(), args)
-            .env("DOCKER_CONFIG", &docker_dir)
-            .envs(pass.env())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        c.wait_with_output().unwrap()
+        let mut c = d.command(&d.admin_creds(), args);
+        c.env("DOCKER_CONFIG", &docker_dir).envs(pass.env());
+        with_input(c, stdin.as_bytes())
     };
     let read_config = || -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap()

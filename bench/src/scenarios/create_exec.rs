@@ -141,6 +141,39 @@ fn runc_once(bundle: &Path, n: usize) -> anyhow::Result<Once> {
     Ok(Once { exec, total })
 }
 
+/// Warm-up then timed runs of `once` (given the run's number), each giving both figures:
+/// create → exec into `outs[0]`, the whole run into `outs[1]`. The first failure ends the
+/// series and becomes a note.
+fn measure(
+    c: &Ctx,
+    who: &str,
+    what: &str,
+    outs: [&mut Outcome; 2],
+    mut once: impl FnMut(usize) -> anyhow::Result<Once>,
+) {
+    let mut exec = Series::new(who, what);
+    let mut total = Series::new(who, what);
+    for i in 0..c.warmup + c.runs {
+        match once(i + 1) {
+            Ok(o) if i >= c.warmup => {
+                exec.push(o.exec);
+                total.push(o.total);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                outs[0].notes.push(format!("{who}: {e:#}"));
+                break;
+            }
+        }
+    }
+    let [e, t] = outs;
+    for (o, s) in [(e, exec), (t, total)] {
+        if !s.samples.is_empty() {
+            o.series.push(s);
+        }
+    }
+}
+
 pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     let bundle = c.fixtures.runc_bundle()?;
     let lower = bundle.join("rootfs");
@@ -169,28 +202,9 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     );
     let what =
         "berth_isolator::create + start FIFO, /bin/echo x (first output as the shim logs it)";
-    let mut be = Series::new("berth", what);
-    let mut bt = Series::new("berth", what);
-    let mut n = 0;
-    for i in 0..c.warmup + c.runs {
-        n += 1;
-        match berth_once(&cfg, &lower, &work, n) {
-            Ok(o) if i >= c.warmup => {
-                be.push(o.exec);
-                bt.push(o.total);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                exec.notes.push(format!("berth: {e:#}"));
-                break;
-            }
-        }
-    }
-    for (o, s) in [(&mut exec, be), (&mut total, bt)] {
-        if !s.samples.is_empty() {
-            o.series.push(s);
-        }
-    }
+    measure(c, "berth", what, [&mut exec, &mut total], |n| {
+        berth_once(&cfg, &lower, &work, n)
+    });
 
     if c.peers.runc {
         let cfg_path = bundle.join("config.json");
@@ -202,26 +216,9 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
             "runc run --bundle {} ID, /bin/echo x (first byte on runc's stdout)",
             bundle.display()
         );
-        let mut re = Series::new("runc", &what);
-        let mut rt = Series::new("runc", &what);
-        for i in 0..c.warmup + c.runs {
-            match runc_once(&bundle, i) {
-                Ok(o) if i >= c.warmup => {
-                    re.push(o.exec);
-                    rt.push(o.total);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    exec.notes.push(format!("runc: {e:#}"));
-                    break;
-                }
-            }
-        }
-        for (o, s) in [(&mut exec, re), (&mut total, rt)] {
-            if !s.samples.is_empty() {
-                o.series.push(s);
-            }
-        }
+        measure(c, "runc", &what, [&mut exec, &mut total], |n| {
+            runc_once(&bundle, n)
+        });
     }
     Ok(vec![exec, total])
 }
