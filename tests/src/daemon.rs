@@ -198,7 +198,6 @@ impl Berthd {
         };
         let mut shims = Vec::new();
         for e in entries.flatten() {
-            let id = e.file_name().to_string_lossy().into_owned();
             let read = |f: &str| -> Option<i32> {
                 std::fs::read_to_string(e.path().join(f))
                     .ok()?
@@ -209,8 +208,7 @@ impl Berthd {
             let (Some(shim), Some(init)) = (read("shim.pid"), read("init.pid")) else {
                 continue;
             };
-            let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
-            if !String::from_utf8_lossy(&cmdline).contains(&id) {
+            if !berth_proto::isolator::is_shim_of(shim as u32, &e.path()) {
                 continue;
             }
             let _ = nix::sys::signal::kill(

@@ -223,7 +223,7 @@ impl Drop for Harness {
                 std::thread::sleep(Duration::from_millis(20));
             }
             if let Some(pid) = shim {
-                if berth_isolator::alive(pid) && is_our_shim(pid, id) {
+                if berth_isolator::alive(pid) && is_shim_of(pid as u32, &self.run_dir(id)) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,
@@ -240,15 +240,6 @@ impl Drop for Harness {
         let _ = &self.nats;
         let _ = &self.dir;
     }
-}
-
-fn is_our_shim(pid: i32, id: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let s = String::from_utf8_lossy(&c);
-            s.contains("berth-shim") && s.contains(id)
-        })
-        .unwrap_or(false)
 }
 
 /// Sections of a script's output, split on lines `== name`.

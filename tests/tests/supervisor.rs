@@ -283,8 +283,7 @@ fn kill_leftovers(run_dir: &Path) {
         let (Some(shim), Some(init)) = (read("shim.pid"), read("init.pid")) else {
             continue;
         };
-        let cmdline = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(&id) {
+        if !berth_proto::isolator::is_shim_of(shim as u32, &e.path()) {
             continue;
         }
         let cg = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap_or_default();

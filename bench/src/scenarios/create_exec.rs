@@ -180,16 +180,7 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     let root = tempfile::Builder::new()
         .prefix("berth-bench-create-")
         .tempdir()?;
-    let cfg = NodeConfig {
-        node: "benchcreate".into(),
-        data_root: root.path().join("data"),
-        run_dir: root.path().join("run"),
-        nats_url: None,
-        nats_creds: None,
-        nats_ca: None,
-        nats_port: 0,
-        nats_server_bin: String::new(),
-    };
+    let cfg = NodeConfig::local("benchcreate", root.path());
     std::fs::create_dir_all(cfg.containers_dir())?;
     std::fs::create_dir_all(&cfg.run_dir)?;
     let work = root.path().join("rootfs");

@@ -11,6 +11,34 @@ fn sum(pids: &[i32]) -> f64 {
     pids.iter().filter_map(|p| rss_mib(*p)).sum()
 }
 
+/// The shims of this daemon's containers: the pids its run directory's `shim.pid` files name.
+fn container_shims(run_dir: &std::path::Path) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let all = pids_of_exe("berth-shim");
+    rd.flatten()
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path().join("shim.pid"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .filter(|p| all.contains(p))
+        .collect()
+}
+
+/// Every `berth-shim` process that is not a container's (on a bench machine: the standby
+/// shims and their pre-inits).
+fn standby_shims(run_dir: &std::path::Path) -> Vec<i32> {
+    let busy = container_shims(run_dir);
+    pids_of_exe("berth-shim")
+        .into_iter()
+        .filter(|p| !busy.contains(p))
+        .collect()
+}
+
 pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     let mut idle = Outcome::new("daemon + NATS resident, idle", Unit::MiB, Some(40.0));
     let mut busy = Outcome::new("daemon + NATS resident, 50 running", Unit::MiB, None);
@@ -23,9 +51,10 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     s.samples.push(daemon());
     idle.series.push(s);
     idle.notes.push(format!(
-        "berth, after the other scenarios ran on the same daemon: berthd {:.1} MiB, nats-server {:.1} MiB",
+        "berth, after the other scenarios ran on the same daemon: berthd {:.1} MiB, nats-server {:.1} MiB; besides, the standby shims and their pre-inits waiting for containers: {:.1} MiB",
         rss_mib(b.pid().unwrap_or(0)).unwrap_or(f64::NAN),
-        rss_mib(b.nats_pid().unwrap_or(0)).unwrap_or(f64::NAN)
+        rss_mib(b.nats_pid().unwrap_or(0)).unwrap_or(f64::NAN),
+        sum(&standby_shims(&b.dir.path().join("run")))
     ));
 
     let start = format!(
@@ -44,7 +73,9 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
             let mut s = Series::new("berth", "berthd + nats-server VmRSS");
             s.samples.push(daemon());
             busy.series.push(s);
-            let shims = pids_of_exe("berth-shim");
+            // The shims of containers (those a run directory names): standby shims and
+            // their pre-inits are counted with the daemon's note above.
+            let shims = container_shims(&b.dir.path().join("run"));
             let mut s = Series::new("berth", "berth-shim VmRSS, each");
             s.samples = shims.iter().filter_map(|p| rss_mib(*p)).collect();
             if !s.samples.is_empty() {

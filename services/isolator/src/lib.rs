@@ -28,6 +28,18 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
     let c2 = ctx.config.clone();
     let c3 = ctx.config.clone();
     let c4 = ctx.config.clone();
+    // Placeholder cgroups of standby shims killed while they waited; then shims that wait
+    // for this isolator's containers.
+    if let Ok(layout) = berth_cgroups::Layout::detect() {
+        let n = berth_cgroups::sweep_standby(&layout);
+        if n > 0 {
+            tracing::info!(
+                n,
+                "removed the placeholder cgroups of standby shims that are gone"
+            );
+        }
+    }
+    shim::refill();
     let router = Router::new()
         .route(CREATE, move |req: CreateRequest| {
             let ctx = c1.clone();

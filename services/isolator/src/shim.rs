@@ -5,11 +5,14 @@
 use crate::error::{io, IsolatorError};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::unistd::pipe2;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The shim binary: `BERTH_SHIM_BIN`, else `berth-shim` beside the running executable (or
@@ -59,45 +62,126 @@ pub struct Launch<'a> {
     pub timeout: Duration,
 }
 
-/// Start the shim for a container and wait for its report. Blocking.
-pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
+/// A shim waiting for its container (see the shim's `standby.rs`): its first process has
+/// been reaped; the shim itself waits on the other end of `sock`.
+struct Standby {
+    sock: OwnedFd,
+    pid: u32,
+}
+
+/// How many shims wait ready at most.
+const STANDBY_SHIMS: usize = 2;
+
+static STANDBY: Mutex<Vec<Standby>> = Mutex::new(Vec::new());
+static REFILLING: AtomicBool = AtomicBool::new(false);
+
+/// Start a shim that waits for its container. Blocking (a few milliseconds).
+fn spawn_standby() -> Result<Standby, IsolatorError> {
     let bin = shim_bin();
-    let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(l.log)
-        .map_err(io("open", l.log))?;
-    let log2 = log.try_clone().map_err(io("open", l.log))?;
+    let (mine, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| io("socketpair", "")(e.into()))?;
     // No `pre_exec`: std then starts the shim with posix_spawn (a vfork), which costs the
-    // same however large the isolator's address space is. The report pipe goes as stdin (the
-    // shim moves it to fd 3), the shim's own process group keeps the isolator's signals away
-    // until the shim makes its own session.
+    // same however large the isolator's address space is. The socket goes as stdin (the shim
+    // moves it to fd 3); the shim's own process group keeps the isolator's signals away until
+    // it makes its own session. Its stderr is the isolator's until it has a container.
     let mut cmd = Command::new(&bin);
     cmd.arg("run")
-        .arg("--id")
-        .arg(l.id)
-        .arg("--bundle")
-        .arg(l.bundle)
-        .arg("--run-dir")
-        .arg(l.run_dir)
-        .arg("--volumes")
-        .arg(l.volumes)
-        .stdin(Stdio::from(w))
-        .stdout(log)
-        .stderr(log2)
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null())
         .process_group(0);
     let spawned = cmd.spawn();
-    // The command holds the pipe's write end: drop it so the report reads end of file if the
-    // shim dies without one.
     drop(cmd);
     let mut child = spawned.map_err(|source| IsolatorError::ShimSpawn {
         path: bin.clone(),
         source,
     })?;
-    // The first process forks the shim and exits at once.
+    // The first process forks the shim and exits at once; the shim says its pid once it has
+    // prepared.
     let _ = child.wait();
-    let msg = read_report(&r, l.timeout)?;
+    let hello = read_report(&mine, Duration::from_secs(10))?;
+    let pid = hello
+        .trim_end()
+        .strip_prefix('S')
+        .and_then(|p| p.parse::<u32>().ok())
+        .ok_or_else(|| {
+            IsolatorError::Shim(format!(
+                "the standby shim {} said {hello:?} instead of its pid",
+                bin.display()
+            ))
+        })?;
+    Ok(Standby { sock: mine, pid })
+}
+
+/// The pids of the shims waiting for a container.
+pub fn standby_pids() -> Vec<u32> {
+    STANDBY.lock().unwrap().iter().map(|s| s.pid).collect()
+}
+
+/// Top the standby shims up, in the background.
+pub fn refill() {
+    if REFILLING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    std::thread::spawn(|| {
+        loop {
+            if STANDBY.lock().unwrap().len() >= STANDBY_SHIMS {
+                break;
+            }
+            match spawn_standby() {
+                Ok(s) => STANDBY.lock().unwrap().push(s),
+                Err(e) => {
+                    tracing::warn!(%e, "no standby shim");
+                    break;
+                }
+            }
+        }
+        REFILLING.store(false, Ordering::Release);
+    });
+}
+
+/// Dismiss the waiting shims (they exit, removing what they prepared).
+pub fn dismiss_standby() {
+    STANDBY.lock().unwrap().clear();
+}
+
+/// Start the shim for a container and wait for its report. Blocking.
+pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
+    let args = berth_shim::run::RunArgs {
+        id: l.id.to_string(),
+        bundle: l.bundle.to_path_buf(),
+        run_dir: l.run_dir.to_path_buf(),
+        volumes: l.volumes.to_path_buf(),
+        log: l.log.to_path_buf(),
+    };
+    let mut line = serde_json::to_vec(&args).expect("run arguments serialize");
+    line.push(b'\n');
+    // A waiting shim if there is one (one that died meanwhile refuses the write), else a
+    // new one.
+    let waiting = STANDBY.lock().unwrap().pop();
+    let mut shim = None;
+    if let Some(s) = waiting {
+        if send(&s.sock, &line).is_ok() {
+            shim = Some(s);
+        }
+    }
+    let shim = match shim {
+        Some(s) => s,
+        None => {
+            let s = spawn_standby()?;
+            send(&s.sock, &line).map_err(|e| io("send the container to the shim", "")(e.into()))?;
+            s
+        }
+    };
+    let msg = read_report(&shim.sock, l.timeout);
+    // Replace the shim once this container is up, so that starting the next one does not
+    // compete with starting this one.
+    refill();
+    let msg = msg?;
     let msg = msg.trim_end();
     if let Some(rest) = msg.strip_prefix("OK ") {
         let mut it = rest.split_whitespace().map(|n| n.parse::<u32>());
@@ -115,6 +199,18 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         )));
     }
     Err(IsolatorError::Shim(format!("unexpected report {msg:?}")))
+}
+
+/// Write all of `buf`; MSG_NOSIGNAL: a dead shim is an error, not a SIGPIPE.
+fn send(sock: &OwnedFd, mut buf: &[u8]) -> nix::Result<()> {
+    while !buf.is_empty() {
+        match nix::sys::socket::send(sock.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn read_report(r: &OwnedFd, timeout: Duration) -> Result<String, IsolatorError> {

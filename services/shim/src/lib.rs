@@ -17,6 +17,7 @@ pub mod reaper;
 pub mod rootfs;
 pub mod run;
 pub mod seccomp;
+pub mod standby;
 pub mod user;
 
 pub use error::ShimError;

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: berth-shim run --id ID --bundle DIR --run-dir DIR --volumes DIR\n       \
+        "usage: berth-shim run    (the container comes as a JSON line on stdin)\n       \
          berth-shim exec --id ID --bundle DIR --run-dir DIR --request JSON"
     );
     std::process::exit(2)
@@ -24,14 +24,14 @@ fn main() {
     let get = |k: &str| opts.get(k).cloned().unwrap_or_else(|| usage());
     let code = match cmd.as_str() {
         "run" => {
-            // The isolator hands the report pipe over as stdin (so it can start the shim with
+            // The isolator hands the report socket over as stdin (so it can start the shim with
             // posix_spawn, without copying its own address space): move it to the report fd
             // and put /dev/null in its place.
             // SAFETY: dup2/open/close on the standard descriptors of this single-threaded
             // process.
             unsafe {
                 if libc::dup2(0, run::REPORT_FD) < 0 {
-                    eprintln!("berth-shim: dup2 of the report pipe failed");
+                    eprintln!("berth-shim: dup2 of the report socket failed");
                     std::process::exit(1)
                 }
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -56,12 +56,7 @@ fn main() {
                 eprintln!("berth-shim: setsid: {e}");
                 std::process::exit(1)
             }
-            run::run(run::RunArgs {
-                id: get("id"),
-                bundle: PathBuf::from(get("bundle")),
-                run_dir: PathBuf::from(get("run-dir")),
-                volumes: PathBuf::from(get("volumes")),
-            })
+            run::run()
         }
         "exec" => {
             let request = match serde_json::from_str(&get("request")) {

@@ -1,13 +1,15 @@
-//! `berth-shim run`: the life of one container. The shim creates the cgroup, clones the
-//! container's init into new namespaces, reports to the isolator once the init is set up and
-//! blocked on the start FIFO, then copies the init's output into the log, waits for it to end,
-//! records the exit status and removes the cgroup.
+//! `berth-shim run`: the life of one container. The shim waits as a standby (see
+//! `standby.rs`) until the isolator sends the container, has its pre-init clone the
+//! container's init into new namespaces inside the cgroup, reports to the isolator once the
+//! init is set up and blocked on the start FIFO, then copies the init's output into the log,
+//! waits for it to end, records the exit status and removes the cgroup.
 
 use crate::error::{ShimError, Step};
 use crate::log::{now_rfc3339, LogWriter};
 use crate::process::{self, ProcessSpec};
 use crate::rootfs::{self, Paths};
-use berth_cgroups::{Cgroup, Layout, Limits};
+use crate::standby::{self, PreInit, Standby};
+use berth_cgroups::{Cgroup, Limits};
 use berth_proto::isolator::{
     ContainerSpec, ExitStatus, NetworkMode, RootfsMount, DEFAULT_PIDS_LIMIT, EXIT_FILE,
     INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE, START_FIFO,
@@ -15,21 +17,27 @@ use berth_proto::isolator::{
 use nix::sched::{clone, setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{dup2, getpid, pipe2, read, sethostname, write, Pid};
+use nix::unistd::{dup2, getpid, read, sethostname, write, Pid};
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The fd on which the isolator waits for `OK <shim_pid> <init_pid>` or `ERR <message>`.
+/// The fd on which the shim reads its container (one JSON line of `RunArgs`) and answers
+/// `OK <shim_pid> <init_pid>` or `ERR <message>`: a socket whose other end is the isolator's.
 pub const REPORT_FD: i32 = 3;
 
+/// The container a waiting shim is given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunArgs {
     pub id: String,
     pub bundle: PathBuf,
     pub run_dir: PathBuf,
     pub volumes: PathBuf,
+    /// The shim's own log (its stdout and stderr from then on).
+    pub log: PathBuf,
 }
 
 /// Read a JSON file of the bundle.
@@ -91,15 +99,16 @@ struct InitCtx<'a> {
     ready_w: &'a OwnedFd,
     join_net: Option<&'a OwnedFd>,
     /// The shim's ends of the pipes and its report fd: closed in the init at once.
-    parent_fds: [RawFd; 6],
+    parent_fds: [RawFd; 8],
     /// With `tty`, the init sends the terminal's master over this socket.
     tty_w: Option<&'a OwnedFd>,
     /// With `userns_remap`, the init enters a user namespace after its setup.
     userns: bool,
 }
 
-/// Run the shim. Returns the shim's exit code.
-pub fn run(args: RunArgs) -> i32 {
+/// Run the shim: prepare as a standby, wait for the container on `REPORT_FD`, start it,
+/// then supervise it. Returns the shim's exit code.
+pub fn run() -> i32 {
     // SAFETY: REPORT_FD was set up by the isolator for us alone.
     let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     for s in [
@@ -111,9 +120,42 @@ pub fn run(args: RunArgs) -> i32 {
         // SAFETY: setting a disposition to SIG_IGN installs no handler code.
         let _ = unsafe { signal(s, SigHandler::SigIgn) };
     }
+    let prepared = standby::prepare(preinit_main);
+    // Tell the isolator who waits: `S<shim pid>`.
+    report(&report_fd, &format!("S{}\n", getpid().as_raw()));
+    trim_resident();
+    let Some(line) = standby::read_line(&report_fd) else {
+        // The isolator went away before it had a container for us.
+        if let Ok(sb) = prepared {
+            sb.dismiss();
+        }
+        return 0;
+    };
+    let args: RunArgs = match serde_json::from_slice(&line) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Ok(sb) = prepared {
+                sb.dismiss();
+            }
+            report(
+                &report_fd,
+                &format!("ERR the container sent to the shim: {e}\n"),
+            );
+            return 1;
+        }
+    };
+    redirect_output(&args.log);
+    // Our identity from now on (`berth_proto::isolator::is_shim_of`): the command line names
+    // no container, the working directory does.
+    if let Err(e) = std::env::set_current_dir(&args.run_dir) {
+        eprintln!("berth-shim: chdir {}: {e}", args.run_dir.display());
+    }
     let shim_pid = getpid().as_raw();
     let pid_file = args.run_dir.join(SHIM_PID_FILE);
     if let Err(e) = write_replace(&pid_file, shim_pid.to_string().as_bytes(), false) {
+        if let Ok(sb) = prepared {
+            sb.dismiss();
+        }
         report(
             &report_fd,
             &format!("ERR write {}: {e}\n", pid_file.display()),
@@ -121,7 +163,7 @@ pub fn run(args: RunArgs) -> i32 {
         return 1;
     }
     let mut cgroup = None;
-    match start(&args, &mut cgroup) {
+    match prepared.and_then(|sb| start(&args, sb, &mut cgroup)) {
         Ok(started) => {
             report(
                 &report_fd,
@@ -143,6 +185,39 @@ pub fn run(args: RunArgs) -> i32 {
     }
 }
 
+/// Make the container's cgroup with `make`; when a cgroup of that id is still there (the
+/// previous instance's shim is removing it), remove it first.
+fn claim_cgroup(
+    layout: &berth_cgroups::Layout,
+    id: &str,
+    make: impl Fn() -> Result<Cgroup, berth_cgroups::CgroupError>,
+) -> Result<Cgroup, ShimError> {
+    match make() {
+        Ok(cg) => Ok(cg),
+        Err(berth_cgroups::CgroupError::Io { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EEXIST) | Some(libc::ENOTEMPTY)
+            ) =>
+        {
+            Cgroup::at(layout, id)?.remove(Duration::from_secs(10))?;
+            Ok(make()?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// From now on the shim's own messages go to the container's shim log.
+fn redirect_output(log: &Path) {
+    if let Ok(f) = OpenOptions::new().create(true).append(true).open(log) {
+        // SAFETY: dup2 onto this process's own stdout and stderr.
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 1);
+            libc::dup2(f.as_raw_fd(), 2);
+        }
+    }
+}
+
 struct Started {
     init: Pid,
     out_r: OwnedFd,
@@ -151,11 +226,22 @@ struct Started {
     master: Option<OwnedFd>,
 }
 
-fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimError> {
-    let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
-    let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
-    let layout = Layout::detect()?;
+/// The pre-init (a fork of the waiting shim): wait for the container, then clone its init
+/// as the shim's child and exit.
+fn preinit_main(pre: &PreInit) -> i32 {
+    let Some(args) = standby::preinit_wait(pre) else {
+        return 0;
+    };
+    let r = clone_init(&args, pre).map_err(|e| e.to_string());
+    standby::preinit_report(pre, r);
+    0
+}
 
+/// The namespaces of the container's init, and the network namespace it joins, if any.
+fn namespaces(
+    spec: &ContainerSpec,
+    args: &RunArgs,
+) -> Result<(CloneFlags, Option<OwnedFd>), ShimError> {
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
@@ -188,73 +274,100 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
             join_net = Some(fd);
         }
     }
-    let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
-    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
-    let (go_r, go_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
-    let (ready_r, ready_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
-    let tty = if spec.tty {
-        let (a, b) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::SeqPacket,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .step(|| "socketpair for the terminal".into())?;
-        Some((a, b))
-    } else {
-        None
-    };
+    Ok((flags, join_net))
+}
 
+/// In the pre-init: clone the container's init with `CLONE_PARENT`, so that its parent is the
+/// shim, and it is born in the pre-init's cgroup.
+fn clone_init(args: &RunArgs, pre: &PreInit) -> Result<Pid, ShimError> {
+    let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
+    let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
+    let (flags, join_net) = namespaces(&spec, args)?;
+    let p = pre.pipes;
+    // The pre-init closed the shim's fds already (their numbers may be reused since, by the
+    // network namespace's fd for one): the init closes the pre-init's own pipes only.
+    let mut parent_fds = [-1; 8];
+    parent_fds[0] = pre.cmd_r.as_raw_fd();
+    parent_fds[1] = pre.pid_w.as_raw_fd();
     let ctx = InitCtx {
         spec: &spec,
         rootfs: &rootfs,
         args,
-        out_w: &out_w,
-        err_w: &err_w,
-        go_r: &go_r,
-        ready_w: &ready_w,
+        out_w: &p.out_w,
+        err_w: &p.err_w,
+        go_r: &p.go_r,
+        ready_w: &p.ready_w,
         join_net: join_net.as_ref(),
-        parent_fds: [
-            out_r.as_raw_fd(),
-            err_r.as_raw_fd(),
-            go_w.as_raw_fd(),
-            ready_r.as_raw_fd(),
-            REPORT_FD,
-            tty.as_ref().map(|(a, _)| a.as_raw_fd()).unwrap_or(-1),
-        ],
-        tty_w: tty.as_ref().map(|(_, b)| b),
+        parent_fds,
+        tty_w: spec.tty.then_some(&p.tty_init),
         userns: spec.userns_remap.is_some(),
     };
     let mut stack = vec![0u8; 1 << 20];
-    // SAFETY: the shim is single-threaded; the child gets a copy of the address space (no
-    // CLONE_VM) and runs `init` on its own stack.
-    let init = unsafe {
+    // SAFETY: the pre-init is single-threaded; the child gets a copy of the address space
+    // (no CLONE_VM) and runs `init` on its own stack.
+    unsafe {
         clone(
             Box::new(|| init_main(&ctx)),
             &mut stack,
-            flags,
+            flags | CloneFlags::CLONE_PARENT,
             Some(libc::SIGCHLD),
         )
     }
-    .step(|| "clone the container's init".into())?;
-    drop(stack);
-    drop((out_w, err_w, go_r, ready_w, join_net));
-    let tty = tty.map(|(shim_end, _init_end)| shim_end);
+    .step(|| "clone the container's init".into())
+}
 
+fn start(
+    args: &RunArgs,
+    mut sb: Standby,
+    cgroup: &mut Option<Cgroup>,
+) -> Result<Started, ShimError> {
+    sb.release(args)?;
+    // While the pre-init clones the init, the placeholder becomes the container's cgroup.
+    let made = (|| {
+        let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
+        sb.joined()?;
+        let cg = match &sb.placeholder {
+            Some(ph) => {
+                let cg = claim_cgroup(&sb.layout, &args.id, || ph.rename(&args.id))?;
+                *cgroup = Some(cg.clone());
+                cg.apply(&limits(&spec))?;
+                cg
+            }
+            None => {
+                let cg = claim_cgroup(&sb.layout, &args.id, || {
+                    Cgroup::create(&sb.layout, &args.id, &limits(&spec))
+                })?;
+                *cgroup = Some(cg.clone());
+                cg
+            }
+        };
+        Ok::<_, ShimError>((spec, cg))
+    })();
+    let init = sb.init_pid();
+    let (spec, cg, init) = match (made, init) {
+        (Ok((spec, cg)), Ok(init)) => (spec, cg, init),
+        (made, init) => {
+            if let Ok(init) = init {
+                let _ = kill(init, Signal::SIGKILL);
+                let _ = waitpid(init, None);
+            }
+            if cgroup.is_none() {
+                if let Some(ph) = &sb.placeholder {
+                    let _ = ph.remove(Duration::from_secs(5));
+                }
+            }
+            return Err(made.err().or(init.err()).expect("one failed"));
+        }
+    };
     let fail = |e: ShimError| -> ShimError {
         let _ = kill(init, Signal::SIGKILL);
         let _ = waitpid(init, None);
         e
     };
-    // The init sets up its root file system meanwhile: moving a process into a v1 memory
-    // cgroup waits for an RCU grace period (about 10 ms), the longest step of a create.
-    let cg = match Cgroup::create(&layout, &args.id, &limits(&spec)) {
-        Ok(cg) => cg,
-        Err(e) => return Err(fail(e.into())),
-    };
-    *cgroup = Some(cg.clone());
-    if let Err(e) = cg.add(init.as_raw()) {
-        return Err(fail(e.into()));
+    if sb.placeholder.is_none() {
+        if let Err(e) = cg.add(init.as_raw()) {
+            return Err(fail(e.into()));
+        }
     }
     let init_file = args.run_dir.join(INIT_PID_FILE);
     if let Err(e) = write_replace(&init_file, init.as_raw().to_string().as_bytes(), false)
@@ -262,6 +375,14 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     {
         return Err(fail(e));
     }
+    let Standby {
+        out_r,
+        err_r,
+        go_w,
+        ready_r,
+        tty_shim,
+        ..
+    } = sb;
     // If the init failed during its setup, the pipe is broken: its report below says why.
     let released = write(&go_w, b"G").step(|| "release the init".into());
     let mut msg = Vec::new();
@@ -301,12 +422,13 @@ fn start(args: &RunArgs, cgroup: &mut Option<Cgroup>) -> Result<Started, ShimErr
     }
     match msg.first() {
         Some(b'R') if released.is_ok() => {
-            let master = match &tty {
-                Some(a) => match recv_fd(a) {
+            let master = if spec.tty {
+                match recv_fd(&tty_shim) {
                     Ok(fd) => Some(fd),
                     Err(e) => return Err(fail(e)),
-                },
-                None => None,
+                }
+            } else {
+                None
             };
             Ok(Started {
                 init,
@@ -726,9 +848,6 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
             Ok(n) => oom_killed = n > 0,
             Err(e) => eprintln!("berth-shim: {e}"),
         }
-        if let Err(e) = cg.remove(Duration::from_secs(10)) {
-            eprintln!("berth-shim: {e}");
-        }
     }
     let ex = ExitStatus {
         exit_code,
@@ -740,6 +859,20 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
     let body = serde_json::to_vec(&ex).unwrap_or_default();
     if let Err(e) = write_atomic(&p, &body) {
         eprintln!("berth-shim: write {}: {e}", p.display());
+    }
+    // The exit is recorded: the shim's own exit announces it. The empty cgroup is removed by
+    // a child left behind, as removing a cgroup can wait a whole RCU grace period behind
+    // another process's cgroup move (a standby shim's); the next start of this container
+    // removes it first if it is still there (`claim_cgroup`).
+    if let Some(cg) = cgroup {
+        // SAFETY: single-threaded; the child only removes the cgroup and exits.
+        if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
+            if let Err(e) = cg.remove(Duration::from_secs(10)) {
+                eprintln!("berth-shim: {e}");
+            }
+            // SAFETY: leaving the child without the shim's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
     }
 }
 

@@ -1211,7 +1211,7 @@ impl Supervisor {
     async fn recover_one(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
         let mut inner = c.inner.lock().await;
         let run_dir = self.run_dir(&c.id);
-        if let Some(shim) = live_shim(&run_dir, &c.id) {
+        if let Some(shim) = live_shim(&run_dir) {
             // Running (or created and never released: release it now).
             let init_pid = read_pid(&run_dir.join(iso::INIT_PID_FILE)).or(inner.rec.state.pid);
             inner.init = init_pid.and_then(|p| PidFd::open(p).ok()).map(Arc::new);
@@ -1291,18 +1291,11 @@ fn read_exit(run_dir: &std::path::Path) -> Option<ExitStatus> {
 }
 
 /// The shim of `id` if it still runs: its pidfd, after checking that the pid is really that
-/// shim (`/proc/<pid>/cmdline` names `berth-shim` and the id), not a recycled pid.
-fn live_shim(run_dir: &std::path::Path, id: &str) -> Option<PidFd> {
+/// shim (`iso::is_shim_of`), not a recycled pid.
+fn live_shim(run_dir: &std::path::Path) -> Option<PidFd> {
     let pid = read_pid(&run_dir.join(iso::SHIM_PID_FILE))?;
     let fd = PidFd::open(pid).ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let is_shim = args.iter().any(|a| a.contains("berth-shim"));
-    let has_id = args.iter().any(|a| a.contains(id));
-    if !is_shim || !has_id || fd.exited() {
+    if !iso::is_shim_of(pid, run_dir) || fd.exited() {
         return None;
     }
     Some(fd)

@@ -40,6 +40,21 @@ pub struct NodeConfig {
 pub struct ConfigError(String);
 
 impl NodeConfig {
+    /// A node without a bus of its own whose data root and run dir are `data` and `run`
+    /// below `root`: for calling a service's library in-process (tests, the bench).
+    pub fn local(node: &str, root: &Path) -> NodeConfig {
+        NodeConfig {
+            node: node.into(),
+            data_root: root.join("data"),
+            run_dir: root.join("run"),
+            nats_url: None,
+            nats_creds: None,
+            nats_ca: None,
+            nats_port: 0,
+            nats_server_bin: String::new(),
+        }
+    }
+
     /// Load defaults ← file (`path`, or `/etc/berth/berth.toml` when it exists) ← `BERTH_*`
     /// environment ← `overrides` (flag values, `None` for flags not given).
     pub fn load(

@@ -452,6 +452,31 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Give the cgroup another id, keeping its processes (cgroup v1 only: v2 has no rename).
+    /// A process already inside stays inside, so a child it forks is born in the cgroup and
+    /// never migrates: the standby shim's pre-init joins a placeholder cgroup while idle, and
+    /// the container's init is created inside it once the placeholder takes the container's
+    /// id. On error the directories renamed so far take their old name back.
+    pub fn rename(&self, new_id: &str) -> Result<Cgroup, CgroupError> {
+        let to = Cgroup::at(&self.layout, new_id)?;
+        if self.layout.is_v2() {
+            return Err(CgroupError::Io {
+                step: "rename",
+                path: self.dirs[0].1.clone(),
+                source: io::Error::from(ErrorKind::Unsupported),
+            });
+        }
+        for (i, ((_, a), (_, b))) in self.dirs.iter().zip(&to.dirs).enumerate() {
+            if let Err(e) = fs::rename(a, b) {
+                for ((_, a), (_, b)) in self.dirs.iter().zip(&to.dirs).take(i) {
+                    let _ = fs::rename(b, a);
+                }
+                return Err(io_err("rename", a)(e));
+            }
+        }
+        Ok(to)
+    }
+
     /// Kill what is left, then remove the cgroup's directories, waiting up to `within` for
     /// the processes to go. A cgroup already gone is not an error.
     pub fn remove(&self, within: Duration) -> Result<(), CgroupError> {
@@ -477,6 +502,40 @@ impl Cgroup {
         }
         Ok(())
     }
+}
+
+/// The prefix of a standby shim's placeholder cgroup: `berth/standby-<shim pid>` (a
+/// container id is hexadecimal, so the names never meet).
+pub const STANDBY_PREFIX: &str = "standby-";
+
+/// Remove the placeholder cgroups of standby shims that no longer run (a shim killed while
+/// it waited). Returns how many were removed.
+pub fn sweep_standby(layout: &Layout) -> usize {
+    let roots: Vec<PathBuf> = match layout {
+        Layout::V1 { mounts } => mounts.iter().map(|(_, m)| m.join(PARENT)).collect(),
+        Layout::V2 { root } => vec![root.join(PARENT)],
+    };
+    let mut n = 0;
+    for r in roots {
+        let Ok(rd) = fs::read_dir(&r) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(STANDBY_PREFIX)
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            // rmdir fails while a process is inside: then it is not stale.
+            if fs::remove_dir(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Enable memory, cpu and pids for the children of `dir` (v2), as far as the parent offers

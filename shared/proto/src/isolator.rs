@@ -20,6 +20,20 @@ pub const EXEC: &str = "exec";
 
 pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const INIT_PID_FILE: &str = "init.pid";
+
+/// Whether `pid` is the shim of the container whose run directory is `run_dir` (not a
+/// recycled pid): a `berth-shim` whose working directory is that run directory (a shim moves
+/// there once it has its container; its command line names no container, as it was started
+/// before there was one).
+pub fn is_shim_of(pid: u32, run_dir: &std::path::Path) -> bool {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let is_shim = exe
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("berth-shim"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+    let here = std::fs::canonicalize(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
+    is_shim && cwd == here
+}
 pub const START_FIFO: &str = "start";
 pub const EXIT_FILE: &str = "exit.json";
 pub const LOG_FILE: &str = "log.jsonl";

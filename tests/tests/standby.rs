@@ -1,0 +1,198 @@
+//! Standby shims on the real kernel (as root): the isolator keeps shims waiting with a
+//! pre-init in a placeholder cgroup (cgroup v1); a create hands its container to one of them,
+//! whose init is born in the container's cgroup without a move; waiting shims leave nothing
+//! behind when they are dismissed, and the isolator's sweep removes the placeholders of shims
+//! that died. Its own test binary, as the standby pool belongs to the process.
+
+use berth_bus::config::NodeConfig;
+use berth_cgroups::{Cgroup, Layout, STANDBY_PREFIX};
+use berth_isolator::shim::{dismiss_standby, refill, standby_pids};
+use berth_proto::isolator::{ContainerSpec, CreateRequest, EXIT_FILE};
+use berth_tests::rootfs::Rootfs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn placeholder(layout: &Layout, shim: u32) -> Cgroup {
+    Cgroup::at(layout, &format!("{STANDBY_PREFIX}{shim}")).unwrap()
+}
+
+fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may hold spaces: the fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+/// Whatever the test made, removed pass or fail: the container (through its cgroup), the
+/// waiting shims, the test's own cgroups.
+struct Cleanup {
+    layout: Layout,
+    cgroups: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        dismiss_standby();
+        for id in &self.cgroups {
+            if let Ok(cg) = Cgroup::at(&self.layout, id) {
+                let _ = cg.remove(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[test]
+fn standby_shims_take_containers_and_leave_nothing() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let layout = Layout::detect().expect("cgroup layout");
+    let mut guard = Cleanup {
+        layout: layout.clone(),
+        cgroups: Vec::new(),
+    };
+
+    // Two shims come to wait, each (on v1) with its pre-init inside its placeholder.
+    refill();
+    wait_until("two standby shims", Duration::from_secs(10), || {
+        standby_pids().len() == 2
+    });
+    let waiting = standby_pids();
+    for &shim in &waiting {
+        assert!(berth_isolator::alive(shim as i32), "standby shim {shim}");
+        let ph = placeholder(&layout, shim);
+        if layout.is_v2() {
+            assert!(ph.procs().is_err(), "no placeholder on cgroup v2");
+            continue;
+        }
+        wait_until(
+            "the pre-init in its placeholder",
+            Duration::from_secs(5),
+            || ph.procs().is_ok_and(|p| p.len() == 1),
+        );
+        let pre = ph.procs().unwrap()[0];
+        assert_eq!(
+            ppid(pre),
+            Some(shim as i32),
+            "the pre-init is the shim's child"
+        );
+    }
+
+    // A create takes one of them: its init is the shim's child, in `berth/<id>` from birth.
+    let rootfs = Rootfs::new();
+    let root = tempfile::Builder::new()
+        .prefix("berth-standby-")
+        .tempdir()
+        .unwrap();
+    let cfg = NodeConfig::local("standby", root.path());
+    std::fs::create_dir_all(cfg.containers_dir()).unwrap();
+    std::fs::create_dir_all(&cfg.run_dir).unwrap();
+    let id = format!("{:0>64}", format!("{:x}5b", std::process::id()));
+    guard.cgroups.push(id.clone());
+    let req = CreateRequest {
+        spec: ContainerSpec {
+            id: id.clone(),
+            name: "standby-test".into(),
+            image: "busybox".into(),
+            args: vec!["sleep".into(), "30".into()],
+            env: vec!["PATH=/bin".into()],
+            seccomp: true,
+            no_new_privileges: true,
+            ..Default::default()
+        },
+        rootfs: rootfs.container("c1"),
+    };
+    let reply = berth_isolator::create(&cfg, &req).expect("create");
+    assert!(
+        waiting.contains(&reply.shim_pid),
+        "the container went to a waiting shim ({} not in {waiting:?})",
+        reply.shim_pid
+    );
+    assert_eq!(ppid(reply.init_pid as i32), Some(reply.shim_pid as i32));
+    let cg = Cgroup::at(&layout, &id).unwrap();
+    assert_eq!(
+        cg.procs().expect("the container's cgroup"),
+        vec![reply.init_pid as i32]
+    );
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", reply.init_pid)).unwrap();
+    let want = format!("/{}/{id}", berth_cgroups::PARENT);
+    assert!(
+        own.lines()
+            .filter(|l| l.contains(":memory:") || l.starts_with("0::"))
+            .any(|l| l.ends_with(&want)),
+        "the init's cgroups: {own}"
+    );
+    if !layout.is_v2() {
+        assert!(
+            placeholder(&layout, reply.shim_pid).procs().is_err(),
+            "the placeholder became the container's cgroup"
+        );
+    }
+    // The container ends; its shim records the exit and its cgroup goes.
+    cg.kill().unwrap();
+    let exit: PathBuf = cfg.container_run_dir(&id).join(EXIT_FILE);
+    wait_until("the exit recorded", Duration::from_secs(10), || {
+        exit.exists()
+    });
+    wait_until(
+        "the container's cgroup removed",
+        Duration::from_secs(10),
+        || cg.procs().is_err(),
+    );
+
+    // Dismissed shims exit, their pre-inits with them, and remove their placeholders.
+    wait_until("the pool topped up", Duration::from_secs(10), || {
+        standby_pids().len() == 2
+    });
+    let waiting = standby_pids();
+    let pre: Vec<i32> = waiting
+        .iter()
+        .filter_map(|&s| placeholder(&layout, s).procs().ok())
+        .flatten()
+        .collect();
+    dismiss_standby();
+    for &shim in &waiting {
+        wait_until("the dismissed shim gone", Duration::from_secs(5), || {
+            !berth_isolator::alive(shim as i32)
+        });
+        wait_until("its placeholder removed", Duration::from_secs(5), || {
+            placeholder(&layout, shim).dirs().all(|d| !d.exists())
+        });
+    }
+    for p in pre {
+        wait_until("the pre-init gone", Duration::from_secs(5), || {
+            !berth_isolator::alive(p)
+        });
+    }
+
+    // The sweep removes the placeholder of a shim that is gone, not of one that runs.
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let live = std::process::id();
+    for pid in [dead, live] {
+        let name = format!("{STANDBY_PREFIX}{pid}");
+        guard.cgroups.push(name.clone());
+        Cgroup::create(&layout, &name, &Default::default()).expect("a test placeholder");
+    }
+    assert!(berth_cgroups::sweep_standby(&layout) >= 1);
+    assert!(
+        placeholder(&layout, dead).dirs().all(|d| !d.exists()),
+        "the dead shim's placeholder is removed"
+    );
+    assert!(
+        placeholder(&layout, live).dirs().all(|d| d.exists()),
+        "a live shim's placeholder stays"
+    );
+}
