@@ -163,13 +163,7 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
     // A waiting shim if there is one (one that died meanwhile refuses the write), else a
     // new one.
     let waiting = STANDBY.lock().unwrap().pop();
-    let mut shim = None;
-    if let Some(s) = waiting {
-        if send(&s.sock, &line).is_ok() {
-            shim = Some(s);
-        }
-    }
-    let shim = match shim {
+    let shim = match waiting.filter(|s| send(&s.sock, &line).is_ok()) {
         Some(s) => s,
         None => {
             let s = spawn_standby()?;
