@@ -229,11 +229,8 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
         &bundle.join(RESOLV_FILE),
         bundle::resolv_conf(spec).as_bytes(),
     )?;
-    let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
     let cfg_path = bundle.join(CONFIG_FILE);
-    oci.save(&cfg_path)
-        .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))?;
-    undo.files.push(cfg_path);
+    undo.files.push(cfg_path.clone());
     undo.mkdir(&bundle.join(ROOTFS_DIR))?;
     let fifo = run_dir.join(START_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -247,13 +244,26 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     undo.files.push(bundle.join(LOG_FILE));
     undo.cgroup_id = Some(id.clone());
 
-    let launched = shim::launch(&shim::Launch {
-        id,
-        bundle: &bundle,
-        run_dir: &run_dir,
-        volumes: &volumes_dir,
-        log: &bundle.join(SHIM_LOG_FILE),
-        timeout: CREATE_TIMEOUT,
+    // The OCI `config.json` (for other tools: berth's shim reads `spec.json`) is written while
+    // the shim starts the container.
+    let (launched, saved) = std::thread::scope(|s| {
+        let saved = s.spawn(|| {
+            let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
+            oci.save(&cfg_path)
+                .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))
+        });
+        let launched = shim::launch(&shim::Launch {
+            id,
+            bundle: &bundle,
+            run_dir: &run_dir,
+            volumes: &volumes_dir,
+            log: &bundle.join(SHIM_LOG_FILE),
+            timeout: CREATE_TIMEOUT,
+        });
+        let saved = saved
+            .join()
+            .unwrap_or_else(|_| Err(IsolatorError::Oci("writing config.json panicked".into())));
+        (launched, saved)
     });
     let (shim_pid, init_pid) = match launched {
         Ok(p) => p,
@@ -269,8 +279,8 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             return Err(e);
         }
     };
-    if let Err(e) = network::attach(cfg, spec, &hostname, init_pid, &bundle) {
-        // End the container before its files go: the shim removes the cgroup, then exits.
+    if let Err(e) = saved.and_then(|_| network::attach(cfg, spec, &hostname, init_pid, &bundle)) {
+        // End the container before its files go: the shim records the exit and goes.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(init_pid as i32),
             nix::sys::signal::Signal::SIGKILL,

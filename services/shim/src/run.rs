@@ -229,28 +229,40 @@ struct Started {
 /// The pre-init (a fork of the waiting shim): wait for the container, then clone its init
 /// as the shim's child and exit.
 fn preinit_main(pre: &PreInit) -> i32 {
-    let Some(args) = standby::preinit_wait(pre) else {
+    // While it waits, the pre-init makes the container's network namespace (the costliest
+    // namespace to make: about 0.5 ms) and brings its loopback up; it keeps the host's, for
+    // `network: host`.
+    let netns = || -> Result<OwnedFd, ShimError> {
+        let host = nix::fcntl::open(
+            "/proc/self/ns/net",
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .step(|| "open the host's network namespace".into())?;
+        unshare(CloneFlags::CLONE_NEWNET).step(|| "make the network namespace".into())?;
+        loopback_up()?;
+        Ok(host)
+    };
+    let Some((args, host_net)) = standby::preinit_wait(pre, || netns().map_err(|e| e.to_string()))
+    else {
         return 0;
     };
-    let r = clone_init(&args, pre).map_err(|e| e.to_string());
+    let r = clone_init(&args, pre, host_net).map_err(|e| e.to_string());
     standby::preinit_report(pre, r);
     0
 }
 
-/// The namespaces of the container's init, and the network namespace it joins, if any.
-fn namespaces(
+/// The network namespace the container's init joins, if not the pre-init's own new one
+/// (`none`, and `bridge`, whose veth the isolator adds once the init exists).
+fn network_to_join(
     spec: &ContainerSpec,
     args: &RunArgs,
-) -> Result<(CloneFlags, Option<OwnedFd>), ShimError> {
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID;
+    host_net: OwnedFd,
+) -> Result<Option<OwnedFd>, ShimError> {
     let mut join_net = None;
     match &spec.network {
-        // A bridge network's veth is added by the isolator once the init exists.
-        NetworkMode::None | NetworkMode::Bridge(_) => flags |= CloneFlags::CLONE_NEWNET,
-        NetworkMode::Host => {}
+        NetworkMode::None | NetworkMode::Bridge(_) => {}
+        NetworkMode::Host => join_net = Some(host_net),
         NetworkMode::Container(other) => {
             let p = args
                 .run_dir
@@ -274,15 +286,19 @@ fn namespaces(
             join_net = Some(fd);
         }
     }
-    Ok((flags, join_net))
+    Ok(join_net)
 }
 
 /// In the pre-init: clone the container's init with `CLONE_PARENT`, so that its parent is the
 /// shim, and it is born in the pre-init's cgroup.
-fn clone_init(args: &RunArgs, pre: &PreInit) -> Result<Pid, ShimError> {
+fn clone_init(args: &RunArgs, pre: &PreInit, host_net: OwnedFd) -> Result<Pid, ShimError> {
     let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
     let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
-    let (flags, join_net) = namespaces(&spec, args)?;
+    let join_net = network_to_join(&spec, args, host_net)?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID;
     let p = pre.pipes;
     // The pre-init closed the shim's fds already (their numbers may be reused since, by the
     // network namespace's fd for one): the init closes the pre-init's own pipes only.
@@ -479,10 +495,6 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
     }
     let spec = ctx.spec;
-    if matches!(spec.network, NetworkMode::None | NetworkMode::Bridge(_)) {
-        // A new network namespace has its loopback down: `none` means loopback only.
-        loopback_up()?;
-    }
     let host = process::hostname(spec);
     sethostname(&host).step(|| format!("sethostname {host}"))?;
 

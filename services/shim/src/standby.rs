@@ -175,9 +175,13 @@ pub fn prepare(preinit: fn(&PreInit) -> i32) -> Result<Standby, ShimError> {
     }
 }
 
-/// In the pre-init: join the placeholder cgroup and say so (`J`, or `E<message>`), then wait
-/// for the container (`None`: dismissed).
-pub fn preinit_wait(pre: &PreInit) -> Option<RunArgs> {
+/// In the pre-init: join the placeholder cgroup, run `ready` (what else can be made before
+/// the container is known) and say so (`J`, or `E<message>`), then wait for the container
+/// (`None`: dismissed).
+pub fn preinit_wait<T>(
+    pre: &PreInit,
+    ready: impl FnOnce() -> Result<T, String>,
+) -> Option<(RunArgs, T)> {
     for fd in pre.shim_fds {
         // SAFETY: the shim's fds; this copy of the fd table does not use them.
         unsafe { libc::close(fd) };
@@ -185,18 +189,17 @@ pub fn preinit_wait(pre: &PreInit) -> Option<RunArgs> {
     let joined = match pre.placeholder {
         Some(cg) => cg.add(getpid().as_raw()).map_err(|e| e.to_string()),
         None => Ok(()),
-    };
+    }
+    .and_then(|_| ready());
     let msg = match &joined {
-        Ok(()) => "J\n".to_string(),
+        Ok(_) => "J\n".to_string(),
         Err(e) => format!("E{e}\n"),
     };
     let _ = write(pre.pid_w, msg.as_bytes());
     let line = read_line(pre.cmd_r)?;
-    if joined.is_err() {
-        return None;
-    }
+    let made = joined.ok()?;
     match serde_json::from_slice::<RunArgs>(&line) {
-        Ok(a) => Some(a),
+        Ok(a) => Some((a, made)),
         Err(e) => {
             preinit_report(pre, Err(format!("the container: {e}")));
             None
