@@ -770,6 +770,44 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
     let b: ContainerState = n.call(CREATE, &anon).await.unwrap();
     assert!(b.name.contains('_'), "{}", b.name);
     assert_eq!(n.inspect(&b.id[..8]).await.state.name, b.name);
+    // A caller may choose the id (to listen on the container's subjects first): it must be
+    // 64 lowercase hex digits and not in use.
+    let mut chosen = n.request("chosen", &["true"]);
+    chosen.id = Some(format!("{:0>64}", "c0ffee"));
+    let c: ContainerState = n.call(CREATE, &chosen).await.unwrap();
+    assert_eq!(c.id, format!("{:0>64}", "c0ffee"));
+    chosen.name = Some("chosen-again".into());
+    for (id, why) in [
+        (c.id.clone(), "exists already"),
+        ("C0FFEE".repeat(10) + "abcd", "lowercase hexadecimal"),
+        ("abc".into(), "lowercase hexadecimal"),
+    ] {
+        chosen.id = Some(id.clone());
+        let e = n
+            .call::<_, ContainerState>(CREATE, &chosen)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.remote().unwrap().code,
+            ErrorCode::InvalidArgument,
+            "{id}: {e}"
+        );
+        assert!(e.to_string().contains(why), "{id}: {e}");
+    }
+    let e = n
+        .call::<_, InspectReply>(
+            INSPECT,
+            &Target {
+                container: "chosen-again".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.remote().unwrap().code,
+        ErrorCode::NotFound,
+        "a refused create leaves no container"
+    );
     // Removing a running container is refused unless forced.
     let e = n
         .call::<_, ContainerState>(
@@ -857,7 +895,7 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
     // List: running by default, all with `all`, filtered by label.
     let l: ListReply = n.call(LIST, &ListRequest::default()).await.unwrap();
     assert_eq!(l.containers.len(), 2);
-    for c in ["web", b.name.as_str()] {
+    for c in ["web", b.name.as_str(), c.id.as_str()] {
         let _: ContainerState = n
             .call(
                 REMOVE,

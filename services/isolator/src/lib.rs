@@ -51,19 +51,16 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                     .await
                     .map_err(|e| BerthError::internal(format!("create task: {e}")))?
                     .map_err(BerthError::from)?;
-                ctx.bus
-                    .emit(
-                        "container",
-                        "created",
-                        &name,
-                        attrs! {
-                            "id" => reply.id.clone(),
-                            "image" => image,
-                            "shim_pid" => reply.shim_pid,
-                            "init_pid" => reply.init_pid,
-                        },
-                    )
-                    .await;
+                // Announced without holding the reply back.
+                let attrs = attrs! {
+                    "id" => reply.id.clone(),
+                    "image" => image,
+                    "shim_pid" => reply.shim_pid,
+                    "init_pid" => reply.init_pid,
+                };
+                tokio::spawn(
+                    async move { ctx.bus.emit("container", "created", &name, attrs).await },
+                );
                 Ok::<_, BerthError>(reply)
             }
         })

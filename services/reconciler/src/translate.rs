@@ -282,6 +282,7 @@ fn request(
         (None, None) => RestartPolicy::No,
     };
     Ok(CreateRequest {
+        id: None,
         name: None,
         image: s.image.clone(),
         rootfs: s.rootfs.clone(),

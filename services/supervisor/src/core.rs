@@ -227,13 +227,19 @@ impl Supervisor {
 
     /// Save the record, refresh the view and the actual-state bucket.
     async fn commit(&self, c: &Container, inner: &Inner) -> Result<()> {
+        self.save(c, inner)?;
+        self.publish_state(&inner.rec.state).await;
+        Ok(())
+    }
+
+    /// Save the record and refresh the view (what `commit` does on this node).
+    fn save(&self, c: &Container, inner: &Inner) -> Result<()> {
         let dir = self.dir(&c.id);
         inner
             .rec
             .save(&dir, false)
             .map_err(|e| SupervisorError::io("save the record in", &dir, e))?;
         *c.view.lock().unwrap() = inner.rec.clone();
-        self.publish_state(&inner.rec.state).await;
         Ok(())
     }
 
@@ -274,7 +280,24 @@ impl Supervisor {
     // ----- create -----------------------------------------------------------------------------
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<ContainerState> {
-        let id = berth_bus::random_hex(64);
+        let id = match &req.id {
+            None => berth_bus::random_hex(64),
+            Some(id) => {
+                if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return Err(SupervisorError::invalid(
+                        "id",
+                        format!("{id:?} is not 64 lowercase hexadecimal digits"),
+                    ));
+                }
+                if self.table.lock().unwrap().by_id.contains_key(id) || self.dir(id).exists() {
+                    return Err(SupervisorError::invalid(
+                        "id",
+                        format!("a container with id {id} exists already"),
+                    ));
+                }
+                id.clone()
+            }
+        };
         let name = match &req.name {
             Some(n) => {
                 names::check_name(n).map_err(|e| SupervisorError::invalid("name", e))?;
@@ -455,8 +478,10 @@ impl Supervisor {
         }
         let c = self.insert(rec);
         let mut inner = c.inner.lock().await;
-        self.publish_state(&inner.rec.state).await;
-        self.emit(&inner.rec, EV_CREATED, Map::new(), None).await;
+        tokio::join!(
+            self.publish_state(&inner.rec.state),
+            self.emit(&inner.rec, EV_CREATED, Map::new(), None)
+        );
         if inner.rec.request.start {
             if let Err(e) = self.start_instance(&c, &mut inner).await {
                 inner.rec.state.error = Some(e.to_string());
@@ -574,18 +599,21 @@ impl Supervisor {
             failing_streak: 0,
             log: Vec::new(),
         });
-        self.commit(c, inner).await?;
+        // Saved, the container is released at once; the bus hears of it meanwhile.
+        self.save(c, inner)?;
         if let Err(e) = poke_start(&run_dir) {
             tracing::warn!(%e, id = %c.id, "the container could not be released");
         }
         self.watch_instance(c, inner, shim);
-        self.emit(
-            &inner.rec,
-            EV_STARTED,
-            attrs! {"pid" => reply.init_pid},
-            None,
-        )
-        .await;
+        tokio::join!(
+            self.publish_state(&inner.rec.state),
+            self.emit(
+                &inner.rec,
+                EV_STARTED,
+                attrs! {"pid" => reply.init_pid},
+                None,
+            )
+        );
         Ok(())
     }
 

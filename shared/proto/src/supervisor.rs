@@ -248,6 +248,11 @@ impl std::str::FromStr for HealthAction {
 /// Create a container (and start it when `start`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CreateRequest {
+    /// The container's id (64 lowercase hex digits), chosen by the caller so that it can listen
+    /// on the container's subjects (its output) before the container exists; random when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Unique per node; a random Docker-style name when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -371,6 +371,7 @@ impl CreateOpts {
             None
         };
         Ok(CreateRequest {
+            id: None,
             name: self.name.clone(),
             image: image.to_string(),
             rootfs: None,
@@ -451,13 +452,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         println!("{}", st.id);
         return Ok(());
     }
-    let st: ContainerState = bus
-        .request(&node, Service::Supervisor, CREATE, &req, &opts)
-        .await?;
-    // Listen before starting, so no line and no exit is missed.
+    // The id is ours to choose, so we listen to the container's output (and removal) before
+    // it exists, and one request creates and starts it: no line and no exit is missed.
+    let id = berth_bus::random_hex(64);
+    req.id = Some(id.clone());
+    req.start = true;
     let mut logs = bus
         .client()
-        .subscribe(logs_subject(&node, &st.id))
+        .subscribe(logs_subject(&node, &id))
         .await
         .context("subscribe to the container's output")?;
     let mut removed = if a.rm {
@@ -470,30 +472,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let started: anyhow::Result<ContainerState> = ctx
-        .call_mut(
-            Service::Supervisor,
-            START,
-            &Target {
-                container: st.id.clone(),
-            },
-        )
-        .await;
-    if let Err(e) = started {
-        if a.rm {
-            let _ = ctx
-                .call_mut::<_, ContainerState>(
-                    Service::Supervisor,
-                    REMOVE,
-                    &RemoveRequest {
-                        container: st.id.clone(),
-                        force: true,
-                    },
-                )
-                .await;
-        }
-        return Err(e);
-    }
+    // A container that fails to start stays created (as with Docker), or is removed with --rm.
+    let st: ContainerState = bus
+        .request(&node, Service::Supervisor, CREATE, &req, &opts)
+        .await?;
     let mut interrupts = 0;
     let code = loop {
         tokio::select! {
