@@ -246,7 +246,7 @@ impl Supervisor {
     async fn publish_state(&self, st: &ContainerState) {
         let key = subjects::actual_key(self.node(), &st.id);
         let v = serde_json::to_vec(st).expect("states serialize");
-        if let Err(e) = self.kv.put(&key, v.into()).await {
+        if let Err(e) = self.ctx.bus.kv_send(&self.kv, &key, Some(v.into())).await {
             tracing::warn!(%e, key, "actual state not stored");
         }
     }
@@ -264,7 +264,7 @@ impl Supervisor {
         if let Some(id) = id {
             ev.id = id;
         }
-        if let Err(e) = self.ctx.bus.publish_event(&ev).await {
+        if let Err(e) = self.ctx.bus.send_event(&ev).await {
             tracing::warn!(%e, action, name = %rec.state.name, "event not published");
         }
     }
@@ -1082,7 +1082,7 @@ impl Supervisor {
             }
         }
         let key = subjects::actual_key(self.node(), &c.id);
-        if let Err(e) = self.kv.delete(&key).await {
+        if let Err(e) = self.ctx.bus.kv_send(&self.kv, &key, None).await {
             tracing::warn!(%e, key, "actual state not deleted");
         }
         {

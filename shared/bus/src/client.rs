@@ -234,8 +234,78 @@ impl Bus {
         Ok(())
     }
 
+    /// Send `payload` to a stream's subject now and check the stream's acknowledgement in the
+    /// background, logging a failure. For announcements (events, actual state) that the work
+    /// they describe must not wait for: what this connection sends reaches the server in
+    /// order, so a later announcement never overtakes an earlier one.
+    pub async fn publish_unconfirmed(
+        &self,
+        subject: String,
+        headers: async_nats::HeaderMap,
+        payload: bytes::Bytes,
+        what: &'static str,
+    ) -> Result<(), BusError> {
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, payload)
+            .await
+            .map_err(|e| BusError::nats(what, e))?;
+        tokio::spawn(async move {
+            if let Err(e) = ack.await {
+                tracing::warn!(%e, subject, what, "not acknowledged by the stream");
+            }
+        });
+        Ok(())
+    }
+
+    /// [`Bus::publish_event`] without waiting for the stream's acknowledgement (see
+    /// [`Bus::publish_unconfirmed`]).
+    pub async fn send_event(&self, ev: &Event) -> Result<(), BusError> {
+        let subject = subjects::event(&ev.node, &ev.entity, &ev.action);
+        let payload = serde_json::to_vec(ev).expect("events serialize");
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", ev.id.as_str());
+        self.publish_unconfirmed(subject, h, payload.into(), "publish event")
+            .await
+    }
+
+    /// Put `key` in `kv` without waiting for the acknowledgement (see
+    /// [`Bus::publish_unconfirmed`]); `value` `None` deletes it.
+    pub async fn kv_send(
+        &self,
+        kv: &jetstream::kv::Store,
+        key: &str,
+        value: Option<bytes::Bytes>,
+    ) -> Result<(), BusError> {
+        if kv.use_jetstream_prefix {
+            // A bucket behind a JetStream domain: the library knows its subjects.
+            return match value {
+                Some(v) => kv
+                    .put(key, v)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| BusError::nats("kv put", e)),
+                None => kv
+                    .delete(key)
+                    .await
+                    .map_err(|e| BusError::nats("kv delete", e)),
+            };
+        }
+        let subject = format!("{}{key}", kv.put_prefix.as_ref().unwrap_or(&kv.prefix));
+        let mut h = async_nats::HeaderMap::new();
+        let payload = match value {
+            Some(v) => v,
+            None => {
+                h.insert("KV-Operation", "DEL");
+                bytes::Bytes::new()
+            }
+        };
+        self.publish_unconfirmed(subject, h, payload, "kv put")
+            .await
+    }
+
     /// Publish an event, logging rather than failing when the bus is down: events must never
-    /// stop the work they describe.
+    /// stop the work they describe (nor wait for the stream's acknowledgement).
     pub async fn emit(
         &self,
         entity: &str,
@@ -244,7 +314,7 @@ impl Bus {
         attrs: serde_json::Map<String, serde_json::Value>,
     ) {
         let ev = self.event(entity, action, name, attrs);
-        if let Err(e) = self.publish_event(&ev).await {
+        if let Err(e) = self.send_event(&ev).await {
             tracing::warn!(%e, entity, action, name, "event not published");
         }
     }
