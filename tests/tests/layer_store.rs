@@ -867,3 +867,73 @@ async fn zstd_and_uncompressed_layers_give_the_same_tree() {
         svc.release(id).await;
     }
 }
+
+/// Each container's record is its own file: the single state file of earlier versions is
+/// moved into them at open, records of containers whose upper dir is gone (a release cut
+/// short) are dropped, and a release moves the dirs out at once and deletes them behind.
+#[test]
+fn container_records_migrate_stale_ones_go_and_release_empties_the_trash() {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-ls-records-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
+    let own = root.join("layer-store");
+    std::fs::create_dir_all(&own).unwrap();
+    let (upper, work) = (
+        root.join("containers/live/upper"),
+        root.join("containers/live/work"),
+    );
+    std::fs::create_dir_all(upper.join("etc")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(upper.join("etc/written"), b"by the container").unwrap();
+    let rec = |u: &Path, w: &Path| {
+        serde_json::json!({
+            "image": "berth/bb:v1",
+            "manifest": format!("sha256:{}", "a".repeat(64)),
+            "chain_ids": [format!("sha256:{}", "b".repeat(64))],
+            "upper": u, "work": w,
+        })
+    };
+    let gone = root.join("containers/gone");
+    std::fs::write(
+        own.join("state.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "v": 1,
+            "containers": {
+                "live": rec(&upper, &work),
+                "gone": rec(&gone.join("upper"), &gone.join("work")),
+            }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let ls = berth_layer_store::core::LayerStore::open(root).unwrap();
+    assert!(!own.join("state.json").exists(), "the old state file stays");
+    let live = ls.container("live").unwrap().expect("live's record moved");
+    assert_eq!(Path::new(&live.upper), upper);
+    assert!(
+        ls.container("gone").unwrap().is_none(),
+        "a stale record stays"
+    );
+    assert!(own.join("containers/live.json").is_file());
+
+    ls.release("live").unwrap();
+    assert!(
+        !upper.exists() && !work.exists(),
+        "released dirs stay in place"
+    );
+    assert!(ls.container("live").unwrap().is_none(), "the record stays");
+    let trash = own.join("trash");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&trash).unwrap().count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trash is not emptied"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Releasing again: nothing of it is left.
+    assert!(ls.release("live").is_err());
+}

@@ -20,7 +20,13 @@ use std::time::Instant;
 
 /// Directory of the layer-store's own files under the data root.
 pub const OWN_DIR: &str = "layer-store";
-const STATE_FILE: &str = "state.json";
+/// The single state file of earlier versions, moved into lease files at open.
+const OLD_STATE_FILE: &str = "state.json";
+/// One record per prepared container, `<id>.json` holding its [`ContainerRec`]: what keeps
+/// its image's snapshots from gc and `rmi`.
+const LEASES_DIR: &str = "containers";
+/// Released upper and work dirs, renamed here and deleted in the background.
+const TRASH_DIR: &str = "trash";
 /// Inside a snapshot: the unpacked tree and its description.
 pub const SNAPSHOT_FS: &str = "fs";
 pub const SNAPSHOT_META: &str = "meta.json";
@@ -139,9 +145,12 @@ pub struct ContainerRec {
     pub work: String,
 }
 
+/// Names trash entries apart (the same container may be released twice in a row).
+static TRASH_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The leases of every prepared container, as read from `leases/`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
-    v: u32,
     #[serde(default)]
     containers: BTreeMap<String, ContainerRec>,
 }
@@ -186,10 +195,15 @@ impl LayerStore {
         let snapshots = data_root.join("snapshots");
         let containers = data_root.join("containers");
         let own = data_root.join(OWN_DIR);
-        for d in [&snapshots, &containers, &own] {
+        for d in [
+            &snapshots,
+            &containers,
+            &own.join(LEASES_DIR),
+            &own.join(TRASH_DIR),
+        ] {
             std::fs::create_dir_all(d).map_err(io("create", d))?;
         }
-        Ok(LayerStore {
+        let ls = LayerStore {
             data_root: data_root.to_path_buf(),
             content,
             snapshots,
@@ -203,7 +217,59 @@ impl LayerStore {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .clamp(1, 8),
-        })
+        };
+        ls.migrate_state()?;
+        ls.drop_stale_leases()?;
+        ls.empty_trash();
+        Ok(ls)
+    }
+
+    /// Earlier versions kept every lease in one `state.json`: write them as lease files.
+    fn migrate_state(&self) -> Result<()> {
+        let p = self.own.join(OLD_STATE_FILE);
+        let st: State = match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| LayerStoreError::Io {
+                op: "parse",
+                path: p.clone(),
+                source: std::io::Error::other(e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("read", &p)(e)),
+        };
+        for (id, rec) in &st.containers {
+            self.write_lease(id, rec)?;
+        }
+        std::fs::remove_file(&p).map_err(io("remove", &p))
+    }
+
+    /// A lease whose upper dir is gone belongs to a container whose release or prepare was
+    /// cut short (a lease is written before the dirs are made, and its removal is not
+    /// synced): nothing uses its snapshots.
+    fn drop_stale_leases(&self) -> Result<()> {
+        for (id, rec) in self.read_state()?.containers {
+            if !Path::new(&rec.upper).is_dir() {
+                tracing::info!(id, "dropping the lease of a container without an upper dir");
+                let p = self.lease_path(&id);
+                std::fs::remove_file(&p).map_err(io("remove", &p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete what releases left in the trash, in the background.
+    fn empty_trash(&self) {
+        let trash = self.own.join(TRASH_DIR);
+        let Ok(entries) = std::fs::read_dir(&trash) else {
+            return;
+        };
+        let left: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        if !left.is_empty() {
+            std::thread::spawn(move || {
+                for p in left {
+                    let _ = std::fs::remove_dir_all(&p);
+                }
+            });
+        }
     }
 
     /// Where temporary files of loads and saves go (same filesystem as the store).
@@ -228,30 +294,52 @@ impl LayerStore {
 
     // ----- state --------------------------------------------------------------------------
 
-    fn state_path(&self) -> PathBuf {
-        self.own.join(STATE_FILE)
+    fn lease_path(&self, id: &str) -> PathBuf {
+        self.own.join(LEASES_DIR).join(format!("{id}.json"))
     }
 
-    fn read_state(&self) -> Result<State> {
-        let p = self.state_path();
+    fn read_lease(&self, id: &str) -> Result<Option<ContainerRec>> {
+        let p = self.lease_path(id);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| LayerStoreError::Io {
-                op: "parse",
-                path: p.clone(),
-                source: std::io::Error::other(e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
-                v: 1,
-                ..Default::default()
-            }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| LayerStoreError::Io {
+                    op: "parse",
+                    path: p.clone(),
+                    source: std::io::Error::other(e),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io("read", &p)(e)),
         }
     }
 
-    fn write_state(&self, s: &State) -> Result<()> {
-        let p = self.state_path();
-        let tmp = self.own.join(format!(".{STATE_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(s).expect("state serializes");
+    /// Every lease. Unreadable ones are errors: a lease that cannot be read could be keeping
+    /// snapshots that gc must not remove.
+    fn read_state(&self) -> Result<State> {
+        let d = self.own.join(LEASES_DIR);
+        let mut st = State::default();
+        for e in std::fs::read_dir(&d).map_err(io("read", &d))? {
+            let e = e.map_err(io("read", &d))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if id.starts_with('.') {
+                continue;
+            }
+            if let Some(rec) = self.read_lease(id)? {
+                st.containers.insert(id.to_string(), rec);
+            }
+        }
+        Ok(st)
+    }
+
+    /// Write a container's lease durably (temporary file, fsync, rename): it keeps the
+    /// image's snapshots from gc and `rmi` for as long as the container exists.
+    fn write_lease(&self, id: &str, rec: &ContainerRec) -> Result<()> {
+        let p = self.lease_path(id);
+        let tmp = self.own.join(LEASES_DIR).join(format!(".{id}.json.tmp"));
+        let bytes = serde_json::to_vec(rec).expect("leases serialize");
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
@@ -262,7 +350,7 @@ impl LayerStore {
     }
 
     pub fn container(&self, id: &str) -> Result<Option<ContainerRec>> {
-        Ok(self.read_state()?.containers.get(id).cloned())
+        self.read_lease(id)
     }
 
     // ----- images -------------------------------------------------------------------------
@@ -690,7 +778,6 @@ impl LayerStore {
                     reason: "it has no layers".into(),
                 });
             }
-            let mut st = self.read_state()?;
             let rec = ContainerRec {
                 image: req.image.clone(),
                 manifest: digest.to_string(),
@@ -698,7 +785,7 @@ impl LayerStore {
                 upper: upper.display().to_string(),
                 work: work.display().to_string(),
             };
-            match st.containers.get(&req.container_id) {
+            match self.read_lease(&req.container_id)? {
                 // A retried prepare: the same root filesystem.
                 Some(old)
                     if old.manifest == rec.manifest
@@ -717,8 +804,7 @@ impl LayerStore {
                 _ => {}
             }
             // Recorded first, so a concurrent gc keeps the snapshots this prepare makes.
-            st.containers.insert(req.container_id.clone(), rec);
-            self.write_state(&st)?;
+            self.write_lease(&req.container_id, &rec)?;
             img
         };
         let made = (|| {
@@ -761,20 +847,42 @@ impl LayerStore {
     pub fn release(&self, id: &str) -> Result<()> {
         check_container_id(id)?;
         let _g = self.lock.lock().expect("lock");
-        let mut st = self.read_state()?;
-        let had = st.containers.remove(id).is_some();
+        let lease = self.lease_path(id);
+        let had = lease.exists();
         let cdir = self.containers.join(id);
-        let mut existed = false;
-        for d in [cdir.join("upper"), cdir.join("work")] {
-            if d.exists() {
-                existed = true;
-                std::fs::remove_dir_all(&d).map_err(io("remove", &d))?;
+        // Out of the way at once (a rename each), deleted in the background; the lease goes
+        // last, so a release cut short leaves a lease without an upper dir, dropped at open.
+        let mut moved = Vec::new();
+        for d in ["upper", "work"] {
+            let from = cdir.join(d);
+            let to = self.own.join(TRASH_DIR).join(format!(
+                "{id}.{d}.{}.{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_nanos())
+                    .unwrap_or_default(),
+                TRASH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            match std::fs::rename(&from, &to) {
+                Ok(()) => moved.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("move to the trash", &from)(e)),
             }
+        }
+        let existed = !moved.is_empty();
+        if existed {
+            std::thread::spawn(move || {
+                for d in moved {
+                    if let Err(e) = std::fs::remove_dir_all(&d) {
+                        tracing::warn!(%e, dir = %d.display(), "emptying the trash failed");
+                    }
+                }
+            });
         }
         // The container dir is shared with the supervisor: removed only when empty.
         let _ = std::fs::remove_dir(&cdir);
         if had {
-            self.write_state(&st)?;
+            std::fs::remove_file(&lease).map_err(io("remove", &lease))?;
         }
         if !had && !existed {
             return Err(LayerStoreError::NotFound(format!(
@@ -878,6 +986,19 @@ impl LayerStore {
     pub fn gc(&self, req: &GcRequest) -> Result<GcReply> {
         let _g = self.lock.lock().expect("lock");
         let mut reply = GcReply::default();
+        // What releases left is given back now, not whenever the background deletion ends.
+        let trash = self.own.join(TRASH_DIR);
+        for e in std::fs::read_dir(&trash)
+            .map_err(io("read", &trash))?
+            .flatten()
+        {
+            match std::fs::remove_dir_all(e.path()) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound && e.path().exists() => {
+                    return Err(io("remove", &e.path())(err));
+                }
+                _ => {}
+            }
+        }
         if req.all {
             let st = self.read_state()?;
             let used: HashSet<&str> = st
