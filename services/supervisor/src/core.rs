@@ -1201,7 +1201,7 @@ impl Supervisor {
                 let _ = std::fs::remove_dir_all(&dir);
                 continue;
             }
-            if !crate::record::path(&dir).exists() {
+            if !crate::record::exists(&dir) {
                 continue;
             }
             let rec = match Record::load(&dir) {
