@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     pub removed: bool,
     /// Instance generation: a monitor acts only on the instance it watches.
     pub gen: u64,
+    /// The root filesystem's release, sent as soon as a container to remove on exit exited
+    /// (while the exit is recorded and announced); the removal waits for its outcome.
+    pub releasing: Option<tokio::task::JoinHandle<Option<SupervisorError>>>,
 }
 
 fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
@@ -213,6 +216,7 @@ impl Supervisor {
                 removing: false,
                 removed: false,
                 gen: 0,
+                releasing: None,
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
@@ -714,6 +718,17 @@ impl Supervisor {
                     code != 0 && max_retries.is_none_or(|m| rec.state.restart_count < m)
                 }
             };
+        if !restart
+            && rec.request.auto_remove
+            && rec.request.rootfs.is_none()
+            && inner.releasing.is_none()
+        {
+            let (sup, id, name) = (self.clone(), c.id.clone(), c.name.clone());
+            inner.releasing = Some(tokio::spawn(
+                async move { sup.release_rootfs(&id, &name).await },
+            ));
+        }
+        let rec = &mut inner.rec;
         rec.state.pid = None;
         rec.state.exit_code = Some(code);
         rec.state.oom_killed = oom;
@@ -1054,7 +1069,13 @@ impl Supervisor {
         }
         let mut inner = c.inner.lock().await;
         if inner.rec.request.rootfs.is_none() {
-            if let Some(e) = self.release_rootfs(&c.id, &c.name).await {
+            let released = match inner.releasing.take() {
+                Some(h) => h.await.unwrap_or_else(|e| {
+                    Some(sys_err(&inner.rec, "releasing the root filesystem", e))
+                }),
+                None => self.release_rootfs(&c.id, &c.name).await,
+            };
+            if let Some(e) = released {
                 inner.removing = false;
                 return Err(e);
             }
