@@ -47,11 +47,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ShimErro
         .map_err(|e| ShimError::invalid(format!("parse {}", p.display()), e.to_string()))
 }
 
-/// Write `data` to `path` durably: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    write_replace(path, data, true)
-}
-
 /// Write `data` to `path` by rename, so readers see all or nothing; with `durable`, fsync
 /// the file and the directory too. Pid files skip the fsyncs: the run dir is on tmpfs
 /// normally, and a pid means nothing after a reboot anyway.
@@ -869,7 +864,9 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
     };
     let p = args.run_dir.join(EXIT_FILE);
     let body = serde_json::to_vec(&ex).unwrap_or_default();
-    if let Err(e) = write_atomic(&p, &body) {
+    // Renamed into place, not synced: the supervisor reads it from the page cache, the run dir
+    // is a tmpfs normally, and after a power loss no container runs anyway.
+    if let Err(e) = write_replace(&p, &body, false) {
         eprintln!("berth-shim: write {}: {e}", p.display());
     }
     // The exit is recorded: the shim's own exit announces it. The empty cgroup is removed by
