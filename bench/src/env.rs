@@ -54,10 +54,20 @@ pub fn drop_caches() {
 
 /// Resident memory (VmRSS) of a process in MiB.
 pub fn rss_mib(pid: i32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    proc_mib(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Proportional set size (shared pages divided among the processes sharing them).
+pub fn pss_mib(pid: i32) -> Option<f64> {
+    proc_mib(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The kB figure of the line starting with `key` in a /proc file, in MiB.
+fn proc_mib(path: &str, key: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(path).ok()?;
     let kb: f64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(key))?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -6,7 +6,7 @@
 
 use berth_bus::config::NodeConfig;
 use berth_cgroups::{Cgroup, Layout, STANDBY_PREFIX};
-use berth_isolator::shim::{dismiss_standby, refill, standby_pids};
+use berth_isolator::shim::{dismiss_standby, refill, standby_pids, STANDBY_SHIMS};
 use berth_proto::isolator::{ContainerSpec, CreateRequest, EXIT_FILE};
 use berth_tests::rootfs::Rootfs;
 use std::path::PathBuf;
@@ -61,10 +61,10 @@ fn standby_shims_take_containers_and_leave_nothing() {
         cgroups: Vec::new(),
     };
 
-    // Two shims come to wait, each (on v1) with its pre-init inside its placeholder.
+    // The shims come to wait, each (on v1) with its pre-init inside its placeholder.
     refill();
-    wait_until("two standby shims", Duration::from_secs(10), || {
-        standby_pids().len() == 2
+    wait_until("the standby shims", Duration::from_secs(10), || {
+        standby_pids().len() == STANDBY_SHIMS
     });
     let waiting = standby_pids();
     for &shim in &waiting {
@@ -151,7 +151,7 @@ fn standby_shims_take_containers_and_leave_nothing() {
 
     // Dismissed shims exit, their pre-inits with them, and remove their placeholders.
     wait_until("the pool topped up", Duration::from_secs(10), || {
-        standby_pids().len() == 2
+        standby_pids().len() == STANDBY_SHIMS
     });
     let waiting = standby_pids();
     let pre: Vec<i32> = waiting

@@ -2,7 +2,7 @@
 //! containers running, beside dockerd + containerd and podman's conmon.
 
 use super::Ctx;
-use crate::env::{pids_of_exe, rss_mib, sh};
+use crate::env::{pids_of_exe, pss_mib, rss_mib, sh};
 use crate::stats::{Outcome, Series, Unit};
 
 const N: usize = 50;
@@ -50,11 +50,14 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     let mut s = Series::new("berth", "berthd + nats-server VmRSS");
     s.samples.push(daemon());
     idle.series.push(s);
+    let standby = standby_shims(&b.dir.path().join("run"));
     idle.notes.push(format!(
-        "berth, after the other scenarios ran on the same daemon: berthd {:.1} MiB, nats-server {:.1} MiB; besides, the standby shims and their pre-inits waiting for containers: {:.1} MiB",
+        "berth, after the other scenarios ran on the same daemon: berthd {:.1} MiB, nats-server {:.1} MiB; besides, the {} standby shims and pre-inits waiting for containers: {:.1} MiB resident, {:.1} MiB proportional (shared code counted once)",
         rss_mib(b.pid().unwrap_or(0)).unwrap_or(f64::NAN),
         rss_mib(b.nats_pid().unwrap_or(0)).unwrap_or(f64::NAN),
-        sum(&standby_shims(&b.dir.path().join("run")))
+        standby.len(),
+        sum(&standby),
+        standby.iter().filter_map(|p| pss_mib(*p)).sum::<f64>()
     ));
 
     let start = format!(

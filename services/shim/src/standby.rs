@@ -1,4 +1,4 @@
-//! A shim started before its container is known. The isolator keeps one or two waiting, so a
+//! A shim started before its container is known. The isolator keeps a few waiting, so a
 //! create pays neither for starting a process nor for the slowest step of cgroup v1: moving
 //! a process into a memory cgroup waits for an RCU grace period (6 to 15 ms on this kind of
 //! host).
