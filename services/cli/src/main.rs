@@ -92,9 +92,25 @@ enum Command {
 
 // One worker: a CLI call is a few bus requests, and each runtime thread costs start-up time
 // (`berth --version` 4.0 ms with the default two workers, 2.3 ms with one, /bin/true 1.3).
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() {
+// The command runs as a task on that worker, beside the bus connection's task, so their
+// messages pass without a thread switch (`block_on` would run it on the main thread).
+fn main() {
     let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("the async runtime starts");
+    let code = rt.block_on(async move {
+        tokio::spawn(command(cli)).await.unwrap_or_else(|e| {
+            eprintln!("berth: {e}");
+            1
+        })
+    });
+    std::process::exit(code);
+}
+
+async fn command(cli: Cli) -> i32 {
     let ctx = Ctx::new(cli.global);
     let r = match cli.command {
         Command::System(c) => cmd::system::run(&ctx, c).await,
@@ -130,5 +146,5 @@ async fn main() {
         Command::Load(a) => cmd::load::run(&ctx, a).await,
         Command::Save(a) => cmd::save::run(&ctx, a).await,
     };
-    std::process::exit(ctx::exit_code(r));
+    ctx::exit_code(r)
 }
