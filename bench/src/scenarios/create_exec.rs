@@ -196,6 +196,9 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     measure(c, "berth", what, [&mut exec, &mut total], |n| {
         berth_once(&cfg, &lower, &work, n)
     });
+    // The standby shims this process started go now, so later scenarios (memory) count only
+    // the daemon's.
+    berth_isolator::shim::dismiss_standby();
 
     if c.peers.runc {
         let cfg_path = bundle.join("config.json");
