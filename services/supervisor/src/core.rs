@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     /// The root filesystem's release, sent as soon as a container to remove on exit exited
     /// (while the exit is recorded and announced); the removal waits for its outcome.
     pub releasing: Option<tokio::task::JoinHandle<Option<SupervisorError>>>,
+    /// The record of a container created and started in one request is saved but not yet
+    /// synced: the start syncs it while the isolator makes the process, and releases the
+    /// process only once it is on disk.
+    pub unsynced: bool,
 }
 
 fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
@@ -217,6 +221,7 @@ impl Supervisor {
                 removed: false,
                 gen: 0,
                 releasing: None,
+                unsynced: false,
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
@@ -476,12 +481,15 @@ impl Supervisor {
             exit_reported: true,
             backoff_step: 0,
         };
-        if let Err(e) = rec.save(&self.dir(id), true) {
+        // Synced now, or (created and started at once) by the start, while the isolator works.
+        let start = rec.request.start;
+        if let Err(e) = rec.save(&self.dir(id), !start) {
             self.discard_rootfs(id, name, &rec.request).await;
             return Err(SupervisorError::io("save the record in", &self.dir(id), e));
         }
         let c = self.insert(rec);
         let mut inner = c.inner.lock().await;
+        inner.unsynced = start;
         tokio::join!(
             self.publish_state(&inner.rec.state),
             self.emit(&inner.rec, EV_CREATED, Map::new(), None)
@@ -567,6 +575,10 @@ impl Supervisor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(SupervisorError::io("clear the run directory", &run_dir, e)),
         }
+        let synced = inner.unsynced.then(|| {
+            let dir = self.dir(&c.id);
+            tokio::task::spawn_blocking(move || crate::record::Record::sync(&dir))
+        });
         let reply: iso::CreateReply = self
             .ctx
             .bus
@@ -581,6 +593,22 @@ impl Supervisor {
             )
             .await
             .map_err(peer(&c.name, "creating the container's process"))?;
+        if let Some(h) = synced {
+            if let Err(e) = h.await.map_err(std::io::Error::other).and_then(|r| r) {
+                // The process exists but must not run without its record on disk: it ends
+                // before it was released, and its shim with it.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(reply.init_pid as i32),
+                    Signal::SIGKILL,
+                );
+                return Err(SupervisorError::io(
+                    "sync the record in",
+                    &self.dir(&c.id),
+                    e,
+                ));
+            }
+            inner.unsynced = false;
+        }
         let shim = PidFd::open(reply.shim_pid).ok();
         inner.init = PidFd::open(reply.init_pid).ok().map(Arc::new);
         inner.gen += 1;

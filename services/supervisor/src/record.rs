@@ -96,6 +96,15 @@ impl Record {
         Ok(())
     }
 
+    /// Sync the newest version of the record and the directory to disk: what `save` with
+    /// `durable` does, for a version saved without.
+    pub fn sync(container_dir: &Path) -> std::io::Result<()> {
+        if let Some((_, p)) = versions(container_dir)?.last() {
+            std::fs::File::open(p)?.sync_data()?;
+        }
+        std::fs::File::open(container_dir)?.sync_all()
+    }
+
     /// The newest version of the record.
     pub fn load(container_dir: &Path) -> Result<Record, String> {
         let vs = versions(container_dir)
