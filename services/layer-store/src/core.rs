@@ -853,6 +853,7 @@ impl LayerStore {
         // Out of the way at once (a rename each), deleted in the background; the lease goes
         // last, so a release cut short leaves a lease without an upper dir, dropped at open.
         let mut moved = Vec::new();
+        let mut existed = false;
         for d in ["upper", "work"] {
             let from = cdir.join(d);
             let to = self.own.join(TRASH_DIR).join(format!(
@@ -864,13 +865,20 @@ impl LayerStore {
                 TRASH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             ));
             match std::fs::rename(&from, &to) {
-                Ok(()) => moved.push(to),
+                Ok(()) => {
+                    existed = true;
+                    moved.push(to);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The containers dir on a filesystem of its own: deleted in place.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    existed = true;
+                    std::fs::remove_dir_all(&from).map_err(io("remove", &from))?;
+                }
                 Err(e) => return Err(io("move to the trash", &from)(e)),
             }
         }
-        let existed = !moved.is_empty();
-        if existed {
+        if !moved.is_empty() {
             std::thread::spawn(move || {
                 for d in moved {
                     if let Err(e) = std::fs::remove_dir_all(&d) {
