@@ -71,7 +71,7 @@ struct Standby {
 
 /// How many shims wait ready at most: a burst of four creates (a `compose up`, a script
 /// starting containers four at a time) finds each one waiting. A waiting shim and its pre-init
-/// cost about 0.3 MiB of memory of their own (proportional set size), and a network namespace.
+/// cost about 0.4 MiB of memory of their own (proportional set size), and a network namespace.
 pub const STANDBY_SHIMS: usize = 4;
 
 static STANDBY: Mutex<Vec<Standby>> = Mutex::new(Vec::new());
