@@ -808,6 +808,38 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         ErrorCode::NotFound,
         "a refused create leaves no container"
     );
+    // A container that fails to start stays created, with the error, and its record is on
+    // disk like any created container's (a create that also starts syncs it meanwhile).
+    let mut bad = n.request("bad-mount", &["true"]);
+    bad.options.mounts = vec![berth_proto::isolator::MountSpec {
+        kind: berth_proto::isolator::MountKind::Bind,
+        source: n.root.path().join("no-such-dir").display().to_string(),
+        target: "/data".into(),
+        read_only: false,
+        size_bytes: None,
+    }];
+    let e = n.call::<_, ContainerState>(CREATE, &bad).await.unwrap_err();
+    let i = n.inspect("bad-mount").await;
+    assert_eq!(i.state.status, ContainerStatus::Created, "{e}");
+    assert!(i.state.error.is_some(), "{:?}", i.state);
+    let dir = n.data_root().join("containers").join(&i.state.id);
+    let records: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.starts_with("supervisor.") && f.ends_with(".json"))
+        .collect();
+    assert_eq!(records.len(), 1, "one version of the record: {records:?}");
+    let _: serde_json::Value = n
+        .call(
+            REMOVE,
+            &RemoveRequest {
+                container: "bad-mount".into(),
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
     // Removing a running container is refused unless forced.
     let e = n
         .call::<_, ContainerState>(

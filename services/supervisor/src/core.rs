@@ -498,6 +498,16 @@ impl Supervisor {
             if let Err(e) = self.start_instance(&c, &mut inner).await {
                 inner.rec.state.error = Some(e.to_string());
                 let _ = self.commit(&c, &inner).await;
+                if std::mem::take(&mut inner.unsynced) {
+                    // It stays, created: on disk like any created container.
+                    let dir = self.dir(&c.id);
+                    let synced =
+                        tokio::task::spawn_blocking(move || crate::record::Record::sync(&dir))
+                            .await;
+                    if !matches!(synced, Ok(Ok(()))) {
+                        tracing::warn!(id = %c.id, "the record of a container that failed to start is not synced");
+                    }
+                }
                 let auto = inner.rec.request.auto_remove;
                 drop(inner);
                 if auto {
