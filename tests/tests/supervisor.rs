@@ -185,6 +185,18 @@ impl Node {
         .unwrap()
     }
 
+    /// The error `inspect` gets for `c` (which must not exist).
+    async fn inspect_err(&self, c: &str) -> berth_bus::BusError {
+        self.call::<_, InspectReply>(
+            INSPECT,
+            &Target {
+                container: c.to_string(),
+            },
+        )
+        .await
+        .unwrap_err()
+    }
+
     /// Poll `inspect` until `f` holds.
     async fn until(
         &self,
@@ -794,15 +806,7 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         );
         assert!(e.to_string().contains(why), "{id}: {e}");
     }
-    let e = n
-        .call::<_, InspectReply>(
-            INSPECT,
-            &Target {
-                container: "chosen-again".into(),
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = n.inspect_err("chosen-again").await;
     assert_eq!(
         e.remote().unwrap().code,
         ErrorCode::NotFound,
@@ -950,15 +954,7 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         .await
         .unwrap();
     assert!(l.containers.is_empty());
-    let e = n
-        .call::<_, InspectReply>(
-            INSPECT,
-            &Target {
-                container: "web".into(),
-            },
-        )
-        .await
-        .unwrap_err();
+    let e = n.inspect_err("web").await;
     assert_eq!(e.remote().unwrap().code, ErrorCode::NotFound);
     assert_eq!(
         std::fs::read_dir(n.run_dir())

@@ -20,11 +20,11 @@ use std::time::Instant;
 
 /// Directory of the layer-store's own files under the data root.
 pub const OWN_DIR: &str = "layer-store";
-/// The single state file of earlier versions, moved into lease files at open.
+/// The single state file of earlier versions, moved into record files at open.
 const OLD_STATE_FILE: &str = "state.json";
 /// One record per prepared container, `<id>.json` holding its [`ContainerRec`]: what keeps
 /// its image's snapshots from gc and `rmi`.
-const LEASES_DIR: &str = "containers";
+const RECORDS_DIR: &str = "containers";
 /// Released upper and work dirs, renamed here and deleted in the background.
 const TRASH_DIR: &str = "trash";
 /// Inside a snapshot: the unpacked tree and its description.
@@ -145,11 +145,26 @@ pub struct ContainerRec {
     pub work: String,
 }
 
+/// Delete `dirs` (trash entries) on a thread of their own.
+fn delete_in_background(dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for d in dirs {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(%e, dir = %d.display(), "emptying the trash failed");
+            }
+        }
+    });
+}
+
 /// Names trash entries apart (the same container may be released twice in a row).
 static TRASH_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The leases of every prepared container, as read from `leases/`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The records of every prepared container, as read from `containers/` (and, once, from an
+/// old `state.json`).
+#[derive(Debug, Default, Deserialize)]
 struct State {
     #[serde(default)]
     containers: BTreeMap<String, ContainerRec>,
@@ -198,7 +213,7 @@ impl LayerStore {
         for d in [
             &snapshots,
             &containers,
-            &own.join(LEASES_DIR),
+            &own.join(RECORDS_DIR),
             &own.join(TRASH_DIR),
         ] {
             std::fs::create_dir_all(d).map_err(io("create", d))?;
@@ -219,12 +234,12 @@ impl LayerStore {
                 .clamp(1, 8),
         };
         ls.migrate_state()?;
-        ls.drop_stale_leases()?;
+        ls.drop_stale_records()?;
         ls.empty_trash();
         Ok(ls)
     }
 
-    /// Earlier versions kept every lease in one `state.json`: write them as lease files.
+    /// Earlier versions kept every record in one `state.json`: write them as record files.
     fn migrate_state(&self) -> Result<()> {
         let p = self.own.join(OLD_STATE_FILE);
         let st: State = match std::fs::read(&p) {
@@ -237,38 +252,39 @@ impl LayerStore {
             Err(e) => return Err(io("read", &p)(e)),
         };
         for (id, rec) in &st.containers {
-            self.write_lease(id, rec)?;
+            self.write_record(id, rec)?;
         }
         std::fs::remove_file(&p).map_err(io("remove", &p))
     }
 
-    /// A lease whose upper dir is gone belongs to a container whose release or prepare was
-    /// cut short (a lease is written before the dirs are made, and its removal is not
+    /// A record whose upper dir is gone belongs to a container whose release or prepare was
+    /// cut short (a record is written before the dirs are made, and its removal is not
     /// synced): nothing uses its snapshots.
-    fn drop_stale_leases(&self) -> Result<()> {
+    fn drop_stale_records(&self) -> Result<()> {
         for (id, rec) in self.read_state()?.containers {
             if !Path::new(&rec.upper).is_dir() {
-                tracing::info!(id, "dropping the lease of a container without an upper dir");
-                let p = self.lease_path(&id);
+                tracing::info!(
+                    id,
+                    "dropping the record of a container without an upper dir"
+                );
+                let p = self.record_path(&id);
                 std::fs::remove_file(&p).map_err(io("remove", &p))?;
             }
         }
         Ok(())
     }
 
+    /// What releases left in the trash.
+    fn trash(&self) -> Result<Vec<PathBuf>> {
+        let d = self.own.join(TRASH_DIR);
+        let entries = std::fs::read_dir(&d).map_err(io("read", &d))?;
+        Ok(entries.flatten().map(|e| e.path()).collect())
+    }
+
     /// Delete what releases left in the trash, in the background.
     fn empty_trash(&self) {
-        let trash = self.own.join(TRASH_DIR);
-        let Ok(entries) = std::fs::read_dir(&trash) else {
-            return;
-        };
-        let left: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        if !left.is_empty() {
-            std::thread::spawn(move || {
-                for p in left {
-                    let _ = std::fs::remove_dir_all(&p);
-                }
-            });
+        if let Ok(left) = self.trash() {
+            delete_in_background(left);
         }
     }
 
@@ -294,12 +310,12 @@ impl LayerStore {
 
     // ----- state --------------------------------------------------------------------------
 
-    fn lease_path(&self, id: &str) -> PathBuf {
-        self.own.join(LEASES_DIR).join(format!("{id}.json"))
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.own.join(RECORDS_DIR).join(format!("{id}.json"))
     }
 
-    fn read_lease(&self, id: &str) -> Result<Option<ContainerRec>> {
-        let p = self.lease_path(id);
+    fn read_record(&self, id: &str) -> Result<Option<ContainerRec>> {
+        let p = self.record_path(id);
         match std::fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
@@ -313,10 +329,10 @@ impl LayerStore {
         }
     }
 
-    /// Every lease. Unreadable ones are errors: a lease that cannot be read could be keeping
+    /// Every record. Unreadable ones are errors: a record that cannot be read could be keeping
     /// snapshots that gc must not remove.
     fn read_state(&self) -> Result<State> {
-        let d = self.own.join(LEASES_DIR);
+        let d = self.own.join(RECORDS_DIR);
         let mut st = State::default();
         for e in std::fs::read_dir(&d).map_err(io("read", &d))? {
             let e = e.map_err(io("read", &d))?;
@@ -327,19 +343,19 @@ impl LayerStore {
             if id.starts_with('.') {
                 continue;
             }
-            if let Some(rec) = self.read_lease(id)? {
+            if let Some(rec) = self.read_record(id)? {
                 st.containers.insert(id.to_string(), rec);
             }
         }
         Ok(st)
     }
 
-    /// Write a container's lease durably (temporary file, fsync, rename): it keeps the
+    /// Write a container's record durably (temporary file, fsync, rename): it keeps the
     /// image's snapshots from gc and `rmi` for as long as the container exists.
-    fn write_lease(&self, id: &str, rec: &ContainerRec) -> Result<()> {
-        let p = self.lease_path(id);
-        let tmp = self.own.join(LEASES_DIR).join(format!(".{id}.json.tmp"));
-        let bytes = serde_json::to_vec(rec).expect("leases serialize");
+    fn write_record(&self, id: &str, rec: &ContainerRec) -> Result<()> {
+        let p = self.record_path(id);
+        let tmp = self.own.join(RECORDS_DIR).join(format!(".{id}.json.tmp"));
+        let bytes = serde_json::to_vec(rec).expect("records serialize");
         {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
@@ -350,7 +366,7 @@ impl LayerStore {
     }
 
     pub fn container(&self, id: &str) -> Result<Option<ContainerRec>> {
-        self.read_lease(id)
+        self.read_record(id)
     }
 
     // ----- images -------------------------------------------------------------------------
@@ -785,7 +801,7 @@ impl LayerStore {
                 upper: upper.display().to_string(),
                 work: work.display().to_string(),
             };
-            match self.read_lease(&req.container_id)? {
+            match self.read_record(&req.container_id)? {
                 // A retried prepare: the same root filesystem.
                 Some(old)
                     if old.manifest == rec.manifest
@@ -804,7 +820,7 @@ impl LayerStore {
                 _ => {}
             }
             // Recorded first, so a concurrent gc keeps the snapshots this prepare makes.
-            self.write_lease(&req.container_id, &rec)?;
+            self.write_record(&req.container_id, &rec)?;
             img
         };
         let made = (|| {
@@ -847,11 +863,11 @@ impl LayerStore {
     pub fn release(&self, id: &str) -> Result<()> {
         check_container_id(id)?;
         let _g = self.lock.lock().expect("lock");
-        let lease = self.lease_path(id);
-        let had = lease.exists();
+        let record = self.record_path(id);
+        let had = record.exists();
         let cdir = self.containers.join(id);
-        // Out of the way at once (a rename each), deleted in the background; the lease goes
-        // last, so a release cut short leaves a lease without an upper dir, dropped at open.
+        // Out of the way at once (a rename each), deleted in the background; the record goes
+        // last, so a release cut short leaves a record without an upper dir, dropped at open.
         let mut moved = Vec::new();
         let mut existed = false;
         for d in ["upper", "work"] {
@@ -878,19 +894,11 @@ impl LayerStore {
                 Err(e) => return Err(io("move to the trash", &from)(e)),
             }
         }
-        if !moved.is_empty() {
-            std::thread::spawn(move || {
-                for d in moved {
-                    if let Err(e) = std::fs::remove_dir_all(&d) {
-                        tracing::warn!(%e, dir = %d.display(), "emptying the trash failed");
-                    }
-                }
-            });
-        }
+        delete_in_background(moved);
         // The container dir is shared with the supervisor: removed only when empty.
         let _ = std::fs::remove_dir(&cdir);
         if had {
-            std::fs::remove_file(&lease).map_err(io("remove", &lease))?;
+            std::fs::remove_file(&record).map_err(io("remove", &record))?;
         }
         if !had && !existed {
             return Err(LayerStoreError::NotFound(format!(
@@ -994,17 +1002,13 @@ impl LayerStore {
     pub fn gc(&self, req: &GcRequest) -> Result<GcReply> {
         let _g = self.lock.lock().expect("lock");
         let mut reply = GcReply::default();
-        // What releases left is given back now, not whenever the background deletion ends.
-        let trash = self.own.join(TRASH_DIR);
-        for e in std::fs::read_dir(&trash)
-            .map_err(io("read", &trash))?
-            .flatten()
-        {
-            match std::fs::remove_dir_all(e.path()) {
-                Err(err) if err.kind() != std::io::ErrorKind::NotFound && e.path().exists() => {
-                    return Err(io("remove", &e.path())(err));
+        // What releases left is given back now, not whenever the background deletion ends
+        // (which may be removing the same dirs: what it removed first is no error).
+        for d in self.trash()? {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                if d.exists() {
+                    return Err(io("remove", &d)(e));
                 }
-                _ => {}
             }
         }
         if req.all {

@@ -337,21 +337,14 @@ fn start(
     let made = (|| {
         let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
         sb.joined()?;
-        let cg = match &sb.placeholder {
-            Some(ph) => {
-                let cg = claim_cgroup(&sb.layout, &args.id, || ph.rename(&args.id))?;
-                *cgroup = Some(cg.clone());
-                cg.apply(&limits(&spec))?;
-                cg
-            }
-            None => {
-                let cg = claim_cgroup(&sb.layout, &args.id, || {
-                    Cgroup::create(&sb.layout, &args.id, &limits(&spec))
-                })?;
-                *cgroup = Some(cg.clone());
-                cg
-            }
-        };
+        let cg = claim_cgroup(&sb.layout, &args.id, || match &sb.placeholder {
+            Some(ph) => ph.rename(&args.id),
+            None => Cgroup::create(&sb.layout, &args.id, &limits(&spec)),
+        })?;
+        *cgroup = Some(cg.clone());
+        if sb.placeholder.is_some() {
+            cg.apply(&limits(&spec))?;
+        }
         Ok::<_, ShimError>((spec, cg))
     })();
     let init = sb.init_pid();

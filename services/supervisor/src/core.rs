@@ -77,10 +77,6 @@ pub(crate) struct Inner {
     /// The root filesystem's release, sent as soon as a container to remove on exit exited
     /// (while the exit is recorded and announced); the removal waits for its outcome.
     pub releasing: Option<tokio::task::JoinHandle<Option<SupervisorError>>>,
-    /// The record of a container created and started in one request is saved but not yet
-    /// synced: the start syncs it while the isolator makes the process, and releases the
-    /// process only once it is on disk.
-    pub unsynced: bool,
 }
 
 fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
@@ -221,7 +217,6 @@ impl Supervisor {
                 removed: false,
                 gen: 0,
                 releasing: None,
-                unsynced: false,
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
@@ -239,6 +234,12 @@ impl Supervisor {
         self.save(c, inner)?;
         self.publish_state(&inner.rec.state).await;
         Ok(())
+    }
+
+    /// Sync the record of `id` to disk, on a blocking thread.
+    fn sync_record(&self, id: &str) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        let dir = self.dir(id);
+        tokio::task::spawn_blocking(move || crate::record::Record::sync(&dir))
     }
 
     /// Save the record and refresh the view (what `commit` does on this node).
@@ -489,24 +490,17 @@ impl Supervisor {
         }
         let c = self.insert(rec);
         let mut inner = c.inner.lock().await;
-        inner.unsynced = start;
         tokio::join!(
             self.publish_state(&inner.rec.state),
             self.emit(&inner.rec, EV_CREATED, Map::new(), None)
         );
-        if inner.rec.request.start {
-            if let Err(e) = self.start_instance(&c, &mut inner).await {
+        if start {
+            if let Err(e) = self.start_instance(&c, &mut inner, true).await {
                 inner.rec.state.error = Some(e.to_string());
                 let _ = self.commit(&c, &inner).await;
-                if std::mem::take(&mut inner.unsynced) {
-                    // It stays, created: on disk like any created container.
-                    let dir = self.dir(&c.id);
-                    let synced =
-                        tokio::task::spawn_blocking(move || crate::record::Record::sync(&dir))
-                            .await;
-                    if !matches!(synced, Ok(Ok(()))) {
-                        tracing::warn!(id = %c.id, "the record of a container that failed to start is not synced");
-                    }
+                // It stays, created: on disk like any created container.
+                if !matches!(self.sync_record(&c.id).await, Ok(Ok(()))) {
+                    tracing::warn!(id = %c.id, "the record of a container that failed to start is not synced");
                 }
                 let auto = inner.rec.request.auto_remove;
                 drop(inner);
@@ -565,7 +559,7 @@ impl Supervisor {
         }
         inner.rec.manually_stopped = false;
         inner.rec.backoff_step = 0;
-        if let Err(e) = self.start_instance(c, &mut inner).await {
+        if let Err(e) = self.start_instance(c, &mut inner, false).await {
             inner.rec.state.error = Some(e.to_string());
             if inner.rec.state.status == ContainerStatus::Restarting {
                 inner.rec.state.status = ContainerStatus::Exited;
@@ -577,7 +571,14 @@ impl Supervisor {
     }
 
     /// Create the container's process through the isolator, release it, and watch it.
-    async fn start_instance(self: &Arc<Self>, c: &Arc<Container>, inner: &mut Inner) -> Result<()> {
+    /// `unsynced`: the record was saved without syncing (a create that also starts): it is
+    /// synced while the isolator makes the process, which is released only once it is on disk.
+    async fn start_instance(
+        self: &Arc<Self>,
+        c: &Arc<Container>,
+        inner: &mut Inner,
+        unsynced: bool,
+    ) -> Result<()> {
         let run_dir = self.run_dir(&c.id);
         // What is left is the previous instance's, whose exit has been processed.
         match std::fs::remove_dir_all(&run_dir) {
@@ -585,10 +586,7 @@ impl Supervisor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(SupervisorError::io("clear the run directory", &run_dir, e)),
         }
-        let synced = inner.unsynced.then(|| {
-            let dir = self.dir(&c.id);
-            tokio::task::spawn_blocking(move || crate::record::Record::sync(&dir))
-        });
+        let synced = unsynced.then(|| self.sync_record(&c.id));
         let reply: iso::CreateReply = self
             .ctx
             .bus
@@ -617,7 +615,6 @@ impl Supervisor {
                     e,
                 ));
             }
-            inner.unsynced = false;
         }
         let shim = PidFd::open(reply.shim_pid).ok();
         inner.init = PidFd::open(reply.init_pid).ok().map(Arc::new);
@@ -879,7 +876,7 @@ impl Supervisor {
             }
             inner.pending_restart = None;
             inner.rec.state.restart_count += 1;
-            if let Err(e) = self.start_instance(&c, &mut inner).await {
+            if let Err(e) = self.start_instance(&c, &mut inner, false).await {
                 tracing::warn!(%e, id = %c.id, "restart failed");
                 // A failed start counts as a failed run: the policy decides again.
                 inner.rec.state.status = ContainerStatus::Running;

@@ -89,6 +89,15 @@ pub struct Bus {
     url: String,
 }
 
+/// An event as the stream takes it: its subject, its id as `Nats-Msg-Id`, its JSON.
+fn event_message(ev: &Event) -> (String, async_nats::HeaderMap, bytes::Bytes) {
+    let subject = subjects::event(&ev.node, &ev.entity, &ev.action);
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", ev.id.as_str());
+    let payload = serde_json::to_vec(ev).expect("events serialize");
+    (subject, h, payload.into())
+}
+
 impl Bus {
     pub async fn connect(opts: &ConnectOptions) -> Result<Bus, BusError> {
         let mut o = async_nats::ConnectOptions::new()
@@ -220,13 +229,10 @@ impl Bus {
     /// Publish an event into the stream, with its id as `Nats-Msg-Id` so the stream drops
     /// duplicates of a retried publish. Waits for the stream's acknowledgement.
     pub async fn publish_event(&self, ev: &Event) -> Result<(), BusError> {
-        let subject = subjects::event(&ev.node, &ev.entity, &ev.action);
-        let payload = serde_json::to_vec(ev).expect("events serialize");
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", ev.id.as_str());
+        let (subject, h, payload) = event_message(ev);
         let ack = self
             .js
-            .publish_with_headers(subject, h, payload.into())
+            .publish_with_headers(subject, h, payload)
             .await
             .map_err(|e| BusError::nats("publish event", e))?;
         ack.await
@@ -261,11 +267,8 @@ impl Bus {
     /// [`Bus::publish_event`] without waiting for the stream's acknowledgement (see
     /// [`Bus::publish_unconfirmed`]).
     pub async fn send_event(&self, ev: &Event) -> Result<(), BusError> {
-        let subject = subjects::event(&ev.node, &ev.entity, &ev.action);
-        let payload = serde_json::to_vec(ev).expect("events serialize");
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", ev.id.as_str());
-        self.publish_unconfirmed(subject, h, payload.into(), "publish event")
+        let (subject, h, payload) = event_message(ev);
+        self.publish_unconfirmed(subject, h, payload, "publish event")
             .await
     }
 
