@@ -76,14 +76,93 @@ pub struct Ctx {
     pub global: GlobalOpts,
     config: OnceCell<NodeConfig>,
     bus: OnceCell<Bus>,
+    early: std::sync::Mutex<Option<Early>>,
+}
+
+/// A connection opened while the arguments are parsed (half a millisecond of clap, beside the
+/// runtime's start and the connect's round trips), with the bus, credentials and node that a
+/// first look at the command line and the environment finds. [`Ctx::bus`] takes it only when
+/// the parsed options lead to the same place; otherwise it is dropped unused.
+pub struct Early {
+    opts: ConnectOptions,
+    bus: tokio::task::JoinHandle<Result<Bus, BusError>>,
+}
+
+impl Early {
+    pub fn start(rt: &tokio::runtime::Runtime) -> Option<Early> {
+        let args: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let global = GlobalOpts {
+            nats: early_value(&args, "--nats", "BERTH_NATS_URL"),
+            creds: early_value(&args, "--creds", "BERTH_NATS_CREDS").map(PathBuf::from),
+            node: early_value(&args, "--node", "BERTH_NODE"),
+            json: false,
+            timeout: 0,
+        };
+        let cfg = NodeConfig::load(None, &[("node", global.node.clone())]).ok()?;
+        let opts = connect_options(&global, &cfg);
+        let o = opts.clone();
+        let bus = rt.spawn(async move { Bus::connect(&o).await });
+        Some(Early { opts, bus })
+    }
+}
+
+/// The value of the global option `name` (`--name value` or `--name=value`, the last one
+/// given), else the environment variable's. A guess: clap has the last word.
+fn early_value(args: &[String], name: &str, var: &str) -> Option<String> {
+    let mut found = None;
+    for (i, a) in args.iter().enumerate() {
+        if a == name {
+            found = args.get(i + 1).cloned();
+        } else if let Some(v) = a.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            found = Some(v.to_string());
+        }
+    }
+    found.or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()))
+}
+
+/// Where the bus is and how to log in: `--nats`, else the node configuration's URL, else the
+/// credentials file's, else the local default port.
+fn connect_options(global: &GlobalOpts, cfg: &NodeConfig) -> ConnectOptions {
+    let creds_path = global
+        .creds
+        .clone()
+        .or_else(|| cfg.nats_creds.clone())
+        .unwrap_or_else(|| cfg.admin_creds_path());
+    let creds_url = berth_bus::Credentials::read(&creds_path)
+        .ok()
+        .and_then(|c| c.url);
+    let explicit_creds = global.creds.is_some() || cfg.nats_creds.is_some();
+    let url = global
+        .nats
+        .clone()
+        .or_else(|| cfg.nats_url.clone())
+        .or(creds_url)
+        .unwrap_or_else(|| format!("nats://127.0.0.1:{}", cfg.nats_port));
+    let creds = if explicit_creds || creds_path.exists() {
+        Some(creds_path)
+    } else {
+        None
+    };
+    ConnectOptions {
+        url,
+        creds,
+        ca: cfg.nats_ca.clone(),
+        name: "berth-cli".into(),
+        node: cfg.node.clone(),
+        persistent: false,
+    }
 }
 
 impl Ctx {
-    pub fn new(global: GlobalOpts) -> Ctx {
+    pub fn new(global: GlobalOpts, early: Option<Early>) -> Ctx {
         Ctx {
             global,
             config: OnceCell::new(),
             bus: OnceCell::new(),
+            early: std::sync::Mutex::new(early),
         }
     }
 
@@ -106,42 +185,23 @@ impl Ctx {
         Ok(self.config()?.node.clone())
     }
 
-    /// Connect on first use. When nothing answers, one line says which URL was tried.
+    /// Connect on first use, or take the connection [`Early`] opened while the arguments
+    /// were parsed when it went to the same place. When nothing answers, one line says which
+    /// URL was tried.
     pub async fn bus(&self) -> anyhow::Result<&Bus> {
         self.bus
             .get_or_try_init(|| async {
-                let cfg = self.config()?;
-                let creds_path = self
-                    .global
-                    .creds
-                    .clone()
-                    .or_else(|| cfg.nats_creds.clone())
-                    .unwrap_or_else(|| cfg.admin_creds_path());
-                let creds_url = berth_bus::Credentials::read(&creds_path)
-                    .ok()
-                    .and_then(|c| c.url);
-                let explicit_creds = self.global.creds.is_some() || cfg.nats_creds.is_some();
-                let url = self
-                    .global
-                    .nats
-                    .clone()
-                    .or_else(|| cfg.nats_url.clone())
-                    .or(creds_url)
-                    .unwrap_or_else(|| format!("nats://127.0.0.1:{}", cfg.nats_port));
-                let creds = if explicit_creds || creds_path.exists() {
-                    Some(creds_path)
-                } else {
-                    None
+                let opts = connect_options(&self.global, self.config()?);
+                let early = self.early.lock().expect("not poisoned").take();
+                // The early attempt's outcome stands, failure included (no second wait).
+                let connected = match early.filter(|e| e.opts == opts) {
+                    Some(e) => match e.bus.await {
+                        Ok(r) => r,
+                        Err(_) => Bus::connect(&opts).await,
+                    },
+                    None => Bus::connect(&opts).await,
                 };
-                let opts = ConnectOptions {
-                    url: url.clone(),
-                    creds,
-                    ca: cfg.nats_ca.clone(),
-                    name: "berth-cli".into(),
-                    node: cfg.node.clone(),
-                    persistent: false,
-                };
-                Bus::connect(&opts).await.map_err(|e| match e {
+                connected.map_err(|e| match e {
                     BusError::Connect { url, reason } => anyhow::anyhow!(
                         "cannot reach the bus at {url} ({reason}); berthd may not be running"
                     ),
@@ -186,5 +246,37 @@ impl Ctx {
         } else {
             RequestOptions::timeout(t)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::early_value;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn early_values_come_from_either_form_the_last_one_winning() {
+        let a = args(&[
+            "--nats",
+            "nats://a:1",
+            "run",
+            "--nats=nats://b:2",
+            "busybox",
+        ]);
+        assert_eq!(
+            early_value(&a, "--nats", "BERTH_TEST_UNSET_1").as_deref(),
+            Some("nats://b:2")
+        );
+        let a = args(&["--node", "n1", "ps"]);
+        assert_eq!(
+            early_value(&a, "--node", "BERTH_TEST_UNSET_2").as_deref(),
+            Some("n1")
+        );
+        // `--nodes` is not `--node`; nothing given and no variable: no value.
+        let a = args(&["--nodes=x", "ps"]);
+        assert_eq!(early_value(&a, "--node", "BERTH_TEST_UNSET_3"), None);
     }
 }

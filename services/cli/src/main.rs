@@ -6,7 +6,7 @@ mod ctx;
 mod output;
 
 use clap::{Parser, Subcommand};
-use ctx::{Ctx, GlobalOpts};
+use ctx::{Ctx, Early, GlobalOpts};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "berth: containers on a bus")]
@@ -92,17 +92,20 @@ enum Command {
 
 // One worker: a CLI call is a few bus requests, and each runtime thread costs start-up time
 // (`berth --version` 4.0 ms with the default two workers, 2.3 ms with one, /bin/true 1.3).
-// The command runs as a task on that worker, beside the bus connection's task, so their
-// messages pass without a thread switch (`block_on` would run it on the main thread).
+// The runtime starts first, so the bus connection is being made while clap parses (see
+// `ctx::Early`). The command runs as a task on that worker, beside the bus connection's
+// task, so their messages pass without a thread switch (`block_on` would run it on the main
+// thread).
 fn main() {
-    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("the async runtime starts");
+    let early = Early::start(&rt);
+    let cli = Cli::parse();
     let code = rt.block_on(async move {
-        tokio::spawn(command(cli)).await.unwrap_or_else(|e| {
+        tokio::spawn(command(cli, early)).await.unwrap_or_else(|e| {
             eprintln!("berth: {e}");
             1
         })
@@ -110,8 +113,8 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn command(cli: Cli) -> i32 {
-    let ctx = Ctx::new(cli.global);
+async fn command(cli: Cli, early: Option<Early>) -> i32 {
+    let ctx = Ctx::new(cli.global, early);
     let r = match cli.command {
         Command::System(c) => cmd::system::run(&ctx, c).await,
         Command::Events(a) => cmd::events::run(&ctx, a).await,

@@ -33,7 +33,7 @@ impl Credentials {
 }
 
 /// How to reach the bus.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     pub url: String,
     pub creds: Option<PathBuf>,
@@ -125,6 +125,18 @@ impl Bus {
         } else {
             o = o.max_reconnects(Some(3));
         }
+        // The first attempt goes out at once. Left to its default, async-nats sleeps a zero
+        // delay first, which waits for the timer's next millisecond tick (0.5-1 ms of every
+        // CLI call); later attempts keep their backoff.
+        o = o.reconnect_to_server_callback(|servers, _info| async move {
+            servers
+                .iter()
+                .find(|s| !s.did_connect && s.failed_attempts == 0)
+                .map(|s| async_nats::ReconnectToServer {
+                    addr: s.addr.clone(),
+                    delay: Some(Duration::ZERO),
+                })
+        });
         let client = o.connect(&opts.url).await.map_err(|e| BusError::Connect {
             url: opts.url.clone(),
             reason: e.to_string(),
