@@ -45,6 +45,7 @@ impl Rootfs {
             lowerdirs: vec![self.lower().display().to_string()],
             upperdir: upper.display().to_string(),
             workdir: work.display().to_string(),
+            volatile: false,
         }
     }
 }

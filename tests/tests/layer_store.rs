@@ -100,6 +100,7 @@ impl Svc {
             &PrepareRequest {
                 container_id: id.into(),
                 image: image.into(),
+                volatile: false,
             },
         )
         .await
@@ -658,6 +659,27 @@ async fn remove_and_prune_give_every_byte_back() {
     layout.busybox("v1", berth_tests::layers::host_arch());
     import_layout(&svc.store(), &layout.path(), "v1", "berth/bb:v1");
     let p = svc.prepare("r1", "berth/bb:v1").await.unwrap();
+    assert!(!p.rootfs.volatile, "{p:?}");
+    // A container removed at its exit: its root filesystem comes back volatile, recorded all
+    // the same, and released like any other.
+    let v: PrepareReply = svc
+        .call(
+            PREPARE,
+            &PrepareRequest {
+                container_id: "r2".into(),
+                image: "berth/bb:v1".into(),
+                volatile: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(v.rootfs.volatile, "{v:?}");
+    assert!(svc
+        .data_root()
+        .join("layer-store/containers/r2.json")
+        .is_file());
+    svc.release("r2").await;
+    assert!(!Path::new(&v.rootfs.upperdir).exists());
     std::fs::write(
         Path::new(&p.rootfs.upperdir).join("written"),
         vec![7u8; 1 << 20],

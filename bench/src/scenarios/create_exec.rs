@@ -55,6 +55,7 @@ fn berth_once(cfg: &NodeConfig, lower: &Path, work: &Path, n: usize) -> anyhow::
             lowerdirs: vec![lower.display().to_string()],
             upperdir: upper.display().to_string(),
             workdir: wdir.display().to_string(),
+            volatile: false,
         },
     };
     let wall = SystemTime::now();

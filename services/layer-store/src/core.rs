@@ -252,7 +252,7 @@ impl LayerStore {
             Err(e) => return Err(io("read", &p)(e)),
         };
         for (id, rec) in &st.containers {
-            self.write_record(id, rec)?;
+            self.write_record(id, rec, true)?;
         }
         std::fs::remove_file(&p).map_err(io("remove", &p))
     }
@@ -352,7 +352,7 @@ impl LayerStore {
 
     /// Write a container's record durably (temporary file, fsync, rename): it keeps the
     /// image's snapshots from gc and `rmi` for as long as the container exists.
-    fn write_record(&self, id: &str, rec: &ContainerRec) -> Result<()> {
+    fn write_record(&self, id: &str, rec: &ContainerRec, durable: bool) -> Result<()> {
         let p = self.record_path(id);
         let tmp = self.own.join(RECORDS_DIR).join(format!(".{id}.json.tmp"));
         let bytes = serde_json::to_vec(rec).expect("records serialize");
@@ -360,7 +360,9 @@ impl LayerStore {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
             f.write_all(&bytes).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("sync", &tmp))?;
+            if durable {
+                f.sync_all().map_err(io("sync", &tmp))?;
+            }
         }
         std::fs::rename(&tmp, &p).map_err(io("rename", &p))
     }
@@ -809,7 +811,7 @@ impl LayerStore {
                         && work.is_dir()
                         && img.layers.iter().all(|l| self.has_snapshot(&l.chain_id)) =>
                 {
-                    return Ok((self.reply(&img, &upper, &work), Vec::new()));
+                    return Ok((self.reply(&img, &upper, &work, req.volatile), Vec::new()));
                 }
                 Some(old) if old.manifest != rec.manifest => {
                     return Err(LayerStoreError::Conflict(format!(
@@ -820,7 +822,7 @@ impl LayerStore {
                 _ => {}
             }
             // Recorded first, so a concurrent gc keeps the snapshots this prepare makes.
-            self.write_record(&req.container_id, &rec)?;
+            self.write_record(&req.container_id, &rec, !req.volatile)?;
             img
         };
         let made = (|| {
@@ -834,7 +836,7 @@ impl LayerStore {
             Ok(unpacked)
         })();
         match made {
-            Ok(unpacked) => Ok((self.reply(&img, &upper, &work), unpacked)),
+            Ok(unpacked) => Ok((self.reply(&img, &upper, &work, req.volatile), unpacked)),
             Err(e) => {
                 let _ = self.release(&req.container_id);
                 Err(e)
@@ -842,7 +844,7 @@ impl LayerStore {
         }
     }
 
-    fn reply(&self, img: &Image, upper: &Path, work: &Path) -> PrepareReply {
+    fn reply(&self, img: &Image, upper: &Path, work: &Path, volatile: bool) -> PrepareReply {
         PrepareReply {
             rootfs: RootfsMount {
                 lowerdirs: img
@@ -853,6 +855,7 @@ impl LayerStore {
                     .collect(),
                 upperdir: upper.display().to_string(),
                 workdir: work.display().to_string(),
+                volatile,
             },
             image_digest: img.digest.to_string(),
             config: img.runtime_config(),

@@ -7,6 +7,7 @@ use crate::fsutil::{ensure_in, fd_path, is_dir, open_in, Kind};
 use berth_proto::isolator::{
     ContainerSpec, MountKind, MountSpec, RootfsMount, HOSTNAME_FILE, HOSTS_FILE, RESOLV_FILE,
 };
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
@@ -98,14 +99,25 @@ pub fn mount_overlay(rootfs: &RootfsMount, target: &Path) -> Result<OwnedFd, Shi
         rootfs.upperdir,
         rootfs.workdir
     );
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .step(|| format!("mount the overlay on {}", target.display()))?;
+    let overlay = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    let r = if rootfs.volatile {
+        // Kernels before 5.10 have no `volatile` (EINVAL): the writes are synced after all.
+        overlay(&format!("{data},volatile")).or_else(|e| match e {
+            Errno::EINVAL => overlay(&data),
+            e => Err(e),
+        })
+    } else {
+        overlay(&data)
+    };
+    r.step(|| format!("mount the overlay on {}", target.display()))?;
     nix::fcntl::open(
         target,
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,

@@ -332,10 +332,17 @@ impl Supervisor {
         }
     }
 
-    async fn prepare(&self, id: &str, name: &str, image: &str) -> Result<PrepareReply> {
+    async fn prepare(
+        &self,
+        id: &str,
+        name: &str,
+        image: &str,
+        volatile: bool,
+    ) -> Result<PrepareReply> {
         let req = PrepareRequest {
             container_id: id.to_string(),
             image: image.to_string(),
+            volatile,
         };
         let opts = RequestOptions::mutating(PREPARE_TIMEOUT);
         match self
@@ -414,6 +421,7 @@ impl Supervisor {
                         lowerdirs: vec![dir.clone()],
                         upperdir: upper.display().to_string(),
                         workdir: work.display().to_string(),
+                        volatile: req.auto_remove,
                     },
                     image_digest: String::new(),
                     config: Default::default(),
@@ -422,7 +430,8 @@ impl Supervisor {
             None if req.image.is_empty() => {
                 return Err(SupervisorError::invalid("image", "no image given"))
             }
-            None => self.prepare(id, name, &req.image).await?,
+            // What a container removed at its exit writes is thrown away: never synced.
+            None => self.prepare(id, name, &req.image, req.auto_remove).await?,
         };
         let built = (|| {
             let hc = merge::healthcheck(
@@ -638,10 +647,14 @@ impl Supervisor {
             failing_streak: 0,
             log: Vec::new(),
         });
-        // Saved, the container is released at once; the bus hears of it meanwhile.
-        self.save(c, inner)?;
+        // Released at once, then saved; the bus hears of it meanwhile. The record synced at
+        // create is on disk: a supervisor that dies before this save finds the shim alive
+        // (or its exit) and adopts the container as running.
         if let Err(e) = poke_start(&run_dir) {
             tracing::warn!(%e, id = %c.id, "the container could not be released");
+        }
+        if let Err(e) = self.save(c, inner) {
+            tracing::error!(%e, id = %c.id, "the running state is not recorded");
         }
         self.watch_instance(c, inner, shim);
         tokio::join!(

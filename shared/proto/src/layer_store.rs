@@ -13,6 +13,12 @@ pub struct PrepareRequest {
     pub container_id: String,
     /// A reference or a manifest digest.
     pub image: String,
+    /// The container is removed when it exits (`--rm`): its root filesystem comes back
+    /// volatile ([`crate::isolator::RootfsMount::volatile`]) and its record here is not synced.
+    /// After a crash the supervisor's own synced record leads to the release, which needs no
+    /// record here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volatile: bool,
 }
 
 /// The parts of an image's config the supervisor needs to build a container.
