@@ -24,6 +24,13 @@ fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// The nice value of a process.
+fn nice(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
 fn ppid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command may hold spaces: the fields after its closing parenthesis.
@@ -69,6 +76,8 @@ fn standby_shims_take_containers_and_leave_nothing() {
     let waiting = standby_pids();
     for &shim in &waiting {
         assert!(berth_isolator::alive(shim as i32), "standby shim {shim}");
+        // Waiting at the lowest priority, so as not to slow the containers being started.
+        assert_eq!(nice(shim as i32), 19, "standby shim {shim}");
         let ph = placeholder(&layout, shim);
         if layout.is_v2() {
             assert!(ph.procs().is_err(), "no placeholder on cgroup v2");
@@ -118,6 +127,10 @@ fn standby_shims_take_containers_and_leave_nothing() {
         reply.shim_pid
     );
     assert_eq!(ppid(reply.init_pid as i32), Some(reply.shim_pid as i32));
+    // Given a container, the shim and the init run at the isolator's own priority.
+    let own_nice = nice(std::process::id() as i32);
+    assert_eq!(nice(reply.shim_pid as i32), own_nice);
+    assert_eq!(nice(reply.init_pid as i32), own_nice);
     let cg = Cgroup::at(&layout, &id).unwrap();
     assert_eq!(
         cg.procs().expect("the container's cgroup"),

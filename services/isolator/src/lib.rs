@@ -212,22 +212,20 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             }
         }
     }
-    undo.write(&bundle.join(SPEC_FILE), &json(spec))?;
-    undo.write(&bundle.join(ROOTFS_FILE), &json(&req.rootfs))?;
-    undo.write(
-        &bundle.join(HOSTNAME_FILE),
-        format!("{hostname}\n").as_bytes(),
-    )?;
-    undo.write(
-        &bundle.join(HOSTS_FILE),
-        bundle::hosts(spec, &hostname).as_bytes(),
-    )?;
-    undo.write(
-        &bundle.join(RESOLV_FILE),
-        bundle::resolv_conf(spec).as_bytes(),
-    )?;
+    // The files the init mounts come first. The shim is sent the spec and root filesystem
+    // along with the container: the bundle's copies (for `exec` and other tools), and the
+    // OCI `config.json`, are written while it starts the container, before this returns.
+    for (f, text) in [
+        (HOSTNAME_FILE, format!("{hostname}\n")),
+        (HOSTS_FILE, bundle::hosts(spec, &hostname)),
+        (RESOLV_FILE, bundle::resolv_conf(spec)),
+    ] {
+        undo.write(&bundle.join(f), text.as_bytes())?;
+    }
+    let (spec_path, rootfs_path) = (bundle.join(SPEC_FILE), bundle.join(ROOTFS_FILE));
     let cfg_path = bundle.join(CONFIG_FILE);
-    undo.files.push(cfg_path.clone());
+    undo.files
+        .extend([spec_path.clone(), rootfs_path.clone(), cfg_path.clone()]);
     undo.mkdir(&bundle.join(ROOTFS_DIR))?;
     let fifo = run_dir.join(START_FIFO);
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -241,10 +239,10 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     undo.files.push(bundle.join(LOG_FILE));
     undo.cgroup_id = Some(id.clone());
 
-    // The OCI `config.json` (for other tools: berth's shim reads `spec.json`) is written while
-    // the shim starts the container.
     let (launched, saved) = std::thread::scope(|s| {
         let saved = s.spawn(|| {
+            std::fs::write(&spec_path, json(spec)).map_err(io("write", &spec_path))?;
+            std::fs::write(&rootfs_path, json(&req.rootfs)).map_err(io("write", &rootfs_path))?;
             let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
             oci.save(&cfg_path)
                 .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))
@@ -256,6 +254,8 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             volumes: &volumes_dir,
             log: &bundle.join(SHIM_LOG_FILE),
             timeout: CREATE_TIMEOUT,
+            spec,
+            rootfs: &req.rootfs,
         });
         let saved = saved
             .join()

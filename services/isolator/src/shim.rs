@@ -3,6 +3,7 @@
 //! collected.
 
 use crate::error::{io, IsolatorError};
+use berth_proto::isolator::{ContainerSpec, RootfsMount};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -60,6 +61,9 @@ pub struct Launch<'a> {
     pub volumes: &'a Path,
     pub log: &'a Path,
     pub timeout: Duration,
+    /// The container, sent to the shim along with where it lives.
+    pub spec: &'a ContainerSpec,
+    pub rootfs: &'a RootfsMount,
 }
 
 /// A shim waiting for its container (see the shim's `standby.rs`): its first process has
@@ -130,6 +134,20 @@ pub fn refill() {
         return;
     }
     std::thread::spawn(|| {
+        // At the lowest priority (this thread, and the shims it starts, until they get their
+        // container and take the isolator's): a shim starting in the background must not
+        // slow the container that was just started, whose exit is being waited for. Only
+        // when the shim may raise it again (CAP_SYS_NICE).
+        if caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_NICE,
+        )
+        .unwrap_or(false)
+        {
+            // SAFETY: setpriority of the calling thread (0 is this thread on Linux).
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        }
         loop {
             if STANDBY.lock().unwrap().len() >= STANDBY_SHIMS {
                 break;
@@ -159,13 +177,27 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         run_dir: l.run_dir.to_path_buf(),
         volumes: l.volumes.to_path_buf(),
         log: l.log.to_path_buf(),
+        // SAFETY: getpriority of this process; no memory is passed.
+        nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, std::process::id()) },
+        container: Some(berth_shim::run::Inline {
+            spec: l.spec.clone(),
+            rootfs: l.rootfs.clone(),
+        }),
     };
     let mut line = serde_json::to_vec(&args).expect("run arguments serialize");
     line.push(b'\n');
     // A waiting shim if there is one (one that died meanwhile refuses the write), else a
     // new one.
     let waiting = STANDBY.lock().unwrap().pop();
-    let shim = match waiting.filter(|s| send(&s.sock, &line).is_ok()) {
+    // A waiting shim runs at the lowest priority (`refill`) until it has its container.
+    let raise = |s: &Standby| {
+        // SAFETY: setpriority of one process; no memory is passed.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, s.pid, args.nice) };
+    };
+    let shim = match waiting.filter(|s| {
+        raise(s);
+        send(&s.sock, &line).is_ok()
+    }) {
         Some(s) => s,
         None => {
             let s = spawn_standby()?;

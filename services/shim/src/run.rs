@@ -29,6 +29,13 @@ use std::time::{Duration, Instant};
 /// `OK <shim_pid> <init_pid>` or `ERR <message>`: a socket whose other end is the isolator's.
 pub const REPORT_FD: i32 = 3;
 
+/// The container itself, sent along with [`RunArgs`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inline {
+    pub spec: ContainerSpec,
+    pub rootfs: RootfsMount,
+}
+
 /// The container a waiting shim is given.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunArgs {
@@ -38,6 +45,42 @@ pub struct RunArgs {
     pub volumes: PathBuf,
     /// The shim's own log (its stdout and stderr from then on).
     pub log: PathBuf,
+    /// The priority (nice value) the shim and the container run at: the isolator's. A
+    /// waiting shim and its pre-init were made at the lowest, so that topping the standby
+    /// shims up takes no processor time from the containers being started.
+    #[serde(default)]
+    pub nice: i32,
+    /// The spec and root filesystem, so that neither the shim nor its pre-init reads and
+    /// parses them from the bundle (where the isolator writes them meanwhile, for `exec` and
+    /// other tools). `None`: read from the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Inline>,
+}
+
+impl RunArgs {
+    fn spec(&self) -> Result<ContainerSpec, ShimError> {
+        match &self.container {
+            Some(c) => Ok(c.spec.clone()),
+            None => read_json(&self.bundle.join(SPEC_FILE)),
+        }
+    }
+    fn rootfs(&self) -> Result<RootfsMount, ShimError> {
+        match &self.container {
+            Some(c) => Ok(c.rootfs.clone()),
+            None => read_json(&self.bundle.join(ROOTFS_FILE)),
+        }
+    }
+}
+
+/// Make process `pid` (0: this one) run at `nice` from now on.
+pub fn set_nice(pid: i32, nice: i32) {
+    // SAFETY: setpriority of one process; no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) } != 0 {
+        eprintln!(
+            "berth-shim: setpriority {nice} of {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Read a JSON file of the bundle.
@@ -219,6 +262,12 @@ struct Started {
     err_r: OwnedFd,
     /// The terminal's master, with `tty`: the container's output.
     master: Option<OwnedFd>,
+    /// A volatile container's mount namespace, held so that the init's exit does not tear it
+    /// down (the unmounts wait for RCU grace periods: about 0.5 ms on the path of the exit).
+    /// The child left behind after the exit is recorded drops it. Only for a container removed
+    /// at its exit: one that starts again mounts the same upper dir, which must not be in
+    /// use by the old mount then.
+    mounts: Option<OwnedFd>,
 }
 
 /// The pre-init (a fork of the waiting shim): wait for the container, then clone its init
@@ -287,8 +336,8 @@ fn network_to_join(
 /// In the pre-init: clone the container's init with `CLONE_PARENT`, so that its parent is the
 /// shim, and it is born in the pre-init's cgroup.
 fn clone_init(args: &RunArgs, pre: &PreInit, host_net: OwnedFd) -> Result<Pid, ShimError> {
-    let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
-    let rootfs: RootfsMount = read_json(&args.bundle.join(ROOTFS_FILE))?;
+    let spec = args.spec()?;
+    let rootfs = args.rootfs()?;
     let join_net = network_to_join(&spec, args, host_net)?;
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -335,7 +384,7 @@ fn start(
     sb.release(args)?;
     // While the pre-init clones the init, the placeholder becomes the container's cgroup.
     let made = (|| {
-        let spec: ContainerSpec = read_json(&args.bundle.join(SPEC_FILE))?;
+        let spec = args.spec()?;
         sb.joined()?;
         let cg = claim_cgroup(&sb.layout, &args.id, || match &sb.placeholder {
             Some(ph) => ph.rename(&args.id),
@@ -434,11 +483,23 @@ fn start(
             } else {
                 None
             };
+            let volatile = args.rootfs().is_ok_and(|r| r.volatile);
+            let mounts = volatile
+                .then(|| {
+                    nix::fcntl::open(
+                        format!("/proc/{}/ns/mnt", init.as_raw()).as_str(),
+                        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                        nix::sys::stat::Mode::empty(),
+                    )
+                    .ok()
+                })
+                .flatten();
             Ok(Started {
                 init,
                 out_r,
                 err_r,
                 master,
+                mounts,
             })
         }
         Some(b'R') => Err(fail(released.unwrap_err())),
@@ -862,16 +923,22 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
     if let Err(e) = write_replace(&p, &body, false) {
         eprintln!("berth-shim: write {}: {e}", p.display());
     }
-    // The exit is recorded: the shim's own exit announces it. The empty cgroup is removed by
-    // a child left behind, as removing a cgroup can wait a whole RCU grace period behind
-    // another process's cgroup move (a standby shim's); the next start of this container
-    // removes it first if it is still there (`claim_cgroup`).
-    if let Some(cg) = cgroup {
-        // SAFETY: single-threaded; the child only removes the cgroup and exits.
+    // The exit is recorded: the shim's own exit announces it. A child left behind removes the
+    // empty cgroup, as removing a cgroup can wait a whole RCU grace period behind another
+    // process's cgroup move (a standby shim's); the next start of this container removes it
+    // first if it is still there (`claim_cgroup`). Then it drops a volatile container's
+    // mounts.
+    let mounts = st.mounts;
+    if cgroup.is_some() || mounts.is_some() {
+        // SAFETY: single-threaded; the child only removes the cgroup, drops the mounts and
+        // exits.
         if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-            if let Err(e) = cg.remove(Duration::from_secs(10)) {
-                eprintln!("berth-shim: {e}");
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.remove(Duration::from_secs(10)) {
+                    eprintln!("berth-shim: {e}");
+                }
             }
+            drop(mounts);
             // SAFETY: leaving the child without the shim's exit handlers.
             unsafe { libc::_exit(0) }
         }

@@ -258,6 +258,8 @@ impl Standby {
     pub fn release(&mut self, args: &RunArgs) -> Result<(), ShimError> {
         let mut line = serde_json::to_vec(args).expect("run arguments serialize");
         line.push(b'\n');
+        // It waited at the lowest priority; the init inherits the container's.
+        crate::run::set_nice(self.preinit.as_raw(), args.nice);
         let w = self.cmd_w.take().expect("released once");
         write(&w, &line).step(|| "hand the container to the pre-init".into())?;
         Ok(())
