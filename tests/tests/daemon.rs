@@ -255,3 +255,42 @@ async fn identities_and_permissions() {
         "monitor deleted the event stream"
     );
 }
+
+#[test]
+fn a_container_directory_without_a_record_is_removed_at_the_next_start() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut d = Berthd::start();
+    let st = d
+        .terminate(Duration::from_secs(15))
+        .expect("berthd exit status");
+    assert!(st.success(), "{}", d.log());
+    // What a power loss can leave of a container removed at its exit (its record was never
+    // synced), or a create cut short before its record was saved: its root filesystem and
+    // bundle files, no record.
+    let orphan = d.data_root().join("containers").join("ab".repeat(32));
+    for sub in ["upper/etc", "work"] {
+        std::fs::create_dir_all(orphan.join(sub)).unwrap();
+    }
+    std::fs::write(orphan.join("upper/etc/written"), b"gone").unwrap();
+    std::fs::write(orphan.join("spec.json"), b"{}").unwrap();
+    // Not a container's: left alone.
+    let other = d.data_root().join("containers").join("not-an-id");
+    std::fs::create_dir_all(&other).unwrap();
+    d.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while orphan.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "orphan still there:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(other.is_dir());
+    assert!(d
+        .log()
+        .contains("removed a container directory without a record"));
+}

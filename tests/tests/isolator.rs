@@ -115,6 +115,7 @@ impl Harness {
         let req = CreateRequest {
             spec: spec.clone(),
             rootfs: self.rootfs.container(&spec.id),
+            release: false,
         };
         let t = Instant::now();
         let r = self

@@ -772,24 +772,17 @@ async fn isolator_containers_on_a_bridge_network() {
         "app-client-1",
         "cat /etc/resolv.conf; for i in $(seq 1 100); do wget -q -O - http://web/ && exit 0; sleep 0.1; done; exit 1",
     );
-    let start = |id: &str| {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(ctx.config.container_run_dir(id).join(START_FIFO))
-            .unwrap();
-        f.write_all(b"1").unwrap();
-    };
     for s in [&web, &client] {
         let t = Instant::now();
         let r: CreateReply = bus
             .call(
                 Service::Isolator,
                 CREATE,
+                // Released by the isolator itself once its network is attached.
                 &CreateRequest {
                     spec: s.clone(),
                     rootfs: rootfs.container(&s.id),
+                    release: true,
                 },
                 &opts,
             )
@@ -797,7 +790,6 @@ async fn isolator_containers_on_a_bridge_network() {
             .unwrap_or_else(|e| panic!("create {}: {e}", s.name));
         eprintln!("create {} on a bridge network: {:?}", s.name, t.elapsed());
         cs.inits.push((r.init_pid as i32, r.shim_pid as i32));
-        start(&s.id);
     }
     // The client reached the web server by its service name and exits 0.
     let exit = ctx.config.container_run_dir(&client.id).join(EXIT_FILE);
@@ -842,6 +834,7 @@ async fn isolator_containers_on_a_bridge_network() {
             &CreateRequest {
                 spec: dup.clone(),
                 rootfs: rootfs.container(&dup.id),
+                release: false,
             },
             &opts,
         )

@@ -119,6 +119,7 @@ fn standby_shims_take_containers_and_leave_nothing() {
             ..Default::default()
         },
         rootfs: rootfs.container("c1"),
+        release: false,
     };
     let reply = berth_isolator::create(&cfg, &req).expect("create");
     assert!(

@@ -57,6 +57,7 @@ fn berth_once(cfg: &NodeConfig, lower: &Path, work: &Path, n: usize) -> anyhow::
             workdir: wdir.display().to_string(),
             volatile: false,
         },
+        release: false,
     };
     let wall = SystemTime::now();
 

@@ -289,6 +289,12 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
         return Err(e);
     }
     undo.armed = false;
+    if req.release {
+        // Nothing of the container is left to undo: a failed release leaves it created.
+        if let Err(e) = berth_proto::isolator::release_start(&run_dir) {
+            tracing::warn!(%e, id, "the container could not be released");
+        }
+    }
     tracing::info!(id, shim_pid, init_pid, "container created");
     Ok(CreateReply {
         id: id.clone(),

@@ -492,8 +492,10 @@ impl Supervisor {
             backoff_step: 0,
         };
         // Synced now, or (created and started at once) by the start, while the isolator works.
+        // Never for a container removed at its exit: after a power loss, recovery finds its
+        // directory without a record and removes it (`sweep_orphans`).
         let start = rec.request.start;
-        if let Err(e) = rec.save(&self.dir(id), !start) {
+        if let Err(e) = rec.save(&self.dir(id), !start && !rec.request.auto_remove) {
             self.discard_rootfs(id, name, &rec.request).await;
             return Err(SupervisorError::io("save the record in", &self.dir(id), e));
         }
@@ -531,6 +533,17 @@ impl Supervisor {
     }
 
     async fn release_rootfs(&self, id: &str, name: &str) -> Option<SupervisorError> {
+        match self.ask_release(id).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(%e, id, "releasing the root filesystem failed");
+                Some(peer(name, "releasing the root filesystem")(e))
+            }
+        }
+    }
+
+    /// Ask the layer-store to release a container's root filesystem (none there: done).
+    async fn ask_release(&self, id: &str) -> std::result::Result<(), BusError> {
         let r = self
             .ctx
             .bus
@@ -544,12 +557,8 @@ impl Supervisor {
             )
             .await;
         match r {
-            Ok(_) => None,
-            Err(e) if e.remote().map(|r| r.code) == Some(ErrorCode::NotFound) => None,
-            Err(e) => {
-                tracing::warn!(%e, id, "releasing the root filesystem failed");
-                Some(peer(name, "releasing the root filesystem")(e))
-            }
+            Err(e) if e.remote().map(|r| r.code) == Some(ErrorCode::NotFound) => Ok(()),
+            r => r.map(drop),
         }
     }
 
@@ -582,6 +591,8 @@ impl Supervisor {
     /// Create the container's process through the isolator, release it, and watch it.
     /// `unsynced`: the record was saved without syncing (a create that also starts): it is
     /// synced while the isolator makes the process, which is released only once it is on disk.
+    /// A container removed at its exit has nothing to put on disk first: the isolator releases
+    /// it as soon as it is set up, and it may have ended by the time the reply comes.
     async fn start_instance(
         self: &Arc<Self>,
         c: &Arc<Container>,
@@ -595,7 +606,8 @@ impl Supervisor {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(SupervisorError::io("clear the run directory", &run_dir, e)),
         }
-        let synced = unsynced.then(|| self.sync_record(&c.id));
+        let at_once = inner.rec.request.auto_remove;
+        let synced = (unsynced && !at_once).then(|| self.sync_record(&c.id));
         let reply: iso::CreateReply = self
             .ctx
             .bus
@@ -605,6 +617,7 @@ impl Supervisor {
                 &iso::CreateRequest {
                     spec: inner.rec.spec.clone(),
                     rootfs: inner.rec.rootfs.clone(),
+                    release: at_once,
                 },
                 &RequestOptions::mutating(CREATE_TIMEOUT),
             )
@@ -650,8 +663,10 @@ impl Supervisor {
         // Released at once, then saved; the bus hears of it meanwhile. The record synced at
         // create is on disk: a supervisor that dies before this save finds the shim alive
         // (or its exit) and adopts the container as running.
-        if let Err(e) = poke_start(&run_dir) {
-            tracing::warn!(%e, id = %c.id, "the container could not be released");
+        if !at_once {
+            if let Err(e) = iso::release_start(&run_dir) {
+                tracing::warn!(%e, id = %c.id, "the container could not be released");
+            }
         }
         if let Err(e) = self.save(c, inner) {
             tracing::error!(%e, id = %c.id, "the running state is not recorded");
@@ -1263,6 +1278,7 @@ impl Supervisor {
             Err(e) => return Err(SupervisorError::io("list", &root, e)),
         };
         let mut known = std::collections::HashSet::new();
+        let mut orphans = Vec::new();
         for ent in entries.flatten() {
             let dir = ent.path();
             if ent.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
@@ -1271,6 +1287,7 @@ impl Supervisor {
                 continue;
             }
             if !crate::record::exists(&dir) {
+                orphans.push(ent.file_name().to_string_lossy().into_owned());
                 continue;
             }
             let rec = match Record::load(&dir) {
@@ -1285,6 +1302,9 @@ impl Supervisor {
             if let Err(e) = self.recover_one(&c).await {
                 tracing::error!(%e, id = %c.id, "recovery failed");
             }
+        }
+        if !orphans.is_empty() {
+            self.tasks.spawn(self.clone().sweep_orphans(orphans));
         }
         // Drop actual-state keys of containers that are gone.
         let prefix = format!("{}.", self.node());
@@ -1305,6 +1325,48 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Container directories without a record: a container removed at its exit whose record
+    /// never reached the disk (a power loss), or a create cut short between preparing the
+    /// root filesystem and saving the record. Each is released by the layer-store (waited for
+    /// up to a minute while it is not there yet) and removed; one whose release fails is left
+    /// for the next start.
+    async fn sweep_orphans(self: Arc<Self>, names: Vec<String>) {
+        for id in names {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let mut waited = Duration::ZERO;
+            let released = loop {
+                match self.ask_release(&id).await {
+                    Ok(()) => break true,
+                    Err(BusError::NoResponders { .. }) if waited < Duration::from_secs(60) => {
+                        tokio::select! {
+                            _ = self.token.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                        waited += Duration::from_millis(200);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%e, id, "a container directory without a record is left: its root filesystem was not released");
+                        break false;
+                    }
+                }
+            };
+            if !released {
+                continue;
+            }
+            let dir = self.dir(&id);
+            // The layer-store removes the directory once its own part is gone, if nothing else
+            // is left in it.
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(%e, dir = %dir.display(), "orphan not removed")
+                }
+                _ => tracing::info!(id, "removed a container directory without a record"),
+            }
+        }
+    }
+
     async fn recover_one(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
         let mut inner = c.inner.lock().await;
         let run_dir = self.run_dir(&c.id);
@@ -1320,7 +1382,7 @@ impl Supervisor {
                 inner.rec.state.exit_code = None;
             }
             inner.rec.state.pid = init_pid;
-            if let Err(e) = poke_start(&run_dir) {
+            if let Err(e) = iso::release_start(&run_dir) {
                 tracing::warn!(%e, id = %c.id, "the container could not be released");
             }
             *c.tailer.lock().await = Some(Tailer::new(
@@ -1396,22 +1458,4 @@ fn live_shim(run_dir: &std::path::Path) -> Option<PidFd> {
         return None;
     }
     Some(fd)
-}
-
-/// Release a container waiting before `exec`: one byte into its `start` FIFO. `ENXIO` (no
-/// reader) means it was released already or has ended.
-fn poke_start(run_dir: &std::path::Path) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let p = run_dir.join(iso::START_FIFO);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&p)
-    {
-        Ok(mut f) => f.write_all(b"1"),
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
 }

@@ -35,6 +35,25 @@ pub fn is_shim_of(pid: u32, run_dir: &std::path::Path) -> bool {
     is_shim && cwd == here
 }
 pub const START_FIFO: &str = "start";
+
+/// Let a created container's init `execve`: one byte into the `start` FIFO of its run
+/// directory. Opened without blocking: with no reader (the init is gone) there is nothing to
+/// release.
+pub fn release_start(run_dir: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let p = run_dir.join(START_FIFO);
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+    {
+        Ok(mut f) => f.write_all(b"1"),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 pub const EXIT_FILE: &str = "exit.json";
 pub const LOG_FILE: &str = "log.jsonl";
 pub const SPEC_FILE: &str = "spec.json";
@@ -209,6 +228,11 @@ fn yes() -> bool {
 pub struct CreateRequest {
     pub spec: ContainerSpec,
     pub rootfs: RootfsMount,
+    /// Release the container (write its `start` FIFO) as soon as it is set up, before the
+    /// reply: for a caller that has nothing to record first (a container removed at its
+    /// exit). The container may have run and ended by the time the reply arrives.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub release: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
