@@ -90,25 +90,25 @@ enum Command {
     Save(cmd::save::Args),
 }
 
-// One worker: a CLI call is a few bus requests, and each runtime thread costs start-up time
-// (`berth --version` 4.0 ms with the default two workers, 2.3 ms with one, /bin/true 1.3).
-// The runtime starts first, so the bus connection is being made while clap parses (see
-// `ctx::Early`). The command runs as a task on that worker, beside the bus connection's
-// task, so their messages pass without a thread switch (`block_on` would run it on the main
-// thread).
+// One thread runs everything async: the bus connection's task and the command's, so their
+// messages pass without a thread switch. Clap parses on a thread of its own meanwhile (half a
+// millisecond: it builds the whole command tree), while this one connects to the bus (see
+// `ctx::Early`); `--help`, `--version` and bad arguments end the process from there.
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the async runtime starts");
     let early = Early::start(&rt);
-    let cli = Cli::parse();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Cli::parse());
+    });
     let code = rt.block_on(async move {
-        tokio::spawn(command(cli, early)).await.unwrap_or_else(|e| {
-            eprintln!("berth: {e}");
-            1
-        })
+        let Ok(cli) = rx.await else {
+            return 1;
+        };
+        command(cli, early).await
     });
     std::process::exit(code);
 }
