@@ -608,6 +608,9 @@ impl Supervisor {
         }
         let at_once = inner.rec.request.auto_remove;
         let synced = (unsynced && !at_once).then(|| self.sync_record(&c.id));
+        // Where this instance's output starts: released at once, it may write (and end)
+        // before its tailer exists.
+        let log_from = crate::logs::log_end(&self.dir(&c.id));
         let reply: iso::CreateReply = self
             .ctx
             .bus
@@ -641,11 +644,12 @@ impl Supervisor {
         let shim = PidFd::open(reply.shim_pid).ok();
         inner.init = PidFd::open(reply.init_pid).ok().map(Arc::new);
         inner.gen += 1;
-        *c.tailer.lock().await = Some(Tailer::new(
+        *c.tailer.lock().await = Some(Tailer::starting_at(
             &self.dir(&c.id),
             logs_subject(self.node(), &c.id),
             self.settings.log_max_bytes,
             self.settings.log_max_files,
+            log_from,
         ));
         let st = &mut inner.rec.state;
         st.status = ContainerStatus::Running;
@@ -1133,9 +1137,14 @@ impl Supervisor {
         let mut inner = c.inner.lock().await;
         if inner.rec.request.rootfs.is_none() {
             let released = match inner.releasing.take() {
-                Some(h) => h.await.unwrap_or_else(|e| {
-                    Some(sys_err(&inner.rec, "releasing the root filesystem", e))
-                }),
+                // The release sent at the exit of a container removed at its exit finishes
+                // on its own (a failure is logged): whatever of the root filesystem is still
+                // in the container's directory goes with it below, and the layer-store drops
+                // a record without its upper dir at its next start.
+                Some(h) => {
+                    self.tasks.spawn(h);
+                    None
+                }
                 None => self.release_rootfs(&c.id, &c.name).await,
             };
             if let Some(e) = released {

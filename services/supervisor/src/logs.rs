@@ -105,12 +105,28 @@ pub struct Tailer {
     max_files: u32,
 }
 
+/// The length of a container's live log file (0 when there is none yet).
+pub fn log_end(dir: &Path) -> u64 {
+    std::fs::metadata(live_path(dir))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
 impl Tailer {
     /// Start at the current end of the file: lines already there are history.
     pub fn new(dir: &Path, subject: String, max_bytes: u64, max_files: u32) -> Tailer {
-        let offset = std::fs::metadata(live_path(dir))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        Self::starting_at(dir, subject, max_bytes, max_files, log_end(dir))
+    }
+
+    /// Start at `offset` of the live file (its end when this instance was started: what the
+    /// instance wrote before the tailer existed is published too).
+    pub fn starting_at(
+        dir: &Path,
+        subject: String,
+        max_bytes: u64,
+        max_files: u32,
+        offset: u64,
+    ) -> Tailer {
         Tailer {
             dir: dir.to_path_buf(),
             offset,
