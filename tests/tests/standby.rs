@@ -5,7 +5,7 @@
 //! that died. Its own test binary, as the standby pool belongs to the process.
 
 use berth_bus::config::NodeConfig;
-use berth_cgroups::{Cgroup, Layout, STANDBY_PREFIX};
+use berth_cgroups::{Cgroup, Layout, Limits, STANDBY_PREFIX};
 use berth_isolator::shim::{dismiss_standby, refill, standby_pids, STANDBY_SHIMS};
 use berth_proto::isolator::{ContainerSpec, CreateRequest, EXIT_FILE};
 use berth_tests::rootfs::Rootfs;
@@ -209,4 +209,45 @@ fn standby_shims_take_containers_and_leave_nothing() {
         placeholder(&layout, live).dirs().all(|d| d.exists()),
         "a live shim's placeholder stays"
     );
+}
+
+#[test]
+fn an_ended_cgroups_removal_leaves_the_next_one_of_its_name_alone() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let layout = Layout::detect().expect("cgroup layout");
+    let id = format!("{:0>64}", format!("{:x}5c", std::process::id()));
+    let mut guard = Cleanup {
+        layout: layout.clone(),
+        cgroups: vec![id.clone()],
+    };
+    // A container's cgroup, known before its exit is recorded ...
+    let old = Cgroup::create(&layout, &id, &Limits::default()).unwrap();
+    let ids = old.identify();
+    // ... is removed and made again by the next instance, whose process runs in it ...
+    old.remove(Duration::from_secs(5)).unwrap();
+    let new = Cgroup::create(&layout, &id, &Limits::default()).unwrap();
+    let mut child = std::process::Command::new(berth_tests::images::BUSYBOX)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    new.add(child.id() as i32).unwrap();
+    // ... when the old shim's removal comes: it leaves the new one and its process alone.
+    old.remove_ended(&ids, Duration::from_secs(1)).unwrap();
+    assert_eq!(new.procs().unwrap(), vec![child.id() as i32]);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the next instance's process was killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    new.remove(Duration::from_secs(5)).unwrap();
+    // An ended cgroup of its own is removed.
+    let own = Cgroup::create(&layout, &id, &Limits::default()).unwrap();
+    let ids = own.identify();
+    own.remove_ended(&ids, Duration::from_secs(5)).unwrap();
+    assert!(own.procs().is_err(), "removed");
+    guard.cgroups.clear();
 }

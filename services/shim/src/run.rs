@@ -916,6 +916,11 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
         oom_killed,
         finished_at: now_rfc3339(),
     };
+    // Known before the exit is recorded: after that the next instance may take the name.
+    let cgroup = cgroup.map(|cg| {
+        let ids = cg.identify();
+        (cg, ids)
+    });
     let p = args.run_dir.join(EXIT_FILE);
     let body = serde_json::to_vec(&ex).unwrap_or_default();
     // Renamed into place, not synced: the supervisor reads it from the page cache, the run dir
@@ -933,8 +938,8 @@ fn supervise(args: &RunArgs, st: Started, cgroup: Option<Cgroup>) {
         // SAFETY: single-threaded; the child only removes the cgroup, drops the mounts and
         // exits.
         if let Ok(nix::unistd::ForkResult::Child) = unsafe { nix::unistd::fork() } {
-            if let Some(cg) = cgroup {
-                if let Err(e) = cg.remove(Duration::from_secs(10)) {
+            if let Some((cg, ids)) = cgroup {
+                if let Err(e) = cg.remove_ended(&ids, Duration::from_secs(10)) {
                     eprintln!("berth-shim: {e}");
                 }
             }

@@ -477,31 +477,84 @@ impl Cgroup {
         Ok(to)
     }
 
+    /// What identifies this cgroup's directories (device and inode of each), to be given to
+    /// [`Cgroup::remove_ended`] later.
+    pub fn identify(&self) -> Vec<Option<(u64, u64)>> {
+        self.dirs.iter().map(|(_, d)| dir_identity(d)).collect()
+    }
+
+    /// Remove the directories of a cgroup whose processes have ended (a container's, after
+    /// its init), killing nothing, waiting up to `within` for the last ones to be released.
+    /// `ids` ([`Cgroup::identify`], taken while the cgroup was surely this one): a directory
+    /// removed meanwhile and made again under the same name (the next instance of the same
+    /// container, whose shim takes the name as soon as the exit is recorded) is not this
+    /// cgroup's and is left alone.
+    pub fn remove_ended(
+        &self,
+        ids: &[Option<(u64, u64)>],
+        within: Duration,
+    ) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + within;
+        for ((_, d), id) in self.dirs.iter().zip(ids).rev() {
+            if let Some(id) = *id {
+                rmdir_until(d, deadline, within, || dir_identity(d) == Some(id), || {})?;
+            }
+        }
+        Ok(())
+    }
+
     /// Kill what is left, then remove the cgroup's directories, waiting up to `within` for
     /// the processes to go. A cgroup already gone is not an error.
     pub fn remove(&self, within: Duration) -> Result<(), CgroupError> {
         let deadline = Instant::now() + within;
         for (_, d) in self.dirs.iter().rev() {
-            loop {
-                match fs::remove_dir(d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                        if Instant::now() >= deadline {
-                            return Err(CgroupError::Busy {
-                                path: d.clone(),
-                                waited: within,
-                            });
-                        }
-                        let _ = self.kill();
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err(e) => return Err(io_err("rmdir", d)(e)),
-                }
-            }
+            rmdir_until(
+                d,
+                deadline,
+                within,
+                || true,
+                || {
+                    let _ = self.kill();
+                },
+            )?;
         }
         Ok(())
     }
+}
+
+/// Remove directory `d` (gone already: done) while `ours()` holds, retrying while it is busy
+/// until `deadline`, calling `busy` before each retry.
+fn rmdir_until(
+    d: &Path,
+    deadline: Instant,
+    within: Duration,
+    ours: impl Fn() -> bool,
+    busy: impl Fn(),
+) -> Result<(), CgroupError> {
+    while ours() {
+        match fs::remove_dir(d) {
+            Ok(()) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                if Instant::now() >= deadline {
+                    return Err(CgroupError::Busy {
+                        path: d.to_path_buf(),
+                        waited: within,
+                    });
+                }
+                busy();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(io_err("rmdir", d)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of a directory.
+fn dir_identity(d: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(d).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The prefix of a standby shim's placeholder cgroup: `berth/standby-<shim pid>` (a
