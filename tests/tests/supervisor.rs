@@ -806,6 +806,20 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         );
         assert!(e.to_string().contains(why), "{id}: {e}");
     }
+    // Removed at its exit and restarted cannot both be asked for, as with Docker.
+    let mut both = n.request("both", &["true"]);
+    both.auto_remove = true;
+    both.restart = RestartPolicy::Always;
+    let e = n
+        .call::<_, ContainerState>(CREATE, &both)
+        .await
+        .unwrap_err();
+    assert_eq!(e.remote().unwrap().code, ErrorCode::InvalidArgument, "{e}");
+    assert!(e.to_string().contains("auto_remove"), "{e}");
+    assert_eq!(
+        n.inspect_err("both").await.remote().unwrap().code,
+        ErrorCode::NotFound
+    );
     let e = n.inspect_err("chosen-again").await;
     assert_eq!(
         e.remote().unwrap().code,

@@ -290,6 +290,14 @@ impl Supervisor {
     // ----- create -----------------------------------------------------------------------------
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<ContainerState> {
+        // As Docker refuses it: a container removed at its exit is never restarted (and its
+        // volatile root filesystem could not be mounted again).
+        if req.auto_remove && req.restart != RestartPolicy::No {
+            return Err(SupervisorError::invalid(
+                "restart",
+                format!("{} cannot be combined with auto_remove (--rm)", req.restart),
+            ));
+        }
         let id = match &req.id {
             None => berth_bus::random_hex(64),
             Some(id) => {
