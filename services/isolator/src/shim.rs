@@ -145,8 +145,7 @@ pub fn refill() {
         )
         .unwrap_or(false)
         {
-            // SAFETY: setpriority of the calling thread (0 is this thread on Linux).
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            let _ = berth_shim::run::set_nice(0, 19);
         }
         loop {
             if STANDBY.lock().unwrap().len() >= STANDBY_SHIMS {
@@ -190,12 +189,8 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
     // new one.
     let waiting = STANDBY.lock().unwrap().pop();
     // A waiting shim runs at the lowest priority (`refill`) until it has its container.
-    let raise = |s: &Standby| {
-        // SAFETY: setpriority of one process; no memory is passed.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, s.pid, args.nice) };
-    };
     let shim = match waiting.filter(|s| {
-        raise(s);
+        let _ = berth_shim::run::set_nice(s.pid, args.nice);
         send(&s.sock, &line).is_ok()
     }) {
         Some(s) => s,

@@ -350,8 +350,8 @@ impl LayerStore {
         Ok(st)
     }
 
-    /// Write a container's record durably (temporary file, fsync, rename): it keeps the
-    /// image's snapshots from gc and `rmi` for as long as the container exists.
+    /// Write a container's record (temporary file, rename; with `durable`, fsync first): it
+    /// keeps the image's snapshots from gc and `rmi` for as long as the container exists.
     fn write_record(&self, id: &str, rec: &ContainerRec, durable: bool) -> Result<()> {
         let p = self.record_path(id);
         let tmp = self.own.join(RECORDS_DIR).join(format!(".{id}.json.tmp"));

@@ -19,6 +19,7 @@ use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2, getpid, read, sethostname, write, Pid};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -58,29 +59,27 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn spec(&self) -> Result<ContainerSpec, ShimError> {
+    fn spec(&self) -> Result<Cow<'_, ContainerSpec>, ShimError> {
         match &self.container {
-            Some(c) => Ok(c.spec.clone()),
-            None => read_json(&self.bundle.join(SPEC_FILE)),
+            Some(c) => Ok(Cow::Borrowed(&c.spec)),
+            None => read_json(&self.bundle.join(SPEC_FILE)).map(Cow::Owned),
         }
     }
-    fn rootfs(&self) -> Result<RootfsMount, ShimError> {
+    fn rootfs(&self) -> Result<Cow<'_, RootfsMount>, ShimError> {
         match &self.container {
-            Some(c) => Ok(c.rootfs.clone()),
-            None => read_json(&self.bundle.join(ROOTFS_FILE)),
+            Some(c) => Ok(Cow::Borrowed(&c.rootfs)),
+            None => read_json(&self.bundle.join(ROOTFS_FILE)).map(Cow::Owned),
         }
     }
 }
 
-/// Make process `pid` (0: this one) run at `nice` from now on.
-pub fn set_nice(pid: i32, nice: i32) {
+/// Make process `pid` (0: the calling thread) run at `nice` from now on.
+pub fn set_nice(pid: u32, nice: i32) -> std::io::Result<()> {
     // SAFETY: setpriority of one process; no memory is passed.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) } != 0 {
-        eprintln!(
-            "berth-shim: setpriority {nice} of {pid}: {}",
-            std::io::Error::last_os_error()
-        );
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// Read a JSON file of the bundle.

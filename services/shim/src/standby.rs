@@ -259,7 +259,9 @@ impl Standby {
         let mut line = serde_json::to_vec(args).expect("run arguments serialize");
         line.push(b'\n');
         // It waited at the lowest priority; the init inherits the container's.
-        crate::run::set_nice(self.preinit.as_raw(), args.nice);
+        if let Err(e) = crate::run::set_nice(self.preinit.as_raw() as u32, args.nice) {
+            eprintln!("berth-shim: setpriority {} of the pre-init: {e}", args.nice);
+        }
         let w = self.cmd_w.take().expect("released once");
         write(&w, &line).step(|| "hand the container to the pre-init".into())?;
         Ok(())

@@ -74,9 +74,15 @@ pub(crate) struct Inner {
     pub removed: bool,
     /// Instance generation: a monitor acts only on the instance it watches.
     pub gen: u64,
-    /// The root filesystem's release, sent as soon as a container to remove on exit exited
-    /// (while the exit is recorded and announced); the removal waits for its outcome.
-    pub releasing: Option<tokio::task::JoinHandle<Option<SupervisorError>>>,
+    /// The root filesystem's release was sent as soon as a container to remove on exit
+    /// exited (while the exit is recorded and announced): the removal does not send it again,
+    /// nor wait for it (a failure is logged).
+    pub release_sent: bool,
+}
+
+/// A container id: 64 lowercase hexadecimal digits.
+fn is_container_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn peer(name: &str, step: &str) -> impl FnOnce(BusError) -> SupervisorError {
@@ -216,7 +222,7 @@ impl Supervisor {
                 removing: false,
                 removed: false,
                 gen: 0,
-                releasing: None,
+                release_sent: false,
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
@@ -301,7 +307,7 @@ impl Supervisor {
         let id = match &req.id {
             None => berth_bus::random_hex(64),
             Some(id) => {
-                if id.len() != 64 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                if !is_container_id(id) {
                     return Err(SupervisorError::invalid(
                         "id",
                         format!("{id:?} is not 64 lowercase hexadecimal digits"),
@@ -796,12 +802,12 @@ impl Supervisor {
         if !restart
             && rec.request.auto_remove
             && rec.request.rootfs.is_none()
-            && inner.releasing.is_none()
+            && !inner.release_sent
         {
+            inner.release_sent = true;
             let (sup, id, name) = (self.clone(), c.id.clone(), c.name.clone());
-            inner.releasing = Some(tokio::spawn(
-                async move { sup.release_rootfs(&id, &name).await },
-            ));
+            self.tasks
+                .spawn(async move { sup.release_rootfs(&id, &name).await });
         }
         let rec = &mut inner.rec;
         rec.state.pid = None;
@@ -1144,16 +1150,14 @@ impl Supervisor {
         }
         let mut inner = c.inner.lock().await;
         if inner.rec.request.rootfs.is_none() {
-            let released = match inner.releasing.take() {
-                // The release sent at the exit of a container removed at its exit finishes
-                // on its own (a failure is logged): whatever of the root filesystem is still
-                // in the container's directory goes with it below, and the layer-store drops
-                // a record without its upper dir at its next start.
-                Some(h) => {
-                    self.tasks.spawn(h);
-                    None
-                }
-                None => self.release_rootfs(&c.id, &c.name).await,
+            // The release sent at the exit of a container removed at its exit finishes on its
+            // own: whatever of the root filesystem is still in the container's directory goes
+            // with it below, and the layer-store drops a record without its upper dir at its
+            // next start.
+            let released = if std::mem::take(&mut inner.release_sent) {
+                None
+            } else {
+                self.release_rootfs(&c.id, &c.name).await
             };
             if let Some(e) = released {
                 inner.removing = false;
@@ -1349,7 +1353,7 @@ impl Supervisor {
     /// for the next start.
     async fn sweep_orphans(self: Arc<Self>, names: Vec<String>) {
         for id in names {
-            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_container_id(&id) {
                 continue;
             }
             let mut waited = Duration::ZERO;
