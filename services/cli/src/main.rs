@@ -18,6 +18,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[command(defer = true)]
 #[allow(clippy::large_enum_variant)] // parsed once per run
 enum Command {
     /// System-wide information (`system info`, ...).
@@ -91,19 +92,20 @@ enum Command {
 }
 
 // One thread runs everything async: the bus connection's task and the command's, so their
-// messages pass without a thread switch. Clap parses on a thread of its own meanwhile (half a
-// millisecond: it builds the whole command tree), while this one connects to the bus (see
-// `ctx::Early`); `--help`, `--version` and bad arguments end the process from there.
+// messages pass without a thread switch. Clap parses on a thread of its own, started first
+// (a cold first parse takes a few tenths of a millisecond; subcommands are built only when
+// chosen), while this one connects to the bus (see `ctx::Early`); `--help`, `--version` and bad
+// arguments end the process from there.
 fn main() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Cli::parse());
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the async runtime starts");
     let early = Early::start(&rt);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(Cli::parse());
-    });
     let code = rt.block_on(async move {
         let Ok(cli) = rx.await else {
             return 1;

@@ -37,7 +37,9 @@ pub struct Args {
     command: Vec<String>,
 }
 
-/// The options of a container, shared with commands that create one.
+// The options of a container, shared with commands that create one. (Not a doc comment: clap
+// would make it the about text of every command that flattens these, subcommands being built
+// only when chosen.)
 #[derive(clap::Args, Debug, Default)]
 pub struct CreateOpts {
     /// Name of the container (default: a random one).
