@@ -766,6 +766,75 @@ async fn a_restarted_supervisor_readopts_all_and_reports_a_missed_exit_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_removed_at_their_exit_are_saved_once_and_removed_by_a_restarted_supervisor() {
+    need_root!();
+    let mut n = Node::start(fast()).await;
+    let mut started = Vec::new();
+    for name in ["ends-away", "lost-exit"] {
+        let mut req = n.request(name, &["sleep", "1000"]);
+        req.auto_remove = true;
+        let st: ContainerState = n.call(CREATE, &req).await.unwrap();
+        assert_eq!(st.status, ContainerStatus::Running);
+        started.push(st);
+    }
+    // Saved once, at the create: the running state is never written.
+    for st in &started {
+        let dir = n.data_root().join("containers").join(&st.id);
+        let mut records: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with("supervisor."))
+            .collect();
+        records.sort();
+        assert_eq!(records, ["supervisor.1.json"], "{}", dir.display());
+    }
+    n.stop_supervisor().await;
+    // While it is away both end; the run directory of one is lost, as a reboot loses it.
+    for st in &started {
+        let pid = nix::unistd::Pid::from_raw(st.pid.unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let exit_file = n.run_dir().join(&st.id).join("exit.json");
+        let deadline = Instant::now() + T;
+        while !exit_file.exists() {
+            assert!(Instant::now() < deadline, "no exit.json for {}", st.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // The shim's cgroup removal is done once it has gone.
+    kill_leftovers(&n.run_dir());
+    std::fs::remove_dir_all(n.run_dir().join(&started[1].id)).unwrap();
+
+    n.start_supervisor().await;
+    for st in &started {
+        let deadline = Instant::now() + T;
+        loop {
+            let found: Result<InspectReply, _> = n
+                .call(
+                    INSPECT,
+                    &Target {
+                        container: st.id.clone(),
+                    },
+                )
+                .await;
+            let gone = found.err().and_then(|e| e.remote().map(|r| r.code))
+                == Some(ErrorCode::NotFound)
+                && !n.data_root().join("containers").join(&st.id).exists();
+            if gone && !n.events_of(&st.id, EV_REMOVED).is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} not removed", st.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(n.events_of(&st.id, EV_REMOVED).len(), 1, "{}", st.name);
+    }
+    // The one whose exit was found announces it (once); names are free again.
+    assert_eq!(n.stored_exits(&started[0].id).await, 1);
+    let again = n.run("ends-away", &["true"]).await;
+    assert_ne!(again.id, started[0].id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_names_ids_pause_kill_and_remove() {
     need_root!();
     let n = Node::start(fast()).await;

@@ -686,7 +686,11 @@ impl Supervisor {
                 tracing::warn!(%e, id = %c.id, "the container could not be released");
             }
         }
-        if let Err(e) = self.save(c, inner) {
+        if at_once {
+            // Nothing on disk needs it: recovery adopts a live shim (or processes its exit)
+            // whatever state the record was saved in.
+            self.refresh_view(c, inner);
+        } else if let Err(e) = self.save(c, inner) {
             tracing::error!(%e, id = %c.id, "the running state is not recorded");
         }
         self.watch_instance(c, inner, shim);
@@ -829,30 +833,39 @@ impl Supervisor {
         if restart {
             rec.backoff_step = rec.backoff_step.saturating_add(1);
         }
-        if let Err(e) = self.commit(c, inner).await {
+        // A container removed at its exit goes now: its record stays as it was saved at the
+        // create (recovery finishes the removal), and its followers hear of the exit once it
+        // is removed, in one message.
+        let remove_now = !restart && inner.rec.request.auto_remove && !inner.removing;
+        if remove_now {
+            self.refresh_view(c, inner);
+            self.publish_state(&inner.rec.state).await;
+        } else if let Err(e) = self.commit(c, inner).await {
             tracing::error!(%e, "exit not recorded");
         }
-        self.publish_log(
-            &c.id,
-            &LogMessage::Exited {
-                exit_code: code,
-                oom_killed: oom,
-                restarting: restart,
-            },
-        )
-        .await;
+        let exited = move |removed| LogMessage::Exited {
+            exit_code: code,
+            oom_killed: oom,
+            restarting: restart,
+            removed,
+        };
+        if !remove_now {
+            self.publish_log(&c.id, &exited(false)).await;
+        }
         *c.tailer.lock().await = None;
         self.announce_exit(c, inner).await;
         let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
         c.changed.send_modify(|g| *g += 1);
         if restart {
             self.schedule_restart(c, inner, delay).await;
-        } else if inner.rec.request.auto_remove && !inner.removing {
+        } else if remove_now {
             let (sup, c2) = (self.clone(), c.clone());
             self.tasks.spawn(async move {
-                if let Err(e) = sup.remove(&c2, false).await {
+                let removed = sup.remove(&c2, false).await;
+                if let Err(e) = &removed {
                     tracing::warn!(%e, "automatic removal failed");
                 }
+                sup.publish_log(&c2.id, &exited(removed.is_ok())).await;
             });
         }
     }
@@ -877,6 +890,13 @@ impl Supervisor {
                 .await;
         }
         inner.rec.exit_reported = true;
+        if inner.rec.request.auto_remove {
+            // Its removal follows, and the record on disk stays as the create saved it: an
+            // announcement made again after a supervisor's death has the same id, and the
+            // events stream drops it as a duplicate.
+            self.refresh_view(c, inner);
+            return;
+        }
         let dir = self.dir(&c.id);
         if let Err(e) = inner.rec.save(&dir, false) {
             tracing::warn!(%e, dir = %dir.display(), "record not saved");
@@ -1388,6 +1408,27 @@ impl Supervisor {
         }
     }
 
+    /// Remove a container removed at its exit whose removal a supervisor's death cut short,
+    /// retried for up to a minute while the layer-store is not there yet.
+    async fn finish_removal(self: Arc<Self>, c: &Arc<Container>) {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.remove(c, true).await {
+                Ok(()) => return,
+                Err(e) if waited >= Duration::from_secs(60) => {
+                    tracing::warn!(%e, id = %c.id, "a container removed at its exit is left");
+                    return;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = self.token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            waited += Duration::from_millis(200);
+        }
+    }
+
     async fn recover_one(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
         let mut inner = c.inner.lock().await;
         let run_dir = self.run_dir(&c.id);
@@ -1444,6 +1485,16 @@ impl Supervisor {
                     .backoff(inner.rec.backoff_step.saturating_sub(1));
                 self.publish_state(&inner.rec.state).await;
                 self.schedule_restart(c, &mut inner, delay).await;
+            }
+            _ if inner.rec.request.auto_remove && inner.rec.request.start => {
+                // Removed at its exit, and it has ended (its exit processed, or lost with the
+                // run directory at a reboot) or never got a process: finish the removal. Its
+                // record is the one saved at the create.
+                let _ = std::fs::remove_dir_all(&run_dir);
+                drop(inner);
+                let (sup, c) = (self.clone(), c.clone());
+                self.tasks
+                    .spawn(async move { sup.finish_removal(&c).await });
             }
             _ => {
                 if !inner.rec.exit_reported {

@@ -531,6 +531,12 @@ pub enum LogMessage {
         /// A restart follows.
         #[serde(default)]
         restarting: bool,
+        /// The container was removed at its exit (`auto_remove`) before this message: nothing
+        /// is left to wait for. Without it, a follower of a container removed at its exit
+        /// waits for the `removed` event (the removal failed, or a removal was already under
+        /// way and announces itself).
+        #[serde(default)]
+        removed: bool,
     },
 }
 
@@ -629,9 +635,16 @@ mod tests {
             exit_code: 3,
             oom_killed: false,
             restarting: false,
+            removed: true,
         };
         let j = serde_json::to_string(&m).unwrap();
         assert!(j.contains(r#""kind":"exited""#), "{j}");
         assert_eq!(serde_json::from_str::<LogMessage>(&j).unwrap(), m);
+        // From a supervisor that does not say: not removed.
+        let old = r#"{"kind":"exited","exit_code":1}"#;
+        assert!(matches!(
+            serde_json::from_str::<LogMessage>(old).unwrap(),
+            LogMessage::Exited { removed: false, .. }
+        ));
     }
 }

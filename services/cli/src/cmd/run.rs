@@ -464,7 +464,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .subscribe(logs_subject(&node, &id))
         .await
         .context("subscribe to the container's output")?;
-    let mut removed = if a.rm {
+    let mut removed_events = if a.rm {
         Some(
             bus.client()
                 .subscribe(subjects::event(&node, EV_ENTITY, EV_REMOVED))
@@ -485,7 +485,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 let Some(m) = m else { bail!("the bus connection closed while following {}", st.name) };
                 match serde_json::from_slice::<LogMessage>(&m.payload) {
                     Ok(LogMessage::Line { line, .. }) => print_line(&line, false),
-                    Ok(LogMessage::Exited { exit_code, restarting: false, .. }) => break exit_code,
+                    Ok(LogMessage::Exited { exit_code, restarting: false, removed, .. }) => {
+                        if removed {
+                            removed_events = None;
+                        }
+                        break exit_code;
+                    }
                     Ok(LogMessage::Exited { .. }) => {}
                     Err(_) => {}
                 }
@@ -503,7 +508,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             }
         }
     };
-    if let Some(sub) = removed.as_mut() {
+    // Removed before the exit was announced (the supervisor says so), or announced by an
+    // event of its own.
+    if let Some(sub) = removed_events.as_mut() {
         let wait = async {
             while let Some(m) = sub.next().await {
                 if let Ok(ev) = serde_json::from_slice::<Event>(&m.payload) {
