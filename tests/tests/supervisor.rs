@@ -838,7 +838,24 @@ async fn containers_removed_at_their_exit_are_saved_once_and_removed_by_a_restar
 async fn lifecycle_names_ids_pause_kill_and_remove() {
     need_root!();
     let n = Node::start(fast()).await;
-    let a = n.run("web", &["sleep", "1000"]).await;
+    let mut web = n.request("web", &["sleep", "1000"]);
+    web.labels.insert("tier".into(), "front".into());
+    let a: ContainerState = n.call(CREATE, &web).await.unwrap();
+    // Its events carry its labels, as Docker's do.
+    let deadline = Instant::now() + T;
+    while n.events_of(&a.id, EV_CREATED).is_empty() {
+        assert!(Instant::now() < deadline, "no created event");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let created = n.events_of(&a.id, EV_CREATED);
+    assert_eq!(
+        created
+            .first()
+            .and_then(|(_, e)| e.attrs.get("labels"))
+            .and_then(|l| l.get("tier")),
+        Some(&serde_json::json!("front")),
+        "{created:?}"
+    );
     // Names are unique per node.
     let e = n
         .call::<_, ContainerState>(CREATE, &n.request("web", &["true"]))

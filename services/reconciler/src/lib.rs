@@ -258,7 +258,19 @@ async fn ls(st: &State) -> Result<LsReply, BerthError> {
     Ok(LsReply { projects })
 }
 
-/// Wake on desired-state changes, container events, or the tick; then one pass per project.
+/// Whether a container event is about a container of a project (labelled `berth.project`, as
+/// every container the reconciler makes is).
+fn of_a_project(payload: &[u8]) -> bool {
+    serde_json::from_slice::<berth_proto::Event>(payload).is_ok_and(|ev| {
+        ev.attrs
+            .get("labels")
+            .and_then(|l| l.get(plan::LABEL_PROJECT))
+            .is_some()
+    })
+}
+
+/// Wake on desired-state changes, project containers' events, or the tick; then one pass per
+/// project.
 async fn run_loop(st: Arc<State>) {
     // Desired-state changes.
     {
@@ -280,7 +292,9 @@ async fn run_loop(st: Arc<State>) {
             }
         });
     }
-    // Container events anywhere: drift is corrected at once, not at the next tick.
+    // Events of a project's containers anywhere: drift is corrected at once, not at the next
+    // tick. Those of other containers (a `berth run`) wake nothing: a pass reads the whole
+    // desired state.
     {
         let st = st.clone();
         tokio::spawn(async move {
@@ -288,8 +302,10 @@ async fn run_loop(st: Arc<State>) {
             loop {
                 match st.ctx.bus.client().subscribe(subject.clone()).await {
                     Ok(mut sub) => {
-                        while sub.next().await.is_some() {
-                            st.wake.notify_one();
+                        while let Some(m) = sub.next().await {
+                            if of_a_project(&m.payload) {
+                                st.wake.notify_one();
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(%e, "subscribing to container events"),
@@ -365,5 +381,27 @@ async fn run_loop(st: Arc<State>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::of_a_project;
+
+    #[test]
+    fn only_project_containers_events_wake_the_loop() {
+        let ev = |attrs: &str| {
+            format!(
+                r#"{{"v":1,"id":"x","time":"t","node":"n","entity":"container","action":"removed","name":"c","attrs":{attrs}}}"#
+            )
+        };
+        assert!(of_a_project(
+            ev(r#"{"id":"a","labels":{"berth.project":"shop","berth.service":"web"}}"#).as_bytes()
+        ));
+        assert!(!of_a_project(
+            ev(r#"{"id":"a","labels":{"team":"x"}}"#).as_bytes()
+        ));
+        assert!(!of_a_project(ev(r#"{"id":"a"}"#).as_bytes()));
+        assert!(!of_a_project(b"not json"));
     }
 }

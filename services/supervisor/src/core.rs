@@ -275,6 +275,9 @@ impl Supervisor {
         id: Option<String>,
     ) {
         let mut a = attrs! {"id" => rec.state.id, "image" => rec.state.image};
+        if !rec.state.labels.is_empty() {
+            a.insert("labels".into(), serde_json::json!(rec.state.labels));
+        }
         a.extend(extra);
         let mut ev = self.ctx.bus.event(EV_ENTITY, action, &rec.state.name, a);
         if let Some(id) = id {
