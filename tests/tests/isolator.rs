@@ -349,7 +349,11 @@ async fn isolation_seen_from_inside() {
                 .any(|p| target.starts_with(p)),
             "unexpected mount {line}"
         );
-        assert!(!line.contains(&host_dir), "host path leaked: {line}");
+        // The overlay's own line names its layers (the init layer is in the data root), as
+        // a Docker container's does; no other mount may come from the host's paths.
+        if target != "/" {
+            assert!(!line.contains(&host_dir), "host path leaked: {line}");
+        }
     }
     assert!(!s["mounts"].contains("cgroup"), "{}", s["mounts"]);
     assert!(s["mounts"]
@@ -956,10 +960,15 @@ async fn image_with_proc_and_dev_as_symlinks_cannot_mount_onto_the_host() {
         std::fs::remove_dir(&link).unwrap();
         std::os::unix::fs::symlink(format!("{hops}{}", host_dir.display()), &link).unwrap();
     }
-    let spec = h.spec("ls /dev | grep -c '^null$'; ls /proc/self/ns | grep -c '^mnt$'");
-    let (st, out) = h.run(&spec).await;
-    assert_eq!(st.exit_code, 0, "{out}");
-    assert_eq!(out, "1\n1\n");
+    // The init layer's directories hide the image's links; a container in a user namespace
+    // goes without that layer and meets the links themselves.
+    for userns in [None, Some(231_072)] {
+        let mut spec = h.spec("ls /dev | grep -c '^null$'; ls /proc/self/ns | grep -c '^mnt$'");
+        spec.userns_remap = userns;
+        let (st, out) = h.run(&spec).await;
+        assert_eq!(st.exit_code, 0, "{userns:?}: {out}");
+        assert_eq!(out, "1\n1\n", "{userns:?}");
+    }
     for d in ["proc", "dev"] {
         assert!(
             std::fs::read_dir(outside.path().join(d))
@@ -971,6 +980,48 @@ async fn image_with_proc_and_dev_as_symlinks_cannot_mount_onto_the_host() {
     }
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(&outside.path().display().to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_points_come_from_the_init_layer_and_the_upper_dir_stays_empty() {
+    need_root!();
+    let h = Harness::new().await;
+    // The image has an /etc of its own but none of the files the init binds there.
+    let etc = h.rootfs.lower().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("from-the-image"), b"image\n").unwrap();
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        assert!(!etc.join(f).exists(), "{f}");
+    }
+    let mut spec = h.spec("cat /etc/hostname /etc/from-the-image; ls -ld /etc | cut -c1-10");
+    spec.hostname = Some("layered".into());
+    let (st, out) = h.run(&spec).await;
+    assert_eq!(st.exit_code, 0, "{out}");
+    assert_eq!(out, "layered\nimage\ndrwxr-xr-x\n");
+    // Nothing was made in the container's own layer to mount onto.
+    let upper = PathBuf::from(h.rootfs.container(&spec.id).upperdir);
+    let made: Vec<_> = std::fs::read_dir(&upper)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
+    // The layer is the node's, above the image's.
+    let rootfs: berth_proto::isolator::RootfsMount = serde_json::from_slice(
+        &std::fs::read(h.config().container_dir(&spec.id).join("rootfs.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rootfs.lowerdirs,
+        [
+            h.config()
+                .data_root
+                .join("init-layer")
+                .display()
+                .to_string(),
+            h.rootfs.lower().display().to_string()
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod error;
 pub mod exec_stream;
+pub mod init_layer;
 pub mod network;
 pub mod shim;
 pub mod validate;
@@ -40,6 +41,9 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         }
     }
     shim::refill();
+    if let Err(e) = init_layer::ensure(&init_layer::dir(&ctx.config)) {
+        tracing::warn!(%e, "the init layer is not there: containers make their mount points");
+    }
     let router = Router::new()
         .route(CREATE, move |req: CreateRequest| {
             let ctx = c1.clone();
@@ -180,6 +184,15 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     let spec = &req.spec;
     validate::spec(spec)?;
     validate::rootfs(&req.rootfs)?;
+    // The mount points the init needs come from the init layer, not the upper dir.
+    let rootfs = match spec.userns_remap {
+        None => {
+            let layer = init_layer::dir(cfg);
+            init_layer::ensure(&layer)?;
+            std::borrow::Cow::Owned(init_layer::over(&req.rootfs, &layer))
+        }
+        Some(_) => std::borrow::Cow::Borrowed(&req.rootfs),
+    };
     let id = &spec.id;
     let bundle = cfg.container_dir(id);
     let run_dir = cfg.container_run_dir(id);
@@ -242,7 +255,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     let (launched, saved) = std::thread::scope(|s| {
         let saved = s.spawn(|| {
             std::fs::write(&spec_path, json(spec)).map_err(io("write", &spec_path))?;
-            std::fs::write(&rootfs_path, json(&req.rootfs)).map_err(io("write", &rootfs_path))?;
+            std::fs::write(&rootfs_path, json(&*rootfs)).map_err(io("write", &rootfs_path))?;
             let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
             oci.save(&cfg_path)
                 .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))
@@ -255,7 +268,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             log: &bundle.join(SHIM_LOG_FILE),
             timeout: CREATE_TIMEOUT,
             spec,
-            rootfs: &req.rootfs,
+            rootfs: &rootfs,
         });
         let saved = saved
             .join()
