@@ -804,6 +804,10 @@ async fn containers_removed_at_their_exit_are_saved_once_and_removed_by_a_restar
     // The shim's cgroup removal is done once it has gone.
     kill_leftovers(&n.run_dir());
     std::fs::remove_dir_all(n.run_dir().join(&started[1].id)).unwrap();
+    // And a removal's run directory it had not deleted yet.
+    let leftover = n.run_dir().join(".removed-leftover");
+    std::fs::create_dir_all(leftover.join("sub")).unwrap();
+    std::fs::write(leftover.join("sub/exit.json"), b"{}").unwrap();
 
     n.start_supervisor().await;
     for st in &started {
@@ -827,6 +831,14 @@ async fn containers_removed_at_their_exit_are_saved_once_and_removed_by_a_restar
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(n.events_of(&st.id, EV_REMOVED).len(), 1, "{}", st.name);
+    }
+    let deadline = Instant::now() + T;
+    while leftover.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the run directory's trash is not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The one whose exit was found announces it (once); names are free again.
     assert_eq!(n.stored_exits(&started[0].id).await, 1);
@@ -1105,15 +1117,20 @@ async fn cli_run_rm_returns_the_exit_code_and_cleans_up() {
         .await
         .unwrap();
     assert!(l.containers.is_empty(), "{l:?}");
-    // The files go in the background, right after the removal.
+    // The files go in the background, right after the removal: its container and run
+    // directories.
     let deadline = Instant::now() + T;
-    while std::fs::read_dir(n.data_root().join("containers"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-        > 0
-    {
-        assert!(Instant::now() < deadline, "container directory not removed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    for dir in [n.data_root().join("containers"), n.run_dir()] {
+        while std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} not emptied: {:?}",
+                dir.display(),
+                std::fs::read_dir(&dir)
+                    .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     // What a container removed at its exit writes is never synced: its root is a volatile
     // overlay. One that stays after its exit has an ordinary one.

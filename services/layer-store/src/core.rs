@@ -145,18 +145,9 @@ pub struct ContainerRec {
     pub work: String,
 }
 
-/// Delete `dirs` (trash entries) on a thread of their own.
+/// Delete `dirs` (trash entries) later, at the lowest priority (`berth_bus::janitor`).
 fn delete_in_background(dirs: Vec<PathBuf>) {
-    if dirs.is_empty() {
-        return;
-    }
-    std::thread::spawn(move || {
-        for d in dirs {
-            if let Err(e) = std::fs::remove_dir_all(&d) {
-                tracing::warn!(%e, dir = %d.display(), "emptying the trash failed");
-            }
-        }
-    });
+    berth_bus::janitor::remove_later(dirs);
 }
 
 /// Names trash entries apart (the same container may be released twice in a row).

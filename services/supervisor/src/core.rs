@@ -32,6 +32,14 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Prefix of a removed container's directory while it is deleted in the background.
 const TRASH_PREFIX: &str = ".removed-";
+
+/// A trash entry's name for container `id`: apart from an earlier one of the same id (an id a
+/// caller chose may be used again before the janitor got to it).
+fn trash_name(id: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{TRASH_PREFIX}{id}.{}.{n}", std::process::id())
+}
 /// How long a SIGKILLed container may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
@@ -857,7 +865,10 @@ impl Supervisor {
         }
         *c.tailer.lock().await = None;
         self.announce_exit(c, inner).await;
-        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        if !remove_now {
+            // (The removal takes it out of the way.)
+            let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
+        }
         c.changed.send_modify(|g| *g += 1);
         if restart {
             self.schedule_restart(c, inner, delay).await;
@@ -1187,22 +1198,21 @@ impl Supervisor {
                 return Err(e);
             }
         }
-        let _ = std::fs::remove_dir_all(self.run_dir(&c.id));
-        // Out of the way at once (one rename), deleted in the background.
-        let dir = self.dir(&c.id);
-        let trash = self
-            .ctx
-            .config
-            .containers_dir()
-            .join(format!("{TRASH_PREFIX}{}", c.id));
-        match std::fs::rename(&dir, &trash) {
-            Ok(()) => {
-                self.tasks.spawn_blocking(move || {
-                    if let Err(e) = std::fs::remove_dir_all(&trash) {
-                        tracing::warn!(%e, dir = %trash.display(), "removal of container files failed");
-                    }
-                });
+        // Out of the way at once (one rename each), deleted later at the lowest priority
+        // (`berth_bus::janitor`); what is left of them is swept at the next start.
+        let run_dir = self.run_dir(&c.id);
+        let run_trash = self.ctx.config.run_dir.join(trash_name(&c.id));
+        match std::fs::rename(&run_dir, &run_trash) {
+            Ok(()) => berth_bus::janitor::remove_later([run_trash]),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&run_dir);
             }
+        }
+        let dir = self.dir(&c.id);
+        let trash = self.ctx.config.containers_dir().join(trash_name(&c.id));
+        match std::fs::rename(&dir, &trash) {
+            Ok(()) => berth_bus::janitor::remove_later([trash]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 inner.removing = false;
@@ -1315,6 +1325,14 @@ impl Supervisor {
     /// Rebuild every container from its record and the run directory: re-adopt running shims,
     /// process exits that happened while the supervisor was away, resume pending restarts.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        // Run directories of removals the supervisor did not finish.
+        if let Ok(run) = std::fs::read_dir(&self.ctx.config.run_dir) {
+            berth_bus::janitor::remove_later(
+                run.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(TRASH_PREFIX))
+                    .map(|e| e.path()),
+            );
+        }
         let root = self.ctx.config.containers_dir();
         let entries = match std::fs::read_dir(&root) {
             Ok(e) => e,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod infra;
+pub mod janitor;
 pub mod server;
 
 pub use client::{Bus, ConnectOptions, Credentials, RequestOptions};
