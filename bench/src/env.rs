@@ -20,20 +20,48 @@ pub fn sh(cmd: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Time one run of a shell command (output discarded); fail if it fails.
+/// Time one run of a command (output discarded); fail if it fails. A command made of plain
+/// words is started directly, as a shell would start it, so the figure is the command's own
+/// and not also a shell's start (about 0.9 ms here, for every engine alike); one that needs a
+/// shell (variables, substitutions, pipes, redirections, quotes, globs) runs under `sh -c`.
 pub fn time_sh(cmd: &str) -> anyhow::Result<Duration> {
+    let mut c = match plain_words(cmd) {
+        Some(w) => {
+            let mut c = Command::new(w[0]);
+            c.args(&w[1..]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(cmd);
+            c
+        }
+    };
     let t = Instant::now();
-    let st = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()?;
+    let st = c.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
     let d = t.elapsed();
     if !st.status.success() {
         bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&st.stderr));
     }
     Ok(d)
+}
+
+/// The words of `cmd` if a shell would take it word for word: no character a shell treats
+/// specially, no assignment before the command, no comment, no tilde.
+fn plain_words(cmd: &str) -> Option<Vec<&str>> {
+    if cmd.chars().any(|ch| "$`|;&<>\"'\\*?()[]{}!\n".contains(ch)) {
+        return None;
+    }
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let first = words.first()?;
+    if first.contains('=')
+        || words
+            .iter()
+            .any(|w| w.starts_with('#') || w.starts_with('~'))
+    {
+        return None;
+    }
+    Some(words)
 }
 
 pub fn have(bin: &str) -> bool {
@@ -197,6 +225,42 @@ impl Drop for Berth {
             }
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn only_commands_a_shell_takes_word_for_word_skip_it() {
+        assert_eq!(
+            plain_words("/b/berth --nats nats://127.0.0.1:4222 run --rm img:latest /bin/true"),
+            Some(vec![
+                "/b/berth",
+                "--nats",
+                "nats://127.0.0.1:4222",
+                "run",
+                "--rm",
+                "img:latest",
+                "/bin/true"
+            ])
+        );
+        assert!(plain_words("podman run --ulimit nofile=1024:1024 x /bin/true").is_some());
+        for shelly in [
+            "runc run --bundle /b berth-bench-$$",
+            "a | b",
+            "a > /dev/null",
+            "a 'quoted word'",
+            "X=1 a",
+            "a ~/x",
+            "a *.tar",
+            "a; b",
+            "a # comment",
+            "",
+        ] {
+            assert!(plain_words(shelly).is_none(), "{shelly}");
         }
     }
 }

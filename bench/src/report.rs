@@ -44,7 +44,10 @@ pub fn markdown(outcomes: &[Outcome], peer_notes: &[String], chart: Option<&str>
     let _ = writeln!(
         md,
         "Run on {} by `berth-bench` on {}. Each figure is the median of the runs after a warm-up, \
-         with min–max; the page cache is dropped before each pull and mass start. Ratio = berth / peer \
+         with min–max; the page cache is dropped before each pull and mass start. A timed command made \
+         of plain words is started directly, as a shell starts it, so a figure does not include a \
+         shell's own start (0.9 ms here); one that needs a shell (runc's, which names its container \
+         with `$$`) runs under `sh -c`. Ratio = berth / peer \
          (below 1 means berth is faster or smaller; for throughput it is peer / berth, so below 1 \
          still means berth does better).\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
