@@ -103,3 +103,33 @@ pub fn unique(prefix: &str) -> String {
         berth_bus::random_hex(6)
     )
 }
+
+/// Wait until `service` of the bus's node answers its `info` verb (started in this process or
+/// another), panicking after `within`.
+pub async fn wait_for_service(
+    bus: &berth_bus::Bus,
+    service: berth_proto::Service,
+    within: std::time::Duration,
+) {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + within;
+    loop {
+        let r: Result<serde_json::Value, _> = bus
+            .call(
+                service,
+                berth_proto::info::VERB,
+                &serde_json::json!({}),
+                &berth_bus::RequestOptions::timeout(Duration::from_millis(500)),
+            )
+            .await;
+        if r.is_ok() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not come up",
+            service.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

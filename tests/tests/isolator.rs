@@ -65,23 +65,7 @@ impl Harness {
     }
 
     async fn wait_for_service(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r: Result<serde_json::Value, BusError> = self
-                .bus
-                .call(
-                    Service::Isolator,
-                    "info",
-                    &serde_json::json!({}),
-                    &RequestOptions::timeout(Duration::from_millis(500)),
-                )
-                .await;
-            if r.is_ok() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "isolator did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        berth_tests::wait_for_service(&self.bus, Service::Isolator, Duration::from_secs(10)).await;
     }
 
     /// Stop the in-process service (as a restart would).

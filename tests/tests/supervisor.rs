@@ -94,23 +94,7 @@ impl Node {
             berth_isolator::run(c).await.map_err(|e| e.to_string())
         }));
         // Ready when it answers: a create sent before would find no isolator.
-        let deadline = Instant::now() + T;
-        loop {
-            let r: Result<berth_proto::isolator::VolumesReply, _> = n
-                .bus
-                .call(
-                    Service::Isolator,
-                    berth_proto::isolator::VOLUMES,
-                    &berth_proto::isolator::VolumesRequest {},
-                    &RequestOptions::timeout(Duration::from_secs(2)),
-                )
-                .await;
-            if r.is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the isolator did not answer");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        berth_tests::wait_for_service(&n.bus, Service::Isolator, T).await;
         n.start_supervisor().await;
         n
     }

@@ -12,7 +12,7 @@
 use crate::error::{io, IsolatorError};
 use berth_bus::NodeConfig;
 use berth_proto::isolator::RootfsMount;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Directories of the layer, parents first.
@@ -39,33 +39,22 @@ pub fn ensure(dir: &Path) -> Result<(), IsolatorError> {
         berth_bus::random_hex(8)
     ));
     let built = (|| {
-        let mut b = std::fs::DirBuilder::new();
-        b.mode(0o755);
-        b.create(&tmp).map_err(io("create", &tmp))?;
+        // Each made, then given its mode (the umask may have taken bits away).
+        let made = |p: &Path, is_dir: bool| {
+            let (r, mode) = if is_dir {
+                (std::fs::create_dir(p), 0o755)
+            } else {
+                (std::fs::File::create_new(p).map(drop), 0o644)
+            };
+            r.and_then(|()| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)))
+                .map_err(io("create", p))
+        };
+        made(&tmp, true)?;
         for d in DIRS {
-            let p = tmp.join(d);
-            b.create(&p).map_err(io("create", &p))?;
+            made(&tmp.join(d), true)?;
         }
         for f in FILES {
-            let p = tmp.join(f);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&p)
-                .map_err(io("create", &p))?;
-        }
-        // The umask may have taken bits away.
-        use std::os::unix::fs::PermissionsExt;
-        for d in std::iter::once("").chain(DIRS.iter().copied()) {
-            let p = tmp.join(d);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
-                .map_err(io("chmod", &p))?;
-        }
-        for f in FILES {
-            let p = tmp.join(f);
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
-                .map_err(io("chmod", &p))?;
+            made(&tmp.join(f), false)?;
         }
         std::fs::rename(&tmp, dir).map_err(io("rename into place", dir))
     })();
@@ -89,7 +78,6 @@ pub fn over(rootfs: &RootfsMount, dir: &Path) -> RootfsMount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_layer_is_made_once_whole_and_goes_on_top() {

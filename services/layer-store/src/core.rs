@@ -145,11 +145,6 @@ pub struct ContainerRec {
     pub work: String,
 }
 
-/// Delete `dirs` (trash entries) later, at the lowest priority (`berth_bus::janitor`).
-fn delete_in_background(dirs: Vec<PathBuf>) {
-    berth_bus::janitor::remove_later(dirs);
-}
-
 /// Names trash entries apart (the same container may be released twice in a row).
 static TRASH_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
@@ -275,7 +270,7 @@ impl LayerStore {
     /// Delete what releases left in the trash, in the background.
     fn empty_trash(&self) {
         if let Ok(left) = self.trash() {
-            delete_in_background(left);
+            berth_bus::janitor::remove_later(left);
         }
     }
 
@@ -888,7 +883,7 @@ impl LayerStore {
                 Err(e) => return Err(io("move to the trash", &from)(e)),
             }
         }
-        delete_in_background(moved);
+        berth_bus::janitor::remove_later(moved);
         // The container dir is shared with the supervisor: removed only when empty.
         let _ = std::fs::remove_dir(&cdir);
         if had {

@@ -1345,7 +1345,7 @@ impl Supervisor {
             let dir = ent.path();
             if ent.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
                 // A removal the supervisor did not finish.
-                let _ = std::fs::remove_dir_all(&dir);
+                berth_bus::janitor::remove_later([dir]);
                 continue;
             }
             if !crate::record::exists(&dir) {
@@ -1397,25 +1397,19 @@ impl Supervisor {
             if !is_container_id(&id) {
                 continue;
             }
-            let mut waited = Duration::ZERO;
-            let released = loop {
-                match self.ask_release(&id).await {
-                    Ok(()) => break true,
-                    Err(BusError::NoResponders { .. }) if waited < Duration::from_secs(60) => {
-                        tokio::select! {
-                            _ = self.token.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        }
-                        waited += Duration::from_millis(200);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%e, id, "a container directory without a record is left: its root filesystem was not released");
-                        break false;
-                    }
+            let released = self
+                .retrying(
+                    || self.ask_release(&id),
+                    |e| matches!(e, BusError::NoResponders { .. }),
+                )
+                .await;
+            match released {
+                None => return,
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(%e, id, "a container directory without a record is left: its root filesystem was not released");
+                    continue;
                 }
-            };
-            if !released {
-                continue;
             }
             let dir = self.dir(&id);
             // The layer-store removes the directory once its own part is gone, if nothing else
@@ -1432,21 +1426,33 @@ impl Supervisor {
     /// Remove a container removed at its exit whose removal a supervisor's death cut short,
     /// retried for up to a minute while the layer-store is not there yet.
     async fn finish_removal(self: Arc<Self>, c: &Arc<Container>) {
+        if let Some(Err(e)) = self.retrying(|| self.remove(c, true), |_| true).await {
+            tracing::warn!(%e, id = %c.id, "a container removed at its exit is left");
+        }
+    }
+
+    /// `attempt`, again every 200 ms for up to a minute while `again` says its error may pass
+    /// (a service not there yet after a start); `None` when the supervisor stops meanwhile.
+    async fn retrying<T, E, Fut>(
+        &self,
+        mut attempt: impl FnMut() -> Fut,
+        again: impl Fn(&E) -> bool,
+    ) -> Option<std::result::Result<T, E>>
+    where
+        Fut: std::future::Future<Output = std::result::Result<T, E>>,
+    {
+        const EVERY: Duration = Duration::from_millis(200);
         let mut waited = Duration::ZERO;
         loop {
-            match self.remove(c, true).await {
-                Ok(()) => return,
-                Err(e) if waited >= Duration::from_secs(60) => {
-                    tracing::warn!(%e, id = %c.id, "a container removed at its exit is left");
-                    return;
-                }
-                Err(_) => {}
+            match attempt().await {
+                Err(e) if again(&e) && waited < Duration::from_secs(60) => {}
+                r => return Some(r),
             }
             tokio::select! {
-                _ = self.token.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = self.token.cancelled() => return None,
+                _ = tokio::time::sleep(EVERY) => {}
             }
-            waited += Duration::from_millis(200);
+            waited += EVERY;
         }
     }
 
@@ -1510,8 +1516,7 @@ impl Supervisor {
             _ if inner.rec.request.auto_remove && inner.rec.request.start => {
                 // Removed at its exit, and it has ended (its exit processed, or lost with the
                 // run directory at a reboot) or never got a process: finish the removal. Its
-                // record is the one saved at the create.
-                let _ = std::fs::remove_dir_all(&run_dir);
+                // record is the one saved at the create; `remove` takes its run directory.
                 drop(inner);
                 let (sup, c) = (self.clone(), c.clone());
                 self.tasks
