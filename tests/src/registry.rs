@@ -1,5 +1,8 @@
 //! A real registry (Debian's `docker-registry`, i.e. distribution) on a free loopback port,
-//! storing into a temp dir, optionally behind htpasswd Basic auth. Killed by pid on Drop.
+//! storing into a temp dir, optionally behind htpasswd Basic auth or a token server. Killed by
+//! pid on Drop. Fronts put in front of it redirect blobs, send them slowly, or inject faults
+//! (statuses, cut answers, wrong media types, redirects) over plain HTTP or TLS ([`FaultFront`],
+//! [`TestTls`]).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -231,6 +234,11 @@ impl Registry {
         self.token.as_ref().map(|t| t.issued()).unwrap_or(0)
     }
 
+    /// The port of its token server, if it has one.
+    pub fn token_port(&self) -> Option<u16> {
+        self.token.as_ref().map(|t| t.port)
+    }
+
     /// The lifetime of the tokens issued from now on (a registry started with a token server).
     pub fn set_token_ttl(&self, ttl_secs: u64) {
         self.token
@@ -347,24 +355,9 @@ impl Drop for BlobRedirector {
     }
 }
 
-/// The request head (up to the blank line) and its path.
+/// The request head (up to the blank line) and its target, from a plain connection.
 async fn read_head(c: &mut tokio::net::TcpStream) -> Option<(String, String)> {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if c.read(&mut byte).await.ok()? == 0 || buf.len() > 64 * 1024 {
-            return None;
-        }
-        // A TLS ClientHello (the client tries HTTPS first): not HTTP, hang up at once.
-        if buf.is_empty() && byte[0] == 0x16 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).ok()?;
-    let path = head.split_whitespace().nth(1)?.to_string();
-    Some((head, path))
+    read_head_any(c, true).await
 }
 
 /// Send a GET/HEAD request head to the registry (one request per connection, with
@@ -760,4 +753,412 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A throwaway certificate authority and a server certificate it signed for `127.0.0.1`
+/// (made by `openssl` in a temp dir, removed on Drop): for TLS fronts the client verifies.
+pub struct TestTls {
+    dir: tempfile::TempDir,
+}
+
+impl TestTls {
+    pub fn new() -> TestTls {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-tls-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=berth-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n\
+             keyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("ext.cnf");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        openssl(&[
+            "x509",
+            "-in",
+            "server.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "server.der",
+        ]);
+        openssl(&[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "server.key",
+            "-outform",
+            "DER",
+            "-out",
+            "server.key.der",
+        ]);
+        TestTls { dir }
+    }
+
+    /// The CA certificate (PEM), for a client's `ca_file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let cert = std::fs::read(self.dir.path().join("server.der")).expect("server.der");
+        let key = std::fs::read(self.dir.path().join("server.key.der")).expect("server key");
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert)],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+            )
+            .expect("a TLS server config");
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    }
+}
+
+impl Default for TestTls {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kinds of request a [`FaultFront`] tells apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `GET /v2/`
+    Ping,
+    /// The token server's realm (`/token`), when the registry has one.
+    Token,
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest,
+    /// `/v2/<name>/blobs/<digest>` (configs and layers)
+    Blob,
+    Other,
+}
+
+/// What a [`FaultFront`] does with one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass it to the registry (or its token server) and the answer back unchanged.
+    Pass,
+    /// Answer this status with an empty body, and `Retry-After: <secs>` when given.
+    Status(u16, Option<u64>),
+    /// Pass it through, but close the connection after half of the answer's body.
+    Truncate,
+    /// Pass it through with the answer's `Content-Type` replaced by this one.
+    ContentType(String),
+    /// Answer `307` to this origin (`http://127.0.0.1:5000`) + the request's path and query.
+    Redirect(String),
+}
+
+#[derive(Default)]
+struct FrontState {
+    /// Per kind: faults for the next requests, in order; then the one for all after.
+    scripts: std::collections::HashMap<Kind, (std::collections::VecDeque<Fault>, Fault)>,
+    seen: std::collections::HashMap<Kind, usize>,
+    ranged: std::collections::HashMap<Kind, usize>,
+}
+
+/// A front for a [`Registry`] on `127.0.0.1:<port>`, over plain HTTP or TLS ([`TestTls`]),
+/// that injects faults by kind of request ([`FaultFront::script`]) and counts the requests of
+/// each kind that it received (`seen`) and those carrying a `Range` header (`ranged`). With a
+/// registry that has a token server, the token realm in the registry's `WWW-Authenticate`
+/// answers is rewritten to this front's `/token`, so token requests pass here too. One request
+/// per connection (`Connection: close`). Stopped on Drop.
+pub struct FaultFront {
+    pub port: u16,
+    scheme: &'static str,
+    state: std::sync::Arc<std::sync::Mutex<FrontState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultFront {
+    /// Start a front over plain HTTP (`tls` None) or TLS with `tls`'s certificate.
+    pub async fn start(registry: &Registry, tls: Option<&TestTls>) -> FaultFront {
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fault front");
+        let port = listener.local_addr().unwrap().port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let state = Arc::new(Mutex::new(FrontState::default()));
+        let acceptor = tls.map(|t| t.acceptor());
+        let route = Route {
+            upstream: registry.port,
+            token: registry.token_port(),
+            front: format!("{scheme}://127.0.0.1:{port}"),
+        };
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((c, _)) = listener.accept().await {
+                let (st, route, acceptor) = (st.clone(), route.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(c).await {
+                                serve_fault(tls, &st, &route, false).await;
+                            }
+                        }
+                        None => serve_fault(c, &st, &route, true).await,
+                    }
+                });
+            }
+        });
+        FaultFront {
+            port,
+            scheme,
+            state,
+            task,
+        }
+    }
+
+    /// The next requests of `kind` get `first`, one each, in order; all after get `then`.
+    pub fn script(&self, kind: Kind, first: Vec<Fault>, then: Fault) {
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(kind, (first.into(), then));
+    }
+
+    /// Requests of `kind` received so far.
+    pub fn seen(&self, kind: Kind) -> usize {
+        *self.state.lock().unwrap().seen.get(&kind).unwrap_or(&0)
+    }
+
+    /// Requests of `kind` received with a `Range` header (resumed downloads).
+    pub fn ranged(&self, kind: Kind) -> usize {
+        *self.state.lock().unwrap().ranged.get(&kind).unwrap_or(&0)
+    }
+
+    /// `127.0.0.1:<port>`: the registry name to pull through.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http(s)://127.0.0.1:<port>`
+    pub fn origin(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+}
+
+impl Drop for FaultFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where a [`FaultFront`] sends requests, and its own origin (for the token realm).
+#[derive(Clone)]
+struct Route {
+    upstream: u16,
+    token: Option<u16>,
+    front: String,
+}
+
+/// Serve one request on `c` the way the front's script says.
+async fn serve_fault<S>(mut c: S, state: &std::sync::Mutex<FrontState>, route: &Route, plain: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some((head, target)) = read_head_any(&mut c, plain).await else {
+        return;
+    };
+    let path = target.split('?').next().unwrap_or(&target);
+    let kind = if path == "/v2/" || path == "/v2" {
+        Kind::Ping
+    } else if path.starts_with("/token") {
+        Kind::Token
+    } else if path.contains("/manifests/") {
+        Kind::Manifest
+    } else if path.contains("/blobs/") {
+        Kind::Blob
+    } else {
+        Kind::Other
+    };
+    let fault = {
+        let mut st = state.lock().unwrap();
+        *st.seen.entry(kind).or_default() += 1;
+        if head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("range:"))
+        {
+            *st.ranged.entry(kind).or_default() += 1;
+        }
+        match st.scripts.get_mut(&kind) {
+            Some((first, then)) => first.pop_front().unwrap_or_else(|| then.clone()),
+            None => Fault::Pass,
+        }
+    };
+    let answer = |status: u16, extra: String| {
+        format!("HTTP/1.1 {status} Fault\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    match &fault {
+        Fault::Status(code, retry_after) => {
+            let extra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            let _ = c.write_all(answer(*code, extra).as_bytes()).await;
+            let _ = c.shutdown().await;
+            return;
+        }
+        Fault::Redirect(origin) => {
+            let extra = format!("Location: {origin}{target}\r\n");
+            let _ = c.write_all(answer(307, extra).as_bytes()).await;
+            let _ = c.shutdown().await;
+            return;
+        }
+        Fault::Pass | Fault::Truncate | Fault::ContentType(_) => {}
+    }
+    let port = match (kind, route.token) {
+        (Kind::Token, Some(t)) => t,
+        _ => route.upstream,
+    };
+    let Some(mut up) = send_upstream(&head, port, None).await else {
+        return;
+    };
+    // The answer's head, then its body as it comes.
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    let split = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match up.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let body_start = buf.split_off(split);
+    let answer_head = String::from_utf8_lossy(&buf).to_string();
+    let mut out = String::new();
+    let mut length = None;
+    for line in answer_head.trim_end().split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse::<u64>().ok();
+        }
+        if let (Fault::ContentType(t), true) = (&fault, lower.starts_with("content-type:")) {
+            out.push_str(&format!("Content-Type: {t}\r\n"));
+            continue;
+        }
+        if lower.starts_with("www-authenticate:") {
+            if let Some(t) = route.token {
+                let realm = format!("http://127.0.0.1:{t}");
+                out.push_str(&line.replace(&realm, &route.front));
+                out.push_str("\r\n");
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    if c.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    // With Truncate, at most half the body, then the connection is closed.
+    let mut budget = match (&fault, length) {
+        (Fault::Truncate, Some(len)) => len / 2,
+        (Fault::Truncate, None) => 0,
+        _ => u64::MAX,
+    };
+    let mut pending = body_start;
+    loop {
+        let n = (pending.len() as u64).min(budget) as usize;
+        if c.write_all(&pending[..n]).await.is_err() {
+            return;
+        }
+        budget -= n as u64;
+        if budget == 0 {
+            break;
+        }
+        match up.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => pending = chunk[..n].to_vec(),
+        }
+    }
+    let _ = c.flush().await;
+    let _ = c.shutdown().await;
+}
+
+/// The request head and its path, from any stream; on a plain one, a TLS ClientHello (a
+/// client trying HTTPS first) is hung up on at once.
+async fn read_head_any<S>(c: &mut S, plain: bool) -> Option<(String, String)>
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if c.read(&mut byte).await.ok()? == 0 || buf.len() > 64 * 1024 {
+            return None;
+        }
+        if plain && buf.is_empty() && byte[0] == 0x16 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).ok()?;
+    let path = head.split_whitespace().nth(1)?.to_string();
+    Some((head, path))
 }

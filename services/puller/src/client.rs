@@ -1,17 +1,20 @@
 //! A client of one registry endpoint (the origin or a mirror) for one repository, speaking the
 //! OCI distribution API over reqwest: scheme selection (HTTPS, then plain HTTP only for
 //! insecure registries), the `WWW-Authenticate` challenge (anonymous, Basic, Bearer tokens per
-//! repository scope, refreshed when they expire or are refused mid-pull), and redirects
-//! followed by hand so credentials are sent only to the registry's own origin.
+//! repository scope, refreshed when they expire or are refused mid-pull), redirects followed
+//! by hand so credentials are sent only to the registry's own origin and never from HTTPS to
+//! plain HTTP (unless the registry is insecure), and every request retried by one policy
+//! (`crate::retry`).
 
 use crate::docker_config::Credentials;
-use crate::error::PullError;
+use crate::error::{is_transient_status, PullError};
+use crate::retry::{parse_retry_after, retry, RetryPolicy};
 use crate::settings::RegistrySettings;
 use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{
-    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RANGE, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, LOCATION, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use reqwest::{Response, StatusCode, Url};
 use std::time::{Duration, Instant};
@@ -101,6 +104,9 @@ pub struct RegistryClient {
     pub host: String,
     pub repository: String,
     pub is_mirror: bool,
+    /// Plain HTTP allowed after a redirect (the registry is insecure).
+    insecure: bool,
+    policy: RetryPolicy,
     creds: Option<Credentials>,
     challenge: Mutex<Challenge>,
     token: Mutex<TokenCache>,
@@ -147,12 +153,14 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 impl RegistryClient {
     /// Reach `spec` for `repository`: pick the scheme (HTTPS; plain HTTP only when the
-    /// registry is insecure) and learn how it wants to be authenticated.
+    /// registry is insecure) and learn how it wants to be authenticated. The probe (`GET /v2/`
+    /// on each scheme in turn) is retried as a whole by `policy`.
     pub async fn connect(
         spec: &EndpointSpec,
         settings: &RegistrySettings,
         repository: &str,
         creds: Option<Credentials>,
+        policy: RetryPolicy,
     ) -> Result<RegistryClient, PullError> {
         let http = http_client(settings, &spec.host)?;
         let schemes: Vec<&str> = match spec.scheme.as_deref() {
@@ -160,7 +168,7 @@ impl RegistryClient {
             None if settings.insecure => vec!["https", "http"],
             None => vec!["https"],
         };
-        let mut last = None;
+        let mut bases = Vec::new();
         for scheme in schemes {
             let base =
                 Url::parse(&format!("{scheme}://{}{}", spec.host, spec.prefix)).map_err(|e| {
@@ -169,41 +177,57 @@ impl RegistryClient {
                         reason: format!("not a valid address: {e}"),
                     }
                 })?;
-            let url = join(&base, "/v2/");
-            match http.get(url).send().await {
-                Ok(resp) => {
-                    let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
-                        parse_challenge(resp.headers()).ok_or_else(|| PullError::Unauthorized {
-                            registry: spec.host.clone(),
-                            user: None,
-                            reason: "401 without a usable WWW-Authenticate challenge".into(),
-                        })?
-                    } else {
-                        Challenge::Anonymous
-                    };
-                    return Ok(RegistryClient {
-                        http,
-                        base,
-                        host: spec.host.clone(),
-                        repository: repository.to_string(),
-                        is_mirror: spec.is_mirror,
-                        creds,
-                        challenge: Mutex::new(challenge),
-                        token: Mutex::new(TokenCache::default()),
-                    });
-                }
-                Err(e) => last = Some((scheme, describe(&e))),
-            }
+            bases.push(base);
         }
-        let (scheme, reason) = last.expect("at least one scheme tried");
         let hint = if !settings.insecure && spec.scheme.is_none() {
             " (if it serves plain HTTP, list it with insecure = true in registries.toml)"
         } else {
             ""
         };
-        Err(PullError::Connect {
-            registry: spec.host.clone(),
-            reason: format!("{scheme}: {reason}{hint}"),
+        let (base, challenge) = retry(policy, || async {
+            let mut last = None;
+            for base in &bases {
+                let url = join(base, "/v2/");
+                match http.get(url).send().await {
+                    Ok(resp) if is_transient_status(resp.status().as_u16()) => {
+                        return Err(status_error(&spec.host, "ping (GET /v2/)", resp).await);
+                    }
+                    Ok(resp) => {
+                        let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
+                            parse_challenge(resp.headers()).ok_or_else(|| {
+                                PullError::Unauthorized {
+                                    registry: spec.host.clone(),
+                                    user: None,
+                                    reason: "401 without a usable WWW-Authenticate challenge"
+                                        .into(),
+                                }
+                            })?
+                        } else {
+                            Challenge::Anonymous
+                        };
+                        return Ok((base.clone(), challenge));
+                    }
+                    Err(e) => last = Some((base.scheme().to_string(), describe(&e))),
+                }
+            }
+            let (scheme, reason) = last.expect("at least one scheme tried");
+            Err(PullError::Connect {
+                registry: spec.host.clone(),
+                reason: format!("{scheme}: {reason}{hint}"),
+            })
+        })
+        .await?;
+        Ok(RegistryClient {
+            http,
+            base,
+            host: spec.host.clone(),
+            repository: repository.to_string(),
+            is_mirror: spec.is_mirror,
+            insecure: settings.insecure,
+            policy,
+            creds,
+            challenge: Mutex::new(challenge),
+            token: Mutex::new(TokenCache::default()),
         })
     }
 
@@ -253,7 +277,7 @@ impl RegistryClient {
     }
 
     /// The Bearer token flow: GET the realm with service and scope, with Basic credentials
-    /// when we have them.
+    /// (sent only to the realm's own origin) when we have them; retried by the policy.
     pub async fn fetch_token(
         &self,
         realm: &str,
@@ -265,6 +289,7 @@ impl RegistryClient {
             user: None,
             reason: format!("token realm {realm:?} is not a URL: {e}"),
         })?;
+        self.check_scheme("token request", "token realm", &self.base, &url)?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -277,30 +302,24 @@ impl RegistryClient {
                 q.append_pair("account", &c.username);
             }
         }
-        let mut rb = self.http.get(url);
-        if let Some(b) = self.basic() {
-            rb = rb.header(AUTHORIZATION, b);
-        }
-        let resp = rb.send().await.map_err(|e| PullError::Network {
-            registry: self.host.clone(),
-            step: "token request".into(),
-            reason: describe(&e),
-        })?;
+        retry(self.policy, || self.fetch_token_once(&url)).await
+    }
+
+    async fn fetch_token_once(&self, url: &Url) -> Result<(String, Duration), PullError> {
+        let step = "token request";
+        let resp = self
+            .follow(step, url.clone(), None, None, self.basic(), url)
+            .await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(PullError::Unauthorized {
                 registry: self.host.clone(),
                 user: self.creds.as_ref().map(|c| c.username.clone()),
-                reason: format!("the token service refused with {status}"),
+                reason: format!("the token service refused with {status}; not retried"),
             });
         }
         if !status.is_success() {
-            return Err(PullError::Status {
-                registry: self.host.clone(),
-                step: "token request".into(),
-                status: status.as_u16(),
-                detail: None,
-            });
+            return Err(self.status_error(step, resp).await);
         }
         #[derive(serde::Deserialize)]
         struct TokenReply {
@@ -311,11 +330,7 @@ impl RegistryClient {
             #[serde(default)]
             expires_in: Option<u64>,
         }
-        let body = resp.bytes().await.map_err(|e| PullError::Network {
-            registry: self.host.clone(),
-            step: "token request".into(),
-            reason: describe(&e),
-        })?;
+        let body = self.read_limited(step, resp, MANIFEST_LIMIT).await?;
         let t: TokenReply = serde_json::from_slice(&body).map_err(|e| PullError::Unauthorized {
             registry: self.host.clone(),
             user: None,
@@ -336,8 +351,29 @@ impl RegistryClient {
         ))
     }
 
-    /// GET `path` (under `/v2/`), authenticated, following redirects; a 401 renews the
-    /// challenge and token once.
+    /// Refuse going from HTTPS to plain HTTP (`what`: a redirect, a token realm) unless the
+    /// registry is insecure.
+    fn check_scheme(
+        &self,
+        step: &str,
+        what: &'static str,
+        from: &Url,
+        to: &Url,
+    ) -> Result<(), PullError> {
+        if from.scheme() == "https" && to.scheme() != "https" && !self.insecure {
+            return Err(PullError::Downgrade {
+                registry: self.host.clone(),
+                step: step.to_string(),
+                what,
+                from: shown(from),
+                to: shown(to),
+            });
+        }
+        Ok(())
+    }
+
+    /// One GET of `path` (under `/v2/`), authenticated, following redirects; a 401 renews the
+    /// challenge and token once. Not retried: the callers retry (a blob download resumes).
     pub async fn get(
         &self,
         step: &str,
@@ -349,7 +385,7 @@ impl RegistryClient {
         for attempt in 0..2 {
             let auth = self.authorization(attempt > 0).await?;
             let resp = self
-                .follow(step, url.clone(), accept, range_from, auth)
+                .follow(step, url.clone(), accept, range_from, auth, &self.base)
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -366,7 +402,10 @@ impl RegistryClient {
                 registry: self.host.clone(),
                 user: self.creds.as_ref().map(|c| c.username.clone()),
                 reason: match &self.creds {
-                    Some(_) => detail.unwrap_or_else(|| "credentials refused".into()),
+                    Some(_) => format!(
+                        "{}; not retried (401 with a renewed token)",
+                        detail.unwrap_or_else(|| "credentials refused".into())
+                    ),
                     None => format!(
                         "the registry wants credentials and none are recorded for {} (berth login {})",
                         self.host, self.host
@@ -377,6 +416,9 @@ impl RegistryClient {
         unreachable!("the loop returns")
     }
 
+    /// GET `url`, following redirects (at most 10): `auth` is sent only to `auth_origin`'s
+    /// origin, and a redirect from HTTPS to plain HTTP is refused unless the registry is
+    /// insecure.
     async fn follow(
         &self,
         step: &str,
@@ -384,6 +426,7 @@ impl RegistryClient {
         accept: Option<&str>,
         range_from: Option<u64>,
         auth: Option<String>,
+        auth_origin: &Url,
     ) -> Result<Response, PullError> {
         for _ in 0..10 {
             let mut h = HeaderMap::new();
@@ -397,7 +440,7 @@ impl RegistryClient {
                 );
             }
             if let Some(a) = &auth {
-                if same_origin(&url, &self.base) {
+                if same_origin(&url, auth_origin) {
                     h.insert(
                         AUTHORIZATION,
                         HeaderValue::from_str(a).map_err(|_| PullError::Unauthorized {
@@ -421,11 +464,13 @@ impl RegistryClient {
                 })?;
             if resp.status().is_redirection() {
                 if let Some(loc) = resp.headers().get(LOCATION).and_then(|l| l.to_str().ok()) {
-                    url = url.join(loc).map_err(|e| PullError::Network {
+                    let next = url.join(loc).map_err(|e| PullError::Network {
                         registry: self.host.clone(),
                         step: step.to_string(),
                         reason: format!("bad redirect {loc:?}: {e}"),
                     })?;
+                    self.check_scheme(step, "redirect", &url, &next)?;
+                    url = next;
                     continue;
                 }
             }
@@ -438,9 +483,16 @@ impl RegistryClient {
         })
     }
 
-    /// GET a manifest (tag or digest) with every media type berth understands.
+    /// GET a manifest (tag or digest) with every media type berth understands, retried.
     /// Returns the body, its media type (Content-Type) and the registry's digest header.
     pub async fn manifest(
+        &self,
+        reference: &str,
+    ) -> Result<(Bytes, Option<String>, Option<String>), PullError> {
+        retry(self.policy, || self.manifest_once(reference)).await
+    }
+
+    async fn manifest_once(
         &self,
         reference: &str,
     ) -> Result<(Bytes, Option<String>, Option<String>), PullError> {
@@ -471,7 +523,7 @@ impl RegistryClient {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
         let digest = resp
             .headers()
             .get("docker-content-digest")
@@ -492,19 +544,27 @@ impl RegistryClient {
 
     /// Whether the repository exists (its tag list answers). Used to word a 404 precisely.
     async fn repository_exists(&self) -> bool {
+        let step = "tag list";
         let path = format!("/v2/{}/tags/list?n=1", self.repository);
-        match self.get("tag list", &path, None, None).await {
-            Ok(r) if r.status() == StatusCode::NOT_FOUND => false,
-            Ok(_) => true,
-            Err(_) => true,
-        }
+        let status = retry(self.policy, || async {
+            let r = self.get(step, &path, None, None).await?;
+            if is_transient_status(r.status().as_u16()) {
+                return Err(self.status_error(step, r).await);
+            }
+            Ok(r.status())
+        })
+        .await;
+        !matches!(status, Ok(StatusCode::NOT_FOUND))
     }
 
-    /// A small blob (an image config) in memory, limited to `limit` bytes.
+    /// A small blob (an image config) in memory, limited to `limit` bytes, retried.
     pub async fn small_blob(&self, digest: &str, limit: usize) -> Result<Bytes, PullError> {
         let step = format!("blob {digest}");
-        let resp = self.blob(digest, 0).await?;
-        self.read_limited(&step, resp, limit).await
+        retry(self.policy, || async {
+            let resp = self.blob(digest, 0).await?;
+            self.read_limited(&step, resp, limit).await
+        })
+        .await
     }
 
     /// Start downloading a blob, from byte `from` (a Range request when above 0). The reply is
@@ -521,8 +581,10 @@ impl RegistryClient {
             return Err(PullError::Status {
                 registry: self.host.clone(),
                 step: format!("blob {digest} of {}", self.repository),
+                url: shown(resp.url()),
                 status: 404,
                 detail: Some("the blob is not in the repository".into()),
+                retry_after: None,
             });
         }
         Err(self.status_error(&step, resp).await)
@@ -534,19 +596,21 @@ impl RegistryClient {
         resp: Response,
         limit: usize,
     ) -> Result<Bytes, PullError> {
+        let url = shown(resp.url());
         let mut out = Vec::new();
         let mut s = resp.bytes_stream();
         while let Some(chunk) = s.next().await {
             let chunk = chunk.map_err(|e| PullError::Network {
                 registry: self.host.clone(),
                 step: step.to_string(),
-                reason: describe(&e),
+                reason: format!("reading the answer of {url}: {}", describe(&e)),
             })?;
             if out.len() + chunk.len() > limit {
-                return Err(PullError::Network {
-                    registry: self.host.clone(),
-                    step: step.to_string(),
-                    reason: format!("the answer is larger than {limit} bytes"),
+                // Final: the same answer would come again.
+                return Err(PullError::Malformed {
+                    reference: format!("{}/{}", self.host, self.repository),
+                    what: step.to_string(),
+                    reason: format!("the answer of {url} is larger than {limit} bytes"),
                 });
             }
             out.extend_from_slice(&chunk);
@@ -555,14 +619,39 @@ impl RegistryClient {
     }
 
     pub async fn status_error(&self, step: &str, resp: Response) -> PullError {
-        let status = resp.status().as_u16();
-        PullError::Status {
-            registry: self.host.clone(),
-            step: step.to_string(),
-            status,
-            detail: registry_error(resp).await,
-        }
+        status_error(&self.host, step, resp).await
     }
+}
+
+/// The error for an unwanted answer: its status, URL, `Retry-After` and the registry's
+/// error body.
+async fn status_error(host: &str, step: &str, resp: Response) -> PullError {
+    let status = resp.status().as_u16();
+    let url = shown(resp.url());
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    PullError::Status {
+        registry: host.to_string(),
+        step: step.to_string(),
+        url,
+        status,
+        detail: registry_error(resp).await,
+        retry_after,
+    }
+}
+
+/// A URL as errors show it: without its query, which may hold a signature (blob storage), and
+/// without user information.
+pub fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -688,7 +777,14 @@ pub async fn check_login(
         username: username.to_string(),
         password: password.to_string(),
     };
-    let c = RegistryClient::connect(&spec, &settings.for_host(&spec.host), "", Some(creds)).await?;
+    let c = RegistryClient::connect(
+        &spec,
+        &settings.for_host(&spec.host),
+        "",
+        Some(creds),
+        settings.retry_policy(),
+    )
+    .await?;
     match c.challenge().await {
         Challenge::Anonymous => Ok(()),
         Challenge::Bearer { realm, service } => c
@@ -696,20 +792,30 @@ pub async fn check_login(
             .await
             .map(|_| ()),
         Challenge::Basic => {
-            let resp = c
-                .follow("login", join(&c.base, "/v2/"), None, None, c.basic())
-                .await?;
-            if resp.status().is_success() {
-                Ok(())
-            } else if resp.status() == StatusCode::UNAUTHORIZED {
-                Err(PullError::Unauthorized {
-                    registry: server.to_string(),
-                    user: Some(username.to_string()),
-                    reason: "the registry refused the user name or password".into(),
-                })
-            } else {
-                Err(c.status_error("login", resp).await)
-            }
+            retry(c.policy, || async {
+                let resp = c
+                    .follow(
+                        "login",
+                        join(&c.base, "/v2/"),
+                        None,
+                        None,
+                        c.basic(),
+                        &c.base,
+                    )
+                    .await?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else if resp.status() == StatusCode::UNAUTHORIZED {
+                    Err(PullError::Unauthorized {
+                        registry: server.to_string(),
+                        user: Some(username.to_string()),
+                        reason: "the registry refused the user name or password".into(),
+                    })
+                } else {
+                    Err(c.status_error("login", resp).await)
+                }
+            })
+            .await
         }
     }
 }
@@ -797,5 +903,11 @@ mod tests {
             &Url::parse("http://a/x").unwrap(),
             &Url::parse("https://a/").unwrap()
         ));
+    }
+
+    #[test]
+    fn urls_in_errors_carry_no_secrets() {
+        let u = Url::parse("https://u:pw@blobs.example/b/sha256:1?X-Amz-Signature=s#f").unwrap();
+        assert_eq!(shown(&u), "https://blobs.example/b/sha256:1");
     }
 }

@@ -28,15 +28,42 @@ pub enum PullError {
         reason: String,
     },
 
+    /// An HTTP answer that is not the one wanted. `url` is where it came from (after
+    /// redirects, without its query); `retry_after` is the registry's `Retry-After`.
     #[error(
-        "{registry}: {step}: the registry answered {status}{}",
-        fmt_detail(detail)
+        "{registry}: {step}: {url} answered {status}{}{}",
+        fmt_detail(detail),
+        fmt_final(*status)
     )]
     Status {
         registry: String,
         step: String,
+        url: String,
         status: u16,
         detail: Option<String>,
+        retry_after: Option<std::time::Duration>,
+    },
+
+    /// A transient failure that lasted through every attempt.
+    #[error("{last}; gave up after {attempts} attempt{}{note}", if *attempts == 1 { "" } else { "s" })]
+    GaveUp {
+        attempts: u32,
+        last: Box<PullError>,
+        note: String,
+    },
+
+    /// A redirect (or a token realm) that leaves HTTPS for plain HTTP on a registry not marked
+    /// insecure.
+    #[error(
+        "{registry}: {step}: refused the {what} from {from} to {to}: it leaves HTTPS for plain \
+         HTTP (allowed only for a registry marked insecure = true in registries.toml)"
+    )]
+    Downgrade {
+        registry: String,
+        step: String,
+        what: &'static str,
+        from: String,
+        to: String,
     },
 
     #[error("{registry}: authentication failed{}: {reason}", user.as_ref().map(|u| format!(" for user {u:?}")).unwrap_or_default())]
@@ -102,6 +129,20 @@ fn fmt_detail(d: &Option<String>) -> String {
     d.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
+/// Said of a 4xx that is not tried again.
+fn fmt_final(status: u16) -> &'static str {
+    if (400..500).contains(&status) && !is_transient_status(status) {
+        "; not retried (a final answer)"
+    } else {
+        ""
+    }
+}
+
+/// Answers worth another attempt: 5xx, 408 (request timeout), 429 (too many requests).
+pub fn is_transient_status(status: u16) -> bool {
+    status >= 500 || status == 429 || status == 408
+}
+
 impl PullError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -115,6 +156,8 @@ impl PullError {
                 404 => ErrorCode::NotFound,
                 _ => ErrorCode::Unavailable,
             },
+            PullError::GaveUp { last, .. } => last.code(),
+            PullError::Downgrade { .. } => ErrorCode::FailedPrecondition,
             PullError::Unauthorized { .. } => ErrorCode::Unauthorized,
             PullError::RepositoryNotFound { .. }
             | PullError::ManifestNotFound { .. }
@@ -126,12 +169,24 @@ impl PullError {
         }
     }
 
-    /// Worth another attempt: the network or a 5xx/429, not a definite answer.
+    /// Worth another attempt: the network or a 5xx/408/429, not a definite answer.
     pub fn is_transient(&self) -> bool {
         match self {
             PullError::Connect { .. } | PullError::Network { .. } => true,
-            PullError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            PullError::Status { status, .. } => is_transient_status(*status),
             _ => false,
+        }
+    }
+
+    /// The pause the registry asked for (`Retry-After` of a 429 or 503).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            PullError::Status {
+                status: 429 | 503,
+                retry_after,
+                ..
+            } => *retry_after,
+            _ => None,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod platform;
 pub mod progress;
 pub mod pull;
+pub mod retry;
 pub mod settings;
 
 use berth_bus::{attrs, serve, Bus, Router, ServiceContext};

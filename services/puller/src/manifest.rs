@@ -1,5 +1,7 @@
 //! Manifests berth accepts: OCI image manifest and index, Docker schema 2 manifest and
-//! manifest list. Schema 1 and anything else are refused with the media type named.
+//! manifest list. Schema 1 and anything else are refused with the media type named. A manifest
+//! from a registry must be served as one of those four types (`Content-Type`), and a
+//! `mediaType` in its body must say the same.
 
 use crate::error::PullError;
 use crate::platform::Platform;
@@ -37,6 +39,57 @@ const LAYER_TYPES: [&str; 9] = [
 pub enum Parsed {
     Index(Box<ImageIndex>),
     Image(Box<ImageManifest>),
+}
+
+/// The media types a registry may serve a manifest as.
+pub const SERVED_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+/// Parse a manifest as a registry served it: `content_type` (without parameters) must be one
+/// of [`SERVED_TYPES`], and the body's `mediaType`, when present, the same (as the OCI
+/// distribution spec has clients check). No sniffing: a manifest served as `application/json`
+/// is refused, naming the type received. A schema 1 body is named as such whatever its type.
+pub fn parse_served(
+    reference: &str,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<(Parsed, String), PullError> {
+    let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| v.as_ref().and_then(|v| v.get(k));
+    let schema1 = field("schemaVersion").and_then(|s| s.as_u64()) == Some(1)
+        || matches!(content_type, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED));
+    if schema1 {
+        return parse(reference, body, content_type);
+    }
+    let refuse = |reason: String| PullError::UnsupportedManifest {
+        reference: reference.to_string(),
+        reason,
+    };
+    let served = match content_type {
+        Some(t) if SERVED_TYPES.contains(&t) => t,
+        Some(t) => {
+            return Err(refuse(format!(
+                "the registry served the manifest with media type {t:?} (Content-Type), \
+                 not an OCI or Docker schema 2 manifest or index"
+            )))
+        }
+        None => {
+            return Err(refuse(
+                "the registry served the manifest without a Content-Type; an OCI or Docker \
+                 schema 2 manifest or index type is required"
+                    .into(),
+            ))
+        }
+    };
+    if let Some(declared) = field("mediaType") {
+        let declared = declared.as_str().unwrap_or_default();
+        if declared != served {
+            return Err(refuse(format!(
+                "the registry served the manifest as {served:?} (Content-Type) but its \
+                 mediaType field says {declared:?}"
+            )));
+        }
+    }
+    parse(reference, body, Some(served))
 }
 
 /// Parse a manifest body, deciding its kind from its `mediaType` (or the Content-Type, or its
@@ -249,6 +302,50 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not JSON"));
+    }
+
+    #[test]
+    fn served_types_are_checked() {
+        let body = manifest(OCI_MANIFEST, "application/vnd.oci.image.layer.v1.tar");
+        let (p, t) = parse_served("r:v1", body.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(t, OCI_MANIFEST);
+        assert!(matches!(p, Parsed::Image(_)));
+        for ct in [
+            Some("application/json"),
+            Some("application/octet-stream"),
+            Some("text/plain"),
+            None,
+        ] {
+            let e = parse_served("r:v1", body.as_bytes(), ct).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.starts_with("r:v1: "), "{msg}");
+            match ct {
+                Some(ct) => assert!(msg.contains(&format!("{ct:?}")), "{msg}"),
+                None => assert!(msg.contains("without a Content-Type"), "{msg}"),
+            }
+            assert!(matches!(e, PullError::UnsupportedManifest { .. }));
+        }
+        // The header and the body disagree.
+        let e = parse_served("r:v1", body.as_bytes(), Some(DOCKER_MANIFEST)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(DOCKER_MANIFEST)
+                && msg.contains(OCI_MANIFEST)
+                && msg.contains("mediaType"),
+            "{msg}"
+        );
+        // No mediaType in the body: the header decides.
+        let bare = body.replace(&format!(r#""mediaType":"{OCI_MANIFEST}","#), "");
+        let (_, t) = parse_served("r", bare.as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(t, OCI_MANIFEST);
+        // Schema 1 is named as such, whatever it was served as.
+        let e = parse_served(
+            "r",
+            br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#,
+            Some("application/json"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("schema 1"), "{e}");
     }
 
     #[test]

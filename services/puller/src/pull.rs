@@ -9,6 +9,7 @@ use crate::error::PullError;
 use crate::manifest::{self, Parsed};
 use crate::platform::Platform;
 use crate::progress::Progress;
+use crate::retry::Attempts;
 use crate::settings::Settings;
 use berth_proto::puller::{LayerState, PullReply, ResolveReply};
 use berth_proto::reference::Reference;
@@ -113,7 +114,14 @@ impl Puller {
             }
             None => None,
         };
-        RegistryClient::connect(spec, &settings.for_host(&spec.host), repository, creds).await
+        RegistryClient::connect(
+            spec,
+            &settings.for_host(&spec.host),
+            repository,
+            creds,
+            settings.retry_policy(),
+        )
+        .await
     }
 
     /// Resolve on the mirrors (in order), then on the origin.
@@ -169,7 +177,7 @@ impl Puller {
                 });
             }
         }
-        let (parsed, media_type) = manifest::parse(&name, &body, ctype.as_deref())?;
+        let (parsed, media_type) = manifest::parse_served(&name, &body, ctype.as_deref())?;
         match parsed {
             Parsed::Image(m) => Ok(Resolved {
                 client,
@@ -197,7 +205,7 @@ impl Puller {
                         ),
                     });
                 }
-                let (parsed, cmedia) = manifest::parse(&name, &cbody, cctype.as_deref())?;
+                let (parsed, cmedia) = manifest::parse_served(&name, &cbody, cctype.as_deref())?;
                 let Parsed::Image(m) = parsed else {
                     return Err(PullError::UnsupportedManifest {
                         reference: name,
@@ -500,14 +508,6 @@ impl Puller {
     }
 }
 
-fn backoff(settings: &Settings, attempt: u32) -> Duration {
-    let base = settings
-        .retry_backoff_ms
-        .saturating_mul(1 << attempt.min(5));
-    let jitter = rand::random::<u64>() % (settings.retry_backoff_ms / 2 + 1);
-    Duration::from_millis((base + jitter).min(10_000))
-}
-
 /// Download one blob into the store (unless present), retrying transient failures and
 /// resuming where the last attempt stopped. `Ok(true)` when this call stored it.
 async fn fetch_blob(
@@ -545,9 +545,8 @@ async fn fetch_blob(
             Err(e) => return Err(e.into()),
         };
         let mut resumed = false;
-        let mut attempt = 0;
+        let mut attempts = Attempts::new(settings.retry_policy());
         let w = loop {
-            attempt += 1;
             report(w.offset(), LayerState::Downloading);
             if w.offset() == size {
                 break w;
@@ -557,13 +556,13 @@ async fn fetch_blob(
             w = back;
             match res {
                 Ok(()) => break w,
-                Err(e) if e.is_transient() && attempt < settings.max_attempts => {
-                    tracing::info!(blob = %digest, attempt, error = %e, offset = w.offset(), "retrying");
+                // On error, the partial download stays in ingest/ for the next pull to resume.
+                Err(e) => {
+                    let pause = attempts.next_pause(e)?;
+                    tracing::info!(blob = %digest, attempt = attempts.failed(), offset = w.offset(), "resuming");
                     report(w.offset(), LayerState::Retrying);
-                    tokio::time::sleep(backoff(settings, attempt)).await;
+                    tokio::time::sleep(pause).await;
                 }
-                // The partial download stays in ingest/ for the next pull to resume.
-                Err(e) => return Err(e),
             }
         };
         report(size, LayerState::Verifying);
@@ -600,6 +599,7 @@ async fn download_once(
         Ok(r) => r,
         Err(e) => return (w, Err(e)),
     };
+    let url = crate::client::shown(resp.url());
     // A 200 to a range request: the registry sends the whole blob, so start over.
     let restart = from > 0
         && !(resp.status() == reqwest::StatusCode::PARTIAL_CONTENT
@@ -651,7 +651,10 @@ async fn download_once(
                 net_err = Some(PullError::Network {
                     registry: client.host.clone(),
                     step: format!("blob {digest}"),
-                    reason: crate::client::describe(&e),
+                    reason: format!(
+                        "reading the answer of {url}: {}",
+                        crate::client::describe(&e)
+                    ),
                 });
                 break;
             }
@@ -684,7 +687,10 @@ async fn download_once(
             let err = PullError::Network {
                 registry: client.host.clone(),
                 step: format!("blob {digest}"),
-                reason: format!("the connection ended after {} of {size} bytes", w.offset()),
+                reason: format!(
+                    "the answer of {url} ended after {} of {size} bytes",
+                    w.offset()
+                ),
             };
             return (w, Err(err));
         }

@@ -3,18 +3,18 @@
 //!
 //! ```toml
 //! max_concurrent_downloads = 3     # layers downloaded at once per pull
-//! max_attempts = 5                 # tries per request on network errors and 5xx
+//! max_attempts = 5                 # tries per registry request on network errors, 5xx, 408, 429
 //! retry_backoff_ms = 250           # first pause; doubles each time
 //! docker_config = "/root/.docker/config.json"  # credentials (default: $DOCKER_CONFIG or ~/.docker)
 //!
 //! [registry."registry.example:5000"]
-//! insecure = true                  # plain HTTP allowed, TLS certificates not verified
+//! insecure = true                  # plain HTTP allowed (also after a redirect), TLS not verified
 //! ca_file = "/etc/berth/registry-ca.pem"
 //! mirrors = ["mirror.example", "http://127.0.0.1:5001"]   # tried in order, then the origin
 //! ```
 //!
 //! Registries on loopback addresses (`localhost`, `127.0.0.0/8`, `::1`) are insecure by
-//! default, as in Docker.
+//! default, as in Docker, unless their entry says `insecure = false`.
 
 use crate::error::PullError;
 use serde::Deserialize;
@@ -35,17 +35,28 @@ pub struct Settings {
     #[serde(default)]
     pub docker_config: Option<PathBuf>,
     #[serde(default)]
-    pub registry: BTreeMap<String, RegistrySettings>,
+    pub registry: BTreeMap<String, RegistryEntry>,
 }
 
+/// A `[registry."host[:port]"]` entry as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegistrySettings {
+pub struct RegistryEntry {
+    /// Unset: insecure only when the host is a loopback address.
     #[serde(default)]
-    pub insecure: bool,
+    pub insecure: Option<bool>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
+/// The settings that apply to one registry host (its entry, with the defaults filled in).
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Plain HTTP allowed (first contact and redirects), TLS certificates not verified.
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
     pub mirrors: Vec<String>,
 }
 
@@ -111,11 +122,20 @@ impl Settings {
 
     /// The settings of one registry host (`host[:port]`).
     pub fn for_host(&self, host: &str) -> RegistrySettings {
-        let mut r = self.registry.get(host).cloned().unwrap_or_default();
-        if is_loopback(host) {
-            r.insecure = true;
+        let e = self.registry.get(host).cloned().unwrap_or_default();
+        RegistrySettings {
+            insecure: e.insecure.unwrap_or_else(|| is_loopback(host)),
+            ca_file: e.ca_file,
+            mirrors: e.mirrors,
         }
-        r
+    }
+
+    /// How registry requests are retried.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_ms: self.retry_backoff_ms,
+        }
     }
 }
 
@@ -159,6 +179,10 @@ mirrors = ["http://127.0.0.1:5001"]
         assert!(s.for_host("localhost:5000").insecure);
         assert!(s.for_host("127.0.0.1:5000").insecure);
         assert!(s.for_host("[::1]:5000").insecure);
+        // A loopback registry can be made to use verified TLS only.
+        let s = Settings::parse("[registry.\"127.0.0.1:5443\"]\ninsecure = false\n").unwrap();
+        assert!(!s.for_host("127.0.0.1:5443").insecure);
+        assert!(s.for_host("127.0.0.1:5000").insecure);
     }
 
     #[test]
