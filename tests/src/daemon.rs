@@ -12,6 +12,9 @@ pub struct Berthd {
     child: Option<Child>,
     /// Further environment of the daemon (kept across restarts).
     env: Vec<(String, std::ffi::OsString)>,
+    /// A descriptor of the test's that the daemon inherits, without close-on-exec, as
+    /// `(the test's fd, the daemon's fd number)` (kept across restarts).
+    inherit: Option<(std::os::fd::RawFd, i32)>,
 }
 
 impl Berthd {
@@ -24,6 +27,20 @@ impl Berthd {
     /// [`Berthd::start`] with further environment variables for the daemon (what the
     /// programs it runs need, e.g. a credential helper's).
     pub fn start_with_env(env: &[(&str, &Path)]) -> Berthd {
+        Self::start_configured(env, None)
+    }
+
+    /// [`Berthd::start`] with `fd` (which the caller keeps open while the daemon runs) open
+    /// in the daemon as descriptor `at`, not close-on-exec: as a careless parent would leave
+    /// one.
+    pub fn start_inheriting(fd: &impl std::os::fd::AsRawFd, at: i32) -> Berthd {
+        Self::start_configured(&[], Some((fd.as_raw_fd(), at)))
+    }
+
+    fn start_configured(
+        env: &[(&str, &Path)],
+        inherit: Option<(std::os::fd::RawFd, i32)>,
+    ) -> Berthd {
         let dir = tempfile::Builder::new()
             .prefix("berthd-test-")
             .tempdir()
@@ -39,6 +56,7 @@ impl Berthd {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
                 .collect(),
+            inherit,
         };
         d.spawn();
         d
@@ -79,7 +97,26 @@ impl Berthd {
             .append(true)
             .open(self.dir.path().join("berthd.log"))
             .expect("log");
-        let child = Command::new(crate::bin("berthd"))
+        let mut cmd = Command::new(crate::bin("berthd"));
+        if let Some((fd, at)) = self.inherit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only dup2 and fcntl (async-signal-safe) between fork and exec; dup2
+            // leaves the new descriptor without close-on-exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rc = if fd == at {
+                        libc::fcntl(at, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, at)
+                    };
+                    if rc < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--run-dir")

@@ -61,6 +61,11 @@ fn give_back_memory(shutdown: CancellationToken) {
 }
 
 fn main() {
+    // Before any thread or child exists: nothing berthd inherited reaches what it starts.
+    if let Err(e) = host::cloexec_inherited() {
+        eprintln!("berthd: {e}");
+        std::process::exit(1);
+    }
     // Two malloc arenas: with one per thread that ever allocated (glibc's default), the
     // blocking pool's threads each keep their own free pages.
     #[cfg(target_env = "gnu")]

@@ -330,6 +330,9 @@ pub fn exec_target(
     if req.args.is_empty() {
         return Err(IsolatorError::invalid("args", "no command given"));
     }
+    if let Some(u) = req.user.as_deref().filter(|u| !u.trim().is_empty()) {
+        validate::user("user", u)?;
+    }
     let bundle = cfg.container_dir(&req.id);
     let run_dir = cfg.container_run_dir(&req.id);
     if !bundle.join(SPEC_FILE).exists() {

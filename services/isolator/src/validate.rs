@@ -38,6 +38,18 @@ pub fn volume_name(name: &str) -> Result<(), IsolatorError> {
     Ok(())
 }
 
+/// A user spec (`uid`, `uid:gid`, `name`, `name:group`): its form, and every id in it within
+/// 0..=4294967294 (4294967295 would leave the process root: see the shim's `user`).
+pub fn user(field: &str, u: &str) -> Result<(), IsolatorError> {
+    if u.contains(['\0', '\n']) || u.split(':').count() > 2 {
+        return Err(bad(
+            field,
+            format!("{u:?} is not uid, uid:gid, name or name:group"),
+        ));
+    }
+    berth_shim::user::check_spec(u).map_err(|e| bad(field, e))
+}
+
 fn container_path(field: &str, p: &str) -> Result<(), IsolatorError> {
     if !p.starts_with('/') {
         return Err(bad(field, format!("{p:?} is not an absolute path")));
@@ -122,12 +134,7 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
         }
     }
     if let Some(u) = &s.user {
-        if u.contains(['\0', '\n']) || u.split(':').count() > 2 {
-            return Err(bad(
-                "user",
-                format!("{u:?} is not uid, uid:gid, name or name:group"),
-            ));
-        }
+        user("user", u)?;
     }
     for (i, m) in s.mounts.iter().enumerate() {
         let f = format!("mounts[{i}]");
@@ -274,6 +281,24 @@ mod tests {
         let mut s = good();
         s.resources.memory_bytes = Some(1024);
         assert!(spec(&s).unwrap_err().to_string().contains("memory_bytes"));
+        for u in [
+            "4294967295",
+            "0:4294967295",
+            "-1",
+            "1000:-2",
+            "18446744073709551616",
+        ] {
+            let mut s = good();
+            s.user = Some(u.into());
+            let e = spec(&s).unwrap_err().to_string();
+            assert!(
+                e.starts_with("user: ") && e.contains(u.rsplit(':').next().unwrap()),
+                "{e}"
+            );
+        }
+        let mut s = good();
+        s.user = Some("4294967294:alice".into());
+        assert!(spec(&s).is_ok());
         assert!(volume_name("data_1.x").is_ok());
         assert!(volume_name("../x").is_err());
         assert!(volume_name("").is_err());

@@ -488,12 +488,12 @@ impl Unpacker {
             .mode()
             .map_err(|err| self.failed(&shown, "read mode", err))?
             & 0o7777;
-        let uid = header
+        let mut uid = header
             .uid()
-            .map_err(|err| self.failed(&shown, "read uid", err))? as u32;
-        let gid = header
+            .map_err(|err| self.failed(&shown, "read uid", err))?;
+        let mut gid = header
             .gid()
-            .map_err(|err| self.failed(&shown, "read gid", err))? as u32;
+            .map_err(|err| self.failed(&shown, "read gid", err))?;
         let (mut mtime, mut xattrs) = (
             TimeSpec::new(header.mtime().unwrap_or(0) as i64, 0),
             Vec::<(String, Vec<u8>)>::new(),
@@ -511,9 +511,28 @@ impl Unpacker {
                     if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
                         mtime = t;
                     }
+                } else if key == "uid" || key == "gid" {
+                    // PAX carries ids too large for the header (GNU tar, Go's archive/tar).
+                    let v = ext.value().ok().and_then(|v| v.parse::<u64>().ok());
+                    let v = v.ok_or_else(|| {
+                        self.refused(
+                            &shown,
+                            format!(
+                                "its PAX {key} {:?} is not a number",
+                                String::from_utf8_lossy(ext.value_bytes())
+                            ),
+                        )
+                    })?;
+                    if key == "uid" {
+                        uid = v;
+                    } else {
+                        gid = v;
+                    }
                 }
             }
         }
+        let uid = owner_id(uid).map_err(|r| self.refused(&shown, format!("uid {r}")))?;
+        let gid = owner_id(gid).map_err(|r| self.refused(&shown, format!("gid {r}")))?;
         for (k, _) in &xattrs {
             if k.starts_with("trusted.overlay.") {
                 return Err(self.refused(
@@ -908,6 +927,20 @@ struct Meta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
+/// An owner id of an entry: at most 4294967294. 4294967295 is `(uid_t)-1`, which `chown`
+/// takes as "leave unchanged": the file would stay owned by root, the unpacker (a setuid
+/// file meant for nobody would become setuid root); above it, an id does not fit at all.
+fn owner_id(id: u64) -> Result<u32, String> {
+    match u32::try_from(id) {
+        Ok(n) if n != u32::MAX => Ok(n),
+        _ => Err(format!(
+            "{id} is out of range (0 to {}; {} means \"unchanged\" to chown)",
+            u32::MAX - 1,
+            u32::MAX
+        )),
+    }
+}
+
 fn parse_pax_time(s: &str) -> Option<TimeSpec> {
     let (secs, frac) = match s.split_once('.') {
         Some((a, b)) => (a, b),
@@ -1074,6 +1107,16 @@ mod tests {
         out.clear();
         whole.read_to_end(&mut out).unwrap();
         assert_eq!(out.len(), 1024, "a whole block gets no padding");
+    }
+
+    #[test]
+    fn owner_ids_that_mean_unchanged_or_do_not_fit_are_refused() {
+        assert_eq!(owner_id(0), Ok(0));
+        assert_eq!(owner_id(4_294_967_294), Ok(4_294_967_294));
+        for bad in [4_294_967_295, 4_294_967_296, u64::MAX] {
+            let e = owner_id(bad).unwrap_err();
+            assert!(e.starts_with(&format!("{bad} is out of range")), "{e}");
+        }
     }
 
     #[test]

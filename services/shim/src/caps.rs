@@ -89,18 +89,36 @@ pub fn keep_across_setuid(on: bool) -> Result<(), ShimError> {
     nix::sys::prctl::set_keepcaps(on).step(|| "prctl(PR_SET_KEEPCAPS)".into())
 }
 
-/// Set the effective, permitted and inheritable sets to `set`; clear the ambient set.
+/// Set the effective and permitted sets to `set`; empty the inheritable and ambient sets.
+///
+/// The inheritable set stays empty (CVE-2022-24769): a non-root process executing a file
+/// with inheritable file capabilities would otherwise gain them (`P'(permitted) = P(inheritable)
+/// & F(inheritable) | ...`), beyond what its user was given. Root still gets the bounding set
+/// at `execve` (its file capabilities count as full), as in Docker.
 pub fn apply(set: &CapsHashSet) -> Result<(), ShimError> {
     let supported = caps::runtime::thread_all_supported();
     let set: CapsHashSet = set.intersection(&supported).copied().collect();
-    // Effective first (it must stay within permitted), then permitted, then inheritable.
-    for cs in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-        caps::set(None, cs, &set).map_err(|e| ShimError::Sys {
+    // Inheritable first (emptying it needs nothing), then effective (it must stay within
+    // permitted), then permitted.
+    let none = CapsHashSet::new();
+    for (cs, s) in [
+        (CapSet::Inheritable, &none),
+        (CapSet::Effective, &set),
+        (CapSet::Permitted, &set),
+    ] {
+        caps::set(None, cs, s).map_err(|e| ShimError::Sys {
             step: format!("set {cs:?} capabilities"),
             source: std::io::Error::other(e.to_string()),
         })?;
     }
-    let _ = caps::clear(None, CapSet::Ambient);
+    // Ambient capabilities must be within inheritable, so the kernel has dropped them with
+    // it; clear them explicitly all the same (kernels before 4.3 have no ambient set).
+    if caps::runtime::ambient_set_supported().is_ok() {
+        caps::clear(None, CapSet::Ambient).map_err(|e| ShimError::Sys {
+            step: "clear the ambient capabilities".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
     Ok(())
 }
 

@@ -1,3 +1,6 @@
+//! `berth-shim`: `run` (a container's shim) or `exec` (a process in a running container);
+//! see the crate's documentation and docs/isolator.md.
+
 use berth_shim::{exec, run};
 use std::path::PathBuf;
 
@@ -22,6 +25,13 @@ fn main() {
         opts.insert(name.to_string(), v.clone());
     }
     let get = |k: &str| opts.get(k).cloned().unwrap_or_else(|| usage());
+    // Nothing the shim inherited beyond what it was given (`run`: the report socket as stdin;
+    // `exec`: the status pipe as fd 3) stays open in it, nor in the container it starts.
+    let keep = if cmd == "exec" { 4 } else { 3 };
+    if let Err(e) = berth_shim::process::close_from(keep) {
+        eprintln!("berth-shim: {e}");
+        std::process::exit(1)
+    }
     let code = match cmd.as_str() {
         "run" => {
             // The isolator hands the report socket over as stdin (so it can start the shim with

@@ -261,6 +261,19 @@ pub fn cloexec_from_3() -> Result<(), ShimError> {
     Ok(())
 }
 
+/// Close every fd from `first` up. Only for the start of `main`, while the process is
+/// single-threaded and nothing of its own is open above stdio: what the shim inherited beyond
+/// what it was deliberately given must stay neither in the shim nor in what it forks.
+pub fn close_from(first: u32) -> Result<(), ShimError> {
+    // SAFETY: at the start of main no Rust object owns an fd from `first` up.
+    let rc = unsafe { libc::close_range(first, u32::MAX, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .step(|| format!("close inherited fds from {first} (close_range)"));
+    }
+    Ok(())
+}
+
 /// Make the process non-dumpable: processes of the container cannot then open its
 /// `/proc/<pid>/exe` (or mem, fds) without CAP_SYS_PTRACE.
 pub fn non_dumpable() -> Result<(), ShimError> {

@@ -1,5 +1,14 @@
 //! The container's user: `uid`, `uid:gid`, `name`, `name:group` (or mixes), looked up in the
 //! container's own `/etc/passwd` and `/etc/group`, with supplementary groups.
+//!
+//! Every id must fit in 0..=4294967294: 4294967295 is `(uid_t)-1`, which `setresuid`,
+//! `setresgid` and `chown` take as "leave unchanged", so a container asking for it would keep
+//! running as root (containerd's CVE-2024-40635). A number out of that range, a negative one,
+//! and an id field of `/etc/passwd` or `/etc/group` that is not a number are refused, naming
+//! the field and the value.
+
+/// The highest uid or gid a container may use.
+pub const MAX_ID: u32 = u32::MAX - 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -10,20 +19,77 @@ pub struct User {
     pub home: String,
 }
 
-struct Passwd {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
+/// Parse a uid or gid: digits only, at most [`MAX_ID`]. `what` names the field in the error.
+pub fn parse_id(what: &str, text: &str) -> Result<u32, String> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        let why = if text.starts_with('-') && text.len() > 1 {
+            "is negative"
+        } else {
+            "is not a number"
+        };
+        return Err(format!("{what} {text:?} {why}"));
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n <= u64::from(MAX_ID) => Ok(n as u32),
+        _ => Err(format!(
+            "{what} {text} is out of range (0 to {MAX_ID}; {} means \"unchanged\" to the kernel)",
+            u32::MAX
+        )),
+    }
 }
 
-struct Group {
-    name: String,
-    gid: u32,
-    members: Vec<String>,
+/// Whether a part of a user spec is meant as a number (a name starts otherwise): digits,
+/// with a sign or not.
+fn numeric(part: &str) -> bool {
+    let digits = part.strip_prefix(['-', '+']).unwrap_or(part);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn passwd_entries(text: &str) -> Vec<Passwd> {
+/// Check the numeric parts of a user spec (`uid`, `uid:gid`, `name:gid`, ...) without the
+/// container's files: what the isolator refuses before anything is made.
+pub fn check_spec(spec: &str) -> Result<(), String> {
+    let (u, g) = match spec.trim().split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec.trim(), None),
+    };
+    if numeric(u) {
+        parse_id("uid", u)?;
+    }
+    if let Some(g) = g.filter(|g| numeric(g)) {
+        parse_id("gid", g)?;
+    }
+    Ok(())
+}
+
+struct Passwd<'a> {
+    name: &'a str,
+    uid: &'a str,
+    gid: &'a str,
+    home: &'a str,
+}
+
+impl Passwd<'_> {
+    fn uid(&self) -> Result<u32, String> {
+        parse_id(&format!("/etc/passwd: user {:?}: uid", self.name), self.uid)
+    }
+    fn gid(&self) -> Result<u32, String> {
+        parse_id(&format!("/etc/passwd: user {:?}: gid", self.name), self.gid)
+    }
+}
+
+struct Group<'a> {
+    name: &'a str,
+    gid: &'a str,
+    members: Vec<&'a str>,
+}
+
+impl Group<'_> {
+    fn gid(&self) -> Result<u32, String> {
+        parse_id(&format!("/etc/group: group {:?}: gid", self.name), self.gid)
+    }
+}
+
+fn passwd_entries(text: &str) -> Vec<Passwd<'_>> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -31,16 +97,16 @@ fn passwd_entries(text: &str) -> Vec<Passwd> {
                 return None;
             }
             Some(Passwd {
-                name: f[0].to_string(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                home: f[5].to_string(),
+                name: f[0],
+                uid: f[2],
+                gid: f[3],
+                home: f[5],
             })
         })
         .collect()
 }
 
-fn group_entries(text: &str) -> Vec<Group> {
+fn group_entries(text: &str) -> Vec<Group<'_>> {
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -48,13 +114,9 @@ fn group_entries(text: &str) -> Vec<Group> {
                 return None;
             }
             Some(Group {
-                name: f[0].to_string(),
-                gid: f[2].parse().ok()?,
-                members: f[3]
-                    .split(',')
-                    .filter(|m| !m.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                name: f[0],
+                gid: f[2],
+                members: f[3].split(',').filter(|m| !m.is_empty()).collect(),
             })
         })
         .collect()
@@ -64,44 +126,42 @@ fn group_entries(text: &str) -> Vec<Group> {
 /// when the image has none).
 pub fn resolve(spec: Option<&str>, passwd: &str, group: &str) -> Result<User, String> {
     let spec = spec.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("0");
+    check_spec(spec)?;
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let pw = passwd_entries(passwd);
     let gr = group_entries(group);
-    let entry = match u.parse::<u32>() {
-        Ok(uid) => pw.iter().find(|p| p.uid == uid),
-        Err(_) => Some(
-            pw.iter()
-                .find(|p| p.name == u)
-                .ok_or_else(|| format!("user {u:?} is not in the container's /etc/passwd"))?,
-        ),
-    };
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => entry.map(|p| p.uid).unwrap_or(0),
+    let (uid, entry) = if numeric(u) {
+        let uid = parse_id("uid", u)?;
+        // An entry whose uid field is no valid id cannot be this uid.
+        (uid, pw.iter().find(|p| p.uid() == Ok(uid)))
+    } else {
+        let p = pw
+            .iter()
+            .find(|p| p.name == u)
+            .ok_or_else(|| format!("user {u:?} is not in the container's /etc/passwd"))?;
+        (p.uid()?, Some(p))
     };
     let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                gr.iter()
-                    .find(|e| e.name == g)
-                    .ok_or_else(|| format!("group {g:?} is not in the container's /etc/group"))?
-                    .gid
-            }
-        },
-        None => entry.map(|p| p.gid).unwrap_or(0),
+        Some(g) if numeric(g) => parse_id("gid", g)?,
+        Some(g) => gr
+            .iter()
+            .find(|e| e.name == g)
+            .ok_or_else(|| format!("group {g:?} is not in the container's /etc/group"))?
+            .gid()?,
+        None => entry.map(|p| p.gid()).transpose()?.unwrap_or(0),
     };
     // Supplementary groups: those listing the user's name, only when no group was given (as
     // Docker does).
     let mut groups = Vec::new();
     if g.is_none() {
         if let Some(p) = entry {
-            for e in &gr {
-                if e.members.contains(&p.name) && e.gid != gid && !groups.contains(&e.gid) {
-                    groups.push(e.gid);
+            for e in gr.iter().filter(|e| e.members.contains(&p.name)) {
+                let id = e.gid()?;
+                if id != gid && !groups.contains(&id) {
+                    groups.push(id);
                 }
             }
         }
@@ -110,7 +170,9 @@ pub fn resolve(spec: Option<&str>, passwd: &str, group: &str) -> Result<User, St
         uid,
         gid,
         groups,
-        home: entry.map(|p| p.home.clone()).unwrap_or_else(|| "/".into()),
+        home: entry
+            .map(|p| p.home.to_string())
+            .unwrap_or_else(|| "/".into()),
     })
 }
 
@@ -136,9 +198,64 @@ mod tests {
         assert_eq!((ng.uid, ng.gid, ng.groups.len()), (1000, 50, 0));
         let u = resolve(Some("4242"), PW, GR).unwrap();
         assert_eq!((u.uid, u.gid, u.home.as_str()), (4242, 0, "/"));
+        let top = resolve(Some("4294967294:4294967294"), "", "").unwrap();
+        assert_eq!((top.uid, top.gid), (MAX_ID, MAX_ID));
         assert!(resolve(Some("bob"), PW, GR).unwrap_err().contains("bob"));
         assert!(resolve(Some("alice:nogroup"), PW, GR)
             .unwrap_err()
             .contains("nogroup"));
+    }
+
+    #[test]
+    fn ids_that_mean_unchanged_or_do_not_fit_are_refused() {
+        for (spec, want) in [
+            ("4294967295", "uid 4294967295 is out of range"),
+            ("0:4294967295", "gid 4294967295 is out of range"),
+            (
+                "99999999999999999999",
+                "uid 99999999999999999999 is out of range",
+            ),
+            ("-1", "uid \"-1\" is negative"),
+            ("alice:-1", "gid \"-1\" is negative"),
+            ("+5", "uid \"+5\" is not a number"),
+        ] {
+            let e = resolve(Some(spec), PW, GR).unwrap_err();
+            assert!(e.contains(want), "{spec}: {e}");
+            assert_eq!(check_spec(spec).unwrap_err(), e, "{spec}");
+        }
+        assert!(check_spec("alice:staff").is_ok());
+        assert!(check_spec("1000:1000").is_ok());
+    }
+
+    #[test]
+    fn names_that_map_to_bad_ids_are_refused() {
+        let pw = "evil:x:4294967295:0::/:/bin/sh\n\
+                  badgid:x:1001:4294967295::/:/bin/sh\n\
+                  word:x:abc:0::/:/bin/sh\n\
+                  bob:x:1002:1002::/:/bin/sh\n";
+        let gr = "evilgrp:x:4294967295:\nlisted:x:-1:bob\n";
+        let e = resolve(Some("evil"), pw, gr).unwrap_err();
+        assert!(
+            e.contains("/etc/passwd: user \"evil\": uid 4294967295 is out of range"),
+            "{e}"
+        );
+        let e = resolve(Some("badgid"), pw, gr).unwrap_err();
+        assert!(e.contains("user \"badgid\": gid 4294967295"), "{e}");
+        let e = resolve(Some("word"), pw, gr).unwrap_err();
+        assert!(e.contains("uid \"abc\" is not a number"), "{e}");
+        let e = resolve(Some("0:evilgrp"), pw, gr).unwrap_err();
+        assert!(
+            e.contains("/etc/group: group \"evilgrp\": gid 4294967295"),
+            "{e}"
+        );
+        // A group listing the user, as a supplementary group.
+        let e = resolve(Some("bob"), pw, gr).unwrap_err();
+        assert!(
+            e.contains("group \"listed\": gid \"-1\" is negative"),
+            "{e}"
+        );
+        // By number, a broken entry is no match (and so no home, no groups).
+        let u = resolve(Some("1002:7"), pw, gr).unwrap();
+        assert_eq!((u.uid, u.gid), (1002, 7));
     }
 }

@@ -18,6 +18,25 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Mark every descriptor from 3 up close-on-exec. Call first thing in a `main`: whatever the
+/// process inherited from whoever started it (a shell's, a service manager's, a test's open
+/// files) must not reach the programs it starts (the nats-server, shims and, through them,
+/// containers). Descriptors berth opens itself are close-on-exec already, so marking them too
+/// changes nothing.
+pub fn cloexec_inherited() -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptors of this
+    // process; none is closed, so no owner loses its descriptor.
+    let rc = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("marking inherited descriptors close-on-exec (close_range, Linux 5.11): {e}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Log to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
     let _ = tracing_subscriber_init();
@@ -60,6 +79,7 @@ where
     F: FnOnce(ServiceContext) -> Fut,
     Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
+    cloexec_inherited()?;
     init_tracing();
     let mut args = std::env::args().skip(1);
     let mut path = std::env::var_os("BERTH_CONFIG").map(std::path::PathBuf::from);
