@@ -4,7 +4,9 @@
 //! `resolv.conf`.
 
 use crate::error::IsolatorError;
+use berth_cgroups::DeviceType;
 use berth_proto::isolator::{ContainerSpec, MountKind, NetworkMode, DEFAULT_PIDS_LIMIT};
+use berth_shim::devices::Device;
 use berth_shim::rootfs::{MASKED, READ_ONLY};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -42,9 +44,32 @@ fn rlimit_type(name: &str) -> String {
     format!("RLIMIT_{}", name.to_ascii_uppercase())
 }
 
+/// `linux.resources.devices`: every device denied, then berth's rules (the default set and
+/// the container's own devices), as runc takes them.
+fn device_rules(devices: &[Device]) -> Vec<Value> {
+    let mut v = vec![json!({"allow": false, "access": "rwm"})];
+    for r in berth_shim::devices::rules(devices) {
+        let mut o = json!({"allow": true, "access": r.access.to_string()});
+        o["type"] = json!(match r.kind {
+            DeviceType::All => "a",
+            DeviceType::Char => "c",
+            DeviceType::Block => "b",
+        });
+        if let Some(m) = r.major {
+            o["major"] = json!(m);
+        }
+        if let Some(m) = r.minor {
+            o["minor"] = json!(m);
+        }
+        v.push(o);
+    }
+    v
+}
+
 /// The OCI runtime config of the container, checked by deserializing into `oci_spec`'s types.
 pub fn oci_config(
     spec: &ContainerSpec,
+    devices: &[Device],
     hostname: &str,
     bundle: &Path,
     volumes: &Path,
@@ -118,7 +143,24 @@ pub fn oci_config(
         "pids".into(),
         json!({"limit": r.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT)}),
     );
+    resources.insert("devices".into(), Value::Array(device_rules(devices)));
+    // The container's own nodes; runc makes the default ones itself.
+    let linux_devices: Vec<Value> = devices
+        .iter()
+        .map(|d| {
+            json!({
+                "path": d.container_path,
+                "type": if d.block { "b" } else { "c" },
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.mode,
+                "uid": d.uid,
+                "gid": d.gid,
+            })
+        })
+        .collect();
     let mut linux = json!({
+        "devices": linux_devices,
         "namespaces": namespaces,
         "resources": resources,
         "cgroupsPath": format!("/{}/{}", berth_cgroups::PARENT, spec.id),
@@ -197,7 +239,17 @@ mod tests {
             ..Default::default()
         };
         s.resources.memory_bytes = Some(32 << 20);
-        let c = oci_config(&s, "h", Path::new("/b"), Path::new("/v")).unwrap();
+        let loop0 = Device {
+            container_path: "/dev/disk".into(),
+            block: true,
+            major: 7,
+            minor: 0,
+            mode: 0o660,
+            uid: 0,
+            gid: 6,
+            permissions: "r".into(),
+        };
+        let c = oci_config(&s, &[loop0], "h", Path::new("/b"), Path::new("/v")).unwrap();
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 32 << 20);
         assert_eq!(v["linux"]["resources"]["pids"]["limit"], DEFAULT_PIDS_LIMIT);
@@ -208,6 +260,18 @@ mod tests {
                 .unwrap()
                 .len(),
             14
+        );
+        let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(rules[0], json!({"allow": false, "access": "rwm"}));
+        assert!(rules.contains(
+            &json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"})
+        ));
+        assert!(rules.contains(&json!({"allow": true, "type": "c", "major": 136, "access": "rwm"})));
+        assert!(rules
+            .contains(&json!({"allow": true, "type": "b", "major": 7, "minor": 0, "access": "r"})));
+        assert_eq!(
+            v["linux"]["devices"],
+            json!([{"path": "/dev/disk", "type": "b", "major": 7, "minor": 0, "fileMode": 0o660, "uid": 0, "gid": 6}])
         );
         let names = &v["linux"]["seccomp"]["syscalls"][0]["names"];
         assert!(names.as_array().unwrap().iter().any(|n| n == "mount"));

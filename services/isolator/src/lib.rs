@@ -184,6 +184,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     let spec = &req.spec;
     validate::spec(spec)?;
     validate::rootfs(&req.rootfs)?;
+    let devices = validate::devices(spec)?;
     // The mount points the init needs come from the init layer, not the upper dir.
     let rootfs = match spec.userns_remap {
         None => {
@@ -256,7 +257,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
         let saved = s.spawn(|| {
             std::fs::write(&spec_path, json(spec)).map_err(io("write", &spec_path))?;
             std::fs::write(&rootfs_path, json(&*rootfs)).map_err(io("write", &rootfs_path))?;
-            let oci = bundle::oci_config(spec, &hostname, &bundle, &volumes_dir)?;
+            let oci = bundle::oci_config(spec, &devices, &hostname, &bundle, &volumes_dir)?;
             oci.save(&cfg_path)
                 .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))
         });
@@ -269,6 +270,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             timeout: CREATE_TIMEOUT,
             spec,
             rootfs: &rootfs,
+            devices: &devices,
         });
         let saved = saved
             .join()

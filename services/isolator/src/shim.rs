@@ -64,6 +64,8 @@ pub struct Launch<'a> {
     /// The container, sent to the shim along with where it lives.
     pub spec: &'a ContainerSpec,
     pub rootfs: &'a RootfsMount,
+    /// `spec.devices`, resolved on this host.
+    pub devices: &'a [berth_shim::devices::Device],
 }
 
 /// A shim waiting for its container (see the shim's `standby.rs`): its first process has
@@ -181,6 +183,7 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         container: Some(berth_shim::run::Inline {
             spec: l.spec.clone(),
             rootfs: l.rootfs.clone(),
+            devices: l.devices.to_vec(),
         }),
     };
     let mut line = serde_json::to_vec(&args).expect("run arguments serialize");

@@ -104,6 +104,39 @@ pub fn rootfs(r: &RootfsMount) -> Result<(), IsolatorError> {
     Ok(())
 }
 
+/// The spec's devices, checked and resolved on this host: each host path must be a
+/// character or block device.
+pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_shim::devices::Device>, IsolatorError> {
+    let mut out = Vec::with_capacity(s.devices.len());
+    for (i, d) in s.devices.iter().enumerate() {
+        let f = format!("devices[{i}]");
+        container_path(&format!("{f}.container_path"), &d.container_path)?;
+        if d.container_path.trim_matches('/').is_empty() {
+            return Err(bad(
+                format!("{f}.container_path"),
+                "a device node cannot be the root",
+            ));
+        }
+        if !berth_proto::isolator::valid_device_permissions(&d.permissions) {
+            return Err(bad(
+                format!("{f}.permissions"),
+                format!(
+                    "{:?} is not letters from rwm (read, write, mknod), each once",
+                    d.permissions
+                ),
+            ));
+        }
+        if !d.host_path.starts_with('/') {
+            return Err(bad(
+                format!("{f}.host_path"),
+                format!("{:?} is not an absolute host path", d.host_path),
+            ));
+        }
+        out.push(berth_shim::devices::resolve(d).map_err(|e| bad(format!("{f}.host_path"), e))?);
+    }
+    Ok(out)
+}
+
 pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
     id(&s.id)?;
     if s.args.is_empty() {
@@ -299,6 +332,25 @@ mod tests {
         let mut s = good();
         s.user = Some("4294967294:alice".into());
         assert!(spec(&s).is_ok());
+        let dev = |host: &str, ctr: &str, perms: &str| {
+            let mut s = good();
+            s.devices.push(berth_proto::isolator::DeviceMapping {
+                host_path: host.into(),
+                container_path: ctr.into(),
+                permissions: perms.into(),
+            });
+            devices(&s).map(|d| d.len()).map_err(|e| e.to_string())
+        };
+        assert_eq!(dev("/dev/null", "/dev/mine", "rw"), Ok(1));
+        let e = dev("/etc/passwd", "/dev/mine", "rw").unwrap_err();
+        assert!(
+            e.starts_with("devices[0].host_path:") && e.contains("not a character or block"),
+            "{e}"
+        );
+        let e = dev("/dev/null", "/dev/mine", "rwx").unwrap_err();
+        assert!(e.starts_with("devices[0].permissions:"), "{e}");
+        let e = dev("/dev/null", "/dev/../etc/x", "r").unwrap_err();
+        assert!(e.starts_with("devices[0].container_path:"), "{e}");
         assert!(volume_name("data_1.x").is_ok());
         assert!(volume_name("../x").is_err());
         assert!(volume_name("").is_err());

@@ -308,6 +308,7 @@ fn request(
             read_only: s.read_only,
             cap_add: s.cap_add.clone(),
             cap_drop: s.cap_drop.clone(),
+            devices: s.devices.clone(),
             init: s.init,
             stop_signal: s.stop_signal.clone(),
             stop_grace_period_ms: s.stop_grace_period_ms,

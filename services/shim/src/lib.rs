@@ -8,6 +8,7 @@
 //!   in the running container; setup errors on fd 3.
 
 pub mod caps;
+pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod fsutil;

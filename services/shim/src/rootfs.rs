@@ -1,6 +1,7 @@
 //! The container's file system, built inside its own mount namespace: the overlay, `/proc`,
-//! `/dev`, `/sys`, the per-container `/etc` files, the spec's mounts, Docker's masked and
-//! read-only paths, then `pivot_root`.
+//! `/dev` (its default nodes and the devices given to the container: `devices.rs`), `/sys`,
+//! the per-container `/etc` files, the spec's mounts, Docker's masked and read-only paths,
+//! then `pivot_root`.
 
 use crate::error::{ShimError, Step};
 use crate::fsutil::{ensure_in, fd_path, is_dir, open_in, Kind};
@@ -9,7 +10,7 @@ use berth_proto::isolator::{
 };
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
+use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -39,20 +40,13 @@ pub const READ_ONLY: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// The device nodes of `/dev`: (name, major, minor).
-const DEVICES: [(&str, u64, u64); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
-
 pub struct Paths<'a> {
     pub bundle: &'a Path,
     pub volumes: &'a Path,
 }
+
+/// The container's own devices (`--device`), resolved on the host.
+pub type Devices<'a> = &'a [crate::devices::Device];
 
 fn nodev() -> MsFlags {
     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
@@ -127,7 +121,12 @@ pub fn mount_overlay(rootfs: &RootfsMount, target: &Path) -> Result<OwnedFd, Shi
 }
 
 /// Everything below the root, before `pivot_root`.
-pub fn populate(root: &OwnedFd, spec: &ContainerSpec, paths: &Paths) -> Result<(), ShimError> {
+pub fn populate(
+    root: &OwnedFd,
+    spec: &ContainerSpec,
+    paths: &Paths,
+    devices: Devices,
+) -> Result<(), ShimError> {
     // /proc
     let proc_ = ensure_in(root, "/proc", Kind::Dir)?;
     mnt(Some("proc"), &proc_, Some("proc"), nodev(), None, "/proc")?;
@@ -143,16 +142,7 @@ pub fn populate(root: &OwnedFd, spec: &ContainerSpec, paths: &Paths) -> Result<(
         "/dev",
     )?;
     let dev = open_in(root, "/dev").step(|| "resolve /dev".into())?;
-    for (name, major, minor) in DEVICES {
-        mknodat(
-            dev.as_fd(),
-            name,
-            SFlag::S_IFCHR,
-            Mode::from_bits_truncate(0o666),
-            makedev(major, minor),
-        )
-        .step(|| format!("mknod /dev/{name}"))?;
-    }
+    crate::devices::make_default_nodes(&dev)?;
     for (target, name) in [
         ("/proc/self/fd", "fd"),
         ("/proc/self/fd/0", "stdin"),
@@ -208,6 +198,8 @@ pub fn populate(root: &OwnedFd, spec: &ContainerSpec, paths: &Paths) -> Result<(
     for m in mounts {
         user_mount(root, m, paths)?;
     }
+    // The devices it was given, once every mount they may go into is there.
+    crate::devices::make_nodes(root, devices)?;
 
     // Per-container /etc files.
     for (file, target) in [

@@ -4,6 +4,7 @@
 //! init is set up and blocked on the start FIFO, then copies the init's output into the log,
 //! waits for it to end, records the exit status and removes the cgroup.
 
+use crate::devices::Device;
 use crate::error::{ShimError, Step};
 use crate::log::{now_rfc3339, LogWriter};
 use crate::process::{self, ProcessSpec};
@@ -35,6 +36,10 @@ pub const REPORT_FD: i32 = 3;
 pub struct Inline {
     pub spec: ContainerSpec,
     pub rootfs: RootfsMount,
+    /// `spec.devices` resolved on the host by the isolator (type, numbers, mode, owner), so
+    /// that the node and the cgroup rule come from one look at the host's node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
 }
 
 /// The container a waiting shim is given.
@@ -63,6 +68,13 @@ impl RunArgs {
         match &self.container {
             Some(c) => Ok(Cow::Borrowed(&c.spec)),
             None => read_json(&self.bundle.join(SPEC_FILE)).map(Cow::Owned),
+        }
+    }
+    /// The spec's devices, resolved (by the isolator, else here).
+    fn devices(&self) -> Result<Cow<'_, [Device]>, ShimError> {
+        match &self.container {
+            Some(c) if c.devices.len() == c.spec.devices.len() => Ok(Cow::Borrowed(&c.devices)),
+            _ => crate::devices::resolve_all(&self.spec()?.devices).map(Cow::Owned),
         }
     }
     fn rootfs(&self) -> Result<Cow<'_, RootfsMount>, ShimError> {
@@ -129,6 +141,7 @@ fn report(fd: &OwnedFd, msg: &str) {
 struct InitCtx<'a> {
     spec: &'a ContainerSpec,
     rootfs: &'a RootfsMount,
+    devices: &'a [Device],
     args: &'a RunArgs,
     out_w: &'a OwnedFd,
     err_w: &'a OwnedFd,
@@ -337,6 +350,7 @@ fn network_to_join(
 fn clone_init(args: &RunArgs, pre: &PreInit, host_net: OwnedFd) -> Result<Pid, ShimError> {
     let spec = args.spec()?;
     let rootfs = args.rootfs()?;
+    let devices = args.devices()?;
     let join_net = network_to_join(&spec, args, host_net)?;
     let flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
@@ -351,6 +365,7 @@ fn clone_init(args: &RunArgs, pre: &PreInit, host_net: OwnedFd) -> Result<Pid, S
     let ctx = InitCtx {
         spec: &spec,
         rootfs: &rootfs,
+        devices: &devices,
         args,
         out_w: &p.out_w,
         err_w: &p.err_w,
@@ -385,6 +400,7 @@ fn start(
     let made = (|| {
         let spec = args.spec()?;
         sb.joined()?;
+        let devices = args.devices()?;
         let cg = claim_cgroup(&sb.layout, &args.id, || match &sb.placeholder {
             Some(ph) => ph.rename(&args.id),
             None => Cgroup::create(&sb.layout, &args.id, &limits(&spec)),
@@ -392,6 +408,14 @@ fn start(
         *cgroup = Some(cg.clone());
         if sb.placeholder.is_some() {
             cg.apply(&limits(&spec))?;
+            // The placeholder has the default device rules already (the init, born inside,
+            // may be opening /dev/null now: they are never denied meanwhile); the
+            // container's own devices are added.
+            let own: Vec<_> = devices.iter().map(Device::rule).collect();
+            cg.allow_devices(&own)?;
+        } else {
+            // A new cgroup, the init not in it yet.
+            cg.set_devices(&crate::devices::rules(&devices))?;
         }
         Ok::<_, ShimError>((spec, cg))
     })();
@@ -554,6 +578,7 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
             bundle: &ctx.args.bundle,
             volumes: &ctx.args.volumes,
         },
+        ctx.devices,
     )?;
     let fifo_path = ctx.args.run_dir.join(START_FIFO);
     let fifo = nix::fcntl::open(

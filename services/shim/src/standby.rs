@@ -6,7 +6,8 @@
 //! While it waits, the shim has already
 //! - detected the cgroup layout and made the pipes the container's init will use;
 //! - forked a *pre-init*: a copy of itself which, on cgroup v1, moved itself into a
-//!   placeholder cgroup `berth/standby-<shim pid>` (the grace period is paid here, idle).
+//!   placeholder cgroup `berth/standby-<shim pid>` (the grace period is paid here, idle),
+//!   which already has the default device rules (`devices.rs`).
 //!
 //! When the isolator sends the container (one JSON line on the report socket), the shim
 //! forwards it to the pre-init, which clones the container's init with `CLONE_PARENT` (so the
@@ -110,10 +111,15 @@ pub fn prepare(preinit: fn(&PreInit) -> i32) -> Result<Standby, ShimError> {
         None
     } else {
         let name = format!("{STANDBY_PREFIX}{}", getpid().as_raw());
-        Some(
-            Cgroup::create(&layout, &name, &Limits::default())
-                .map_err(|e| ShimError::invalid("standby cgroup", e.to_string()))?,
-        )
+        let cg = Cgroup::create(&layout, &name, &Limits::default())
+            .map_err(|e| ShimError::invalid("standby cgroup", e.to_string()))?;
+        // The default device rules, before the pre-init joins: the container's init is born
+        // under them and they never change while it runs (its own devices are added).
+        if let Err(e) = cg.set_devices(&crate::devices::default_rules()) {
+            let _ = cg.remove(std::time::Duration::from_secs(1));
+            return Err(ShimError::invalid("standby cgroup", e.to_string()));
+        }
+        Some(cg)
     };
     let pipes = Pipes::new()?;
     let (cmd_r, cmd_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;

@@ -146,6 +146,7 @@ pub fn spec(
         aliases: o.aliases.clone(),
         ports: o.ports.clone(),
         userns_remap: o.userns_remap,
+        devices: o.devices.clone(),
     })
 }
 

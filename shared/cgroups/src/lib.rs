@@ -2,13 +2,17 @@
 //!
 //! A container's cgroup is `berth/<id>` below the root of each hierarchy:
 //! - cgroup v1 (and the hybrid layout): one directory per controller, for `memory`, `cpu`,
-//!   `cpuacct`, `pids` and `freezer` (co-mounted controllers share one directory);
+//!   `cpuacct`, `pids`, `freezer` and `devices` (co-mounted controllers share one directory);
 //! - pure cgroup v2: one directory below the unified mount, with the `memory`, `cpu` and `pids`
-//!   controllers enabled in `berth/`'s parent and in `berth/`.
+//!   controllers enabled in `berth/`'s parent and in `berth/`; device rules are a BPF program
+//!   attached to it (`devices.rs`).
 //!
 //! The layout is detected from `/proc/self/mountinfo`: v1 when a v1 `memory` hierarchy is
 //! mounted, else v2 when a cgroup2 file system is mounted.
 
+pub mod devices;
+
+pub use devices::{Access, DeviceRule, DeviceType};
 use std::fs;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
@@ -18,7 +22,11 @@ use std::time::{Duration, Instant};
 pub const PARENT: &str = "berth";
 
 /// Controllers berth uses on cgroup v1.
-pub const V1_CONTROLLERS: [&str; 5] = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+
+/// The v1 controllers a container cannot go without: its limits, and its device rules
+/// (without the `devices` controller root in a container could open any host device).
+const V1_REQUIRED: [&str; 4] = ["memory", "pids", "cpu", "devices"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -35,6 +43,12 @@ pub enum CgroupError {
     },
     #[error("cgroups: container id {0:?} is not a valid cgroup name")]
     BadId(String),
+    #[error("cgroups: {step}: {source}")]
+    Bpf {
+        step: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cgroups: {path} still has processes after {waited:?}")]
     Busy { path: PathBuf, waited: Duration },
 }
@@ -181,7 +195,7 @@ impl Cgroup {
             Layout::V1 { mounts } => {
                 for c in V1_CONTROLLERS {
                     let Some((_, mp)) = mounts.iter().find(|(n, _)| n == c) else {
-                        if c == "memory" || c == "pids" || c == "cpu" {
+                        if V1_REQUIRED.contains(&c) {
                             return Err(CgroupError::MissingController(c.to_string()));
                         }
                         continue;
@@ -340,6 +354,35 @@ impl Cgroup {
         match limits.pids_max {
             Some(n) => self.write("pids", "pids.max", &n.to_string())?,
             None => self.write("pids", "pids.max", "max")?,
+        }
+        Ok(())
+    }
+
+    /// Allow the cgroup's processes only the devices `rules` allow: on v1 every device is
+    /// denied (`a` to `devices.deny`), then each rule allowed; on v2 a device program made of
+    /// the rules is attached. On v1 a process inside is refused every device between the two
+    /// steps: call it before the processes that need devices are inside.
+    pub fn set_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        if self.layout.is_v2() {
+            return devices::attach_program(&self.dirs[0].1, rules);
+        }
+        self.write("devices", "devices.deny", "a")?;
+        self.allow_devices(rules)
+    }
+
+    /// Allow the devices of `rules` beyond what is allowed already (cgroup v1 only: on v2 the
+    /// whole set is one program, given to [`Cgroup::set_devices`]).
+    pub fn allow_devices(&self, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        if self.layout.is_v2() {
+            return Err(CgroupError::Io {
+                step: "add device rules to",
+                path: self.dirs[0].1.clone(),
+                source: io::Error::from(ErrorKind::Unsupported),
+            });
+        }
+        for r in rules {
+            // One rule a write: the kernel parses one per call.
+            self.write("devices", "devices.allow", &r.v1_line())?;
         }
         Ok(())
     }
@@ -631,6 +674,7 @@ mod tests {
 35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
 39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
 
     #[test]
@@ -645,18 +689,35 @@ mod tests {
             cg.dir("pids").unwrap(),
             Path::new("/sys/fs/cgroup/pids/berth/abc")
         );
-        assert_eq!(cg.dirs().count(), 5);
+        assert_eq!(
+            cg.dir("devices").unwrap(),
+            Path::new("/sys/fs/cgroup/devices/berth/abc")
+        );
+        assert_eq!(cg.dirs().count(), 6);
+    }
+
+    #[test]
+    fn v1_without_the_devices_controller_is_refused() {
+        let no_devices: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("devices"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let l = Layout::from_mountinfo(&no_devices).unwrap();
+        let e = Cgroup::at(&l, "abc").unwrap_err().to_string();
+        assert!(e.contains("devices is not mounted"), "{e}");
     }
 
     #[test]
     fn comounted_controllers_share_a_dir_and_pure_v2_is_detected() {
         let t = "1 0 0:1 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 2 0 0:2 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
-3 0 0:3 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids";
+3 0 0:3 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+4 0 0:4 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices";
         let l = Layout::from_mountinfo(t).unwrap();
         let cg = Cgroup::at(&l, "x").unwrap();
         assert_eq!(cg.dir("cpu"), cg.dir("cpuacct"));
-        assert_eq!(cg.dirs().count(), 3);
+        assert_eq!(cg.dirs().count(), 4);
         let v2 = "9 1 0:5 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate";
         let l = Layout::from_mountinfo(v2).unwrap();
         assert_eq!(

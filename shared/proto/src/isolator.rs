@@ -208,6 +208,91 @@ pub struct ContainerSpec {
     /// Map container root to this host uid/gid range start (user namespace), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub userns_remap: Option<u32>,
+    /// Host devices the container is given, beyond the default set (`/dev/null`, `zero`,
+    /// `full`, `random`, `urandom`, `tty`, `console`, `ptmx`, the terminals of its devpts):
+    /// every other device is refused to it, even as a node in its image or made with `mknod`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
+}
+
+/// A host device given to a container (`--device`, Compose `devices:`): its node is made at
+/// `container_path` in the container with the host device's type, numbers, mode and owner,
+/// and the container may use it as `permissions` say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// A character or block device node on the host (absolute).
+    pub host_path: String,
+    /// Where the node goes in the container (absolute).
+    pub container_path: String,
+    /// Letters from `rwm` (read, write, mknod), each at most once.
+    #[serde(default = "all_device_permissions")]
+    pub permissions: String,
+}
+
+fn all_device_permissions() -> String {
+    "rwm".into()
+}
+
+/// Whether `p` is a device permission set: letters from `rwm`, each once, at least one.
+pub fn valid_device_permissions(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 3
+        && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'))
+        && !p
+            .char_indices()
+            .any(|(i, c)| p[i + c.len_utf8()..].contains(c))
+}
+
+impl DeviceMapping {
+    /// Docker's `--device` syntax, also Compose's short `devices:` form:
+    /// `HOST[:CONTAINER][:PERMISSIONS]`. With two parts the second is the permissions when
+    /// it is one (`/dev/sda:r`), else the container path. The container path defaults to the
+    /// host's, the permissions to `rwm`.
+    pub fn parse(s: &str) -> Result<DeviceMapping, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (host, container, perms) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, p] if valid_device_permissions(p) => (*h, *h, *p),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, p] => (*h, *c, *p),
+            _ => {
+                return Err(format!(
+                    "device {s:?}: expected HOST[:CONTAINER][:PERMISSIONS]"
+                ))
+            }
+        };
+        let m = DeviceMapping {
+            host_path: host.to_string(),
+            container_path: container.to_string(),
+            permissions: perms.to_string(),
+        };
+        m.check().map_err(|e| format!("device {s:?}: {e}"))?;
+        Ok(m)
+    }
+
+    /// The checks that need no host: absolute paths, permissions from `rwm`.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.host_path.starts_with('/') {
+            return Err(format!(
+                "the host path {:?} is not absolute",
+                self.host_path
+            ));
+        }
+        if !self.container_path.starts_with('/') || self.container_path.trim_matches('/').is_empty()
+        {
+            return Err(format!(
+                "the container path {:?} is not an absolute path to a file",
+                self.container_path
+            ));
+        }
+        if !valid_device_permissions(&self.permissions) {
+            return Err(format!(
+                "the permissions {:?} are not letters from rwm (read, write, mknod), each once",
+                self.permissions
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One rlimit: `name` as Docker's `--ulimit` names it (`nofile`, `nproc`, `core`, `memlock`,
@@ -349,4 +434,52 @@ pub struct VolumeRemoveRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VolumeRemoveReply {
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_syntax_is_dockers() {
+        let d = DeviceMapping::parse("/dev/sda").unwrap();
+        assert_eq!(
+            (
+                d.host_path.as_str(),
+                d.container_path.as_str(),
+                d.permissions.as_str()
+            ),
+            ("/dev/sda", "/dev/sda", "rwm")
+        );
+        let d = DeviceMapping::parse("/dev/sda:r").unwrap();
+        assert_eq!(
+            (d.container_path.as_str(), d.permissions.as_str()),
+            ("/dev/sda", "r")
+        );
+        let d = DeviceMapping::parse("/dev/sda:/dev/xvda").unwrap();
+        assert_eq!(
+            (d.container_path.as_str(), d.permissions.as_str()),
+            ("/dev/xvda", "rwm")
+        );
+        let d = DeviceMapping::parse("/dev/sda:/dev/xvda:mw").unwrap();
+        assert_eq!(d.permissions, "mw");
+        for bad in [
+            "/dev/sda:/dev/x:rx",
+            "/dev/sda:/dev/x:rr",
+            "/dev/sda:/dev/x:",
+            "dev/sda",
+            "/dev/sda:rel",
+            "/dev/sda:/",
+            "/a:/b:r:extra",
+        ] {
+            assert!(DeviceMapping::parse(bad).is_err(), "{bad} was taken");
+        }
+        assert!(DeviceMapping::parse("/dev/sda:/dev/x:rx")
+            .unwrap_err()
+            .contains("rwm"));
+        // A spec written before devices existed still reads.
+        let s: ContainerSpec =
+            serde_json::from_str(r#"{"id":"a","name":"n","image":"i","args":["x"]}"#).unwrap();
+        assert!(s.devices.is_empty());
+    }
 }

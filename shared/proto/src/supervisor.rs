@@ -13,7 +13,7 @@
 //! Live logs: while a container runs, every line the supervisor reads from its log file is
 //! published on the core NATS subject [`logs_subject`] as a [`LogMessage`].
 
-use crate::isolator::{MountSpec, NetworkMode, Resources};
+use crate::isolator::{DeviceMapping, MountSpec, NetworkMode, Resources};
 use crate::subjects::PREFIX;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -109,6 +109,9 @@ pub struct ContainerOptions {
     /// Published ports (`ports:`, `-p`), parsed by `berth_proto::network::parse_ports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::network::PortMapping>,
+    /// Host devices given to the container (`--device`, Compose `devices:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
 }
 
 impl Default for ContainerOptions {
@@ -135,6 +138,7 @@ impl Default for ContainerOptions {
             userns_remap: None,
             aliases: Vec::new(),
             ports: Vec::new(),
+            devices: Vec::new(),
         }
     }
 }

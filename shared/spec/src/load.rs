@@ -190,7 +190,8 @@ fn interpolate_value(
 /// in the override keeps the base); scalars, `command`, `entrypoint` and `healthcheck.test`
 /// are replaced; `ports`, `expose`, `dns`, `cap_add`, `cap_drop`, `profiles`, `env_file` are
 /// appended without duplicates; `environment` and `labels` merge by key and `depends_on` and
-/// `networks` by name (list or map form alike); `volumes` and `tmpfs` merge by target.
+/// `networks` by name (list or map form alike); `volumes` and `tmpfs` merge by target, and
+/// `devices` by container path.
 pub fn merge(base: &mut Value, over: Value, path: &[&str]) {
     let key = path.last().copied().unwrap_or("");
     let in_service = path.len() == 3 && path[0] == "services";
@@ -247,10 +248,17 @@ pub fn merge(base: &mut Value, over: Value, path: &[&str]) {
                 }
             }
         }
-        (Value::Array(b), Value::Array(o)) if in_service && matches!(key, "volumes" | "tmpfs") => {
+        (Value::Array(b), Value::Array(o))
+            if in_service && matches!(key, "volumes" | "tmpfs" | "devices") =>
+        {
+            let target = if key == "devices" {
+                device_target
+            } else {
+                mount_target
+            };
             for x in o {
-                let t = mount_target(&x);
-                if let Some(pos) = b.iter().position(|y| t.is_some() && mount_target(y) == t) {
+                let t = target(&x);
+                if let Some(pos) = b.iter().position(|y| t.is_some() && target(y) == t) {
                     b[pos] = x;
                 } else {
                     b.push(x);
@@ -270,6 +278,13 @@ fn mount_target(v: &Value) -> Option<String> {
         Value::Object(m) => m.get("target").and_then(|t| t.as_str()).map(String::from),
         _ => None,
     }
+}
+
+/// The container path of a `devices:` entry.
+fn device_target(v: &Value) -> Option<String> {
+    berth_proto::isolator::DeviceMapping::parse(v.as_str()?)
+        .ok()
+        .map(|d| d.container_path)
 }
 
 /// `environment` / `labels` in list (`K=V`, `K`) or map form, as a map (null = no value).

@@ -193,6 +193,9 @@ pub struct Service {
     pub cap_drop: Vec<String>,
     #[serde(default)]
     pub tmpfs: Vec<String>,
+    /// Host devices (`devices:`, short syntax `HOST[:CONTAINER[:PERMISSIONS]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<berth_proto::isolator::DeviceMapping>,
     #[serde(default)]
     pub init: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

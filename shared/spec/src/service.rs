@@ -34,6 +34,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "cap_add",
     "cap_drop",
     "tmpfs",
+    "devices",
     "init",
     "stop_signal",
     "stop_grace_period",
@@ -63,7 +64,6 @@ pub const COMPOSE_ONLY_SERVICE_KEYS: &[&str] = &[
     "credential_spec",
     "develop",
     "device_cgroup_rules",
-    "devices",
     "dns",
     "dns_opt",
     "dns_search",
@@ -374,6 +374,25 @@ pub(crate) fn service(
                 ));
             }
             s.volumes.push(vm);
+        }
+    }
+    if let Some(x) = m.get("devices") {
+        for (i, d) in ctx.strings(x, &p("devices"))?.iter().enumerate() {
+            let dm = berth_proto::isolator::DeviceMapping::parse(d)
+                .map_err(|e| ctx.err(&p("devices").k(i), format!("devices: {e}")))?;
+            if s.devices
+                .iter()
+                .any(|o| o.container_path == dm.container_path)
+            {
+                return Err(ctx.err(
+                    &p("devices").k(i),
+                    format!(
+                        "devices: {} is given twice in service {name}",
+                        dm.container_path
+                    ),
+                ));
+            }
+            s.devices.push(dm);
         }
     }
     if let Some(x) = m.get("tmpfs") {

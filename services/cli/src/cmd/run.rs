@@ -5,7 +5,7 @@
 use crate::cmd::logs::print_line;
 use crate::ctx::{exit, Ctx};
 use anyhow::{anyhow, bail, Context};
-use berth_proto::isolator::{MountKind, MountSpec, NetworkMode, Resources};
+use berth_proto::isolator::{DeviceMapping, MountKind, MountSpec, NetworkMode, Resources};
 use berth_proto::supervisor::*;
 use berth_proto::{subjects, Event, Service};
 use futures::StreamExt;
@@ -93,6 +93,10 @@ pub struct CreateOpts {
     /// Drop a capability (or ALL).
     #[arg(long = "cap-drop")]
     pub cap_drop: Vec<String>,
+    /// Give the container a host device: HOST[:CONTAINER][:PERMISSIONS], permissions
+    /// letters from rwm (read, write, mknod; default rwm). Every other device is refused.
+    #[arg(long = "device")]
+    pub device: Vec<String>,
     /// Give the container a terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
@@ -286,6 +290,11 @@ impl CreateOpts {
         for t in &self.tmpfs {
             mounts.push(parse_tmpfs(t)?);
         }
+        let devices = self
+            .device
+            .iter()
+            .map(|d| DeviceMapping::parse(d).map_err(|e| anyhow!("--device: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut labels = BTreeMap::new();
         for l in &self.labels {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -411,6 +420,7 @@ impl CreateOpts {
                 aliases: self.network_alias.clone(),
                 ports,
                 userns_remap: None,
+                devices,
             },
             labels,
             restart: match &self.restart {
@@ -590,6 +600,19 @@ mod tests {
             .contains("anonymous"));
         assert!(parse_volume("/a:rel", cwd).is_err());
         assert!(parse_volume("/a:/b:rx", cwd).is_err());
+        let o = CreateOpts {
+            device: vec!["/dev/loop0:/dev/disk:r".into()],
+            ..Default::default()
+        };
+        let r = o.request("img", vec![]).unwrap();
+        assert_eq!(r.options.devices[0].container_path, "/dev/disk");
+        assert_eq!(r.options.devices[0].permissions, "r");
+        let o = CreateOpts {
+            device: vec!["/dev/loop0:/dev/disk:rx".into()],
+            ..Default::default()
+        };
+        let e = o.request("img", vec![]).unwrap_err().to_string();
+        assert!(e.starts_with("--device:") && e.contains("rwm"), "{e}");
         let t = parse_tmpfs("/tmp:size=64m").unwrap();
         assert_eq!(t.size_bytes, Some(64 << 20));
         assert!(parse_tmpfs("tmp").is_err());
