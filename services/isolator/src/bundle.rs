@@ -167,16 +167,8 @@ pub fn oci_config(
         "maskedPaths": MASKED,
         "readonlyPaths": READ_ONLY,
     });
-    if spec.seccomp {
-        let refused = berth_shim::seccomp::refused(&caps);
-        linux["seccomp"] = json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-            "syscalls": [
-                {"names": refused, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM},
-                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS},
-            ],
-        });
+    if let Some(seccomp) = berth_shim::seccomp::oci(spec, &caps).map_err(IsolatorError::Oci)? {
+        linux["seccomp"] = seccomp;
     }
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -273,8 +265,13 @@ mod tests {
             v["linux"]["devices"],
             json!([{"path": "/dev/disk", "type": "b", "major": 7, "minor": 0, "fileMode": 0o660, "uid": 0, "gid": 6}])
         );
-        let names = &v["linux"]["seccomp"]["syscalls"][0]["names"];
-        assert!(names.as_array().unwrap().iter().any(|n| n == "mount"));
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        let names = &seccomp["syscalls"][0]["names"];
+        assert!(names.as_array().unwrap().iter().any(|n| n == "read"));
+        s.seccomp = false;
+        let c = oci_config(&s, "h", Path::new("/b"), Path::new("/v")).unwrap();
+        assert!(serde_json::to_value(&c).unwrap()["linux"]["seccomp"].is_null());
     }
 
     #[test]

@@ -240,7 +240,11 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
             ));
         }
     }
-    berth_shim::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
+    let caps =
+        berth_shim::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
+    if s.seccomp && s.seccomp_profile.is_some() {
+        berth_shim::seccomp::check(s, &caps).map_err(|e| bad("seccomp profile", e))?;
+    }
     match &s.network {
         NetworkMode::Bridge(b) => {
             berth_net::store::check_name(b).map_err(|e| bad("network", e.to_string()))?

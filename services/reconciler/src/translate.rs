@@ -315,6 +315,17 @@ fn request(
             network,
             aliases,
             ports,
+            seccomp: !matches!(s.seccomp, Some(berth_spec::model::Seccomp::Unconfined)),
+            seccomp_profile: match &s.seccomp {
+                Some(berth_spec::model::Seccomp::Profile { source, json }) => {
+                    Some(berth_proto::isolator::SeccompProfile {
+                        source: source.clone(),
+                        json: json.clone(),
+                    })
+                }
+                _ => None,
+            },
+            no_new_privileges: s.no_new_privileges.unwrap_or(true),
             ..Default::default()
         },
         labels: s.labels.clone(),

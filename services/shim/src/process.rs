@@ -12,7 +12,6 @@ use caps::CapsHashSet;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{fchdir, setgroups, setresgid, setresuid, Gid, Uid};
-use seccompiler::BpfProgram;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 
@@ -25,7 +24,7 @@ pub struct Prepared {
     pub envp: Vec<CString>,
     pub user: User,
     pub caps: CapsHashSet,
-    pub seccomp: Option<BpfProgram>,
+    pub seccomp: Option<seccomp::Program>,
     pub no_new_privs: bool,
     pub rlimits: Vec<Rlimit>,
 }
@@ -134,11 +133,7 @@ pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimEr
     let path = lookup(&p.args[0], &env)?;
     let caps = capset::resolve(&spec.cap_add, &spec.cap_drop)
         .map_err(|e| ShimError::invalid("capabilities", e))?;
-    let seccomp = if spec.seccomp {
-        Some(seccomp::program(&caps)?)
-    } else {
-        None
-    };
+    let seccomp = seccomp::program(spec, &caps)?;
     Ok(Prepared {
         path: cstr(&path, "command")?,
         argv: p

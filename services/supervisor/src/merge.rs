@@ -132,6 +132,7 @@ pub fn spec(
         cap_add: o.cap_add.clone(),
         cap_drop: o.cap_drop.clone(),
         seccomp: o.seccomp,
+        seccomp_profile: o.seccomp_profile.clone(),
         no_new_privileges: o.no_new_privileges,
         init: o.init,
         tty: o.tty,

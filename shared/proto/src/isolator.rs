@@ -183,9 +183,13 @@ pub struct ContainerSpec {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
-    /// Apply berth's default seccomp filter (on unless turned off).
+    /// Confine the container's calls with seccomp (on unless turned off: `seccomp=unconfined`).
     #[serde(default = "yes")]
     pub seccomp: bool,
+    /// The user's seccomp profile (Docker's format), used instead of berth's default when
+    /// `seccomp` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<SeccompProfile>,
     #[serde(default = "yes")]
     pub no_new_privileges: bool,
     /// Run a tiny reaper as PID 1.
@@ -293,6 +297,16 @@ impl DeviceMapping {
         }
         Ok(())
     }
+}
+
+/// A seccomp profile in Docker's JSON format, as read by the CLI or the Compose loader; the
+/// isolator checks it at create and the shim compiles it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeccompProfile {
+    /// Where it was read from (the path as given), for messages.
+    pub source: String,
+    /// The file's content.
+    pub json: String,
 }
 
 /// One rlimit: `name` as Docker's `--ulimit` names it (`nofile`, `nproc`, `core`, `memlock`,

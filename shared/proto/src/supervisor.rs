@@ -94,9 +94,12 @@ pub struct ContainerOptions {
     /// Time between the stop signal and SIGKILL (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period_ms: Option<u64>,
-    /// berth's default seccomp filter (on unless turned off).
+    /// Confine the container's calls with seccomp (on unless turned off).
     #[serde(default = "yes")]
     pub seccomp: bool,
+    /// The user's seccomp profile instead of berth's default (`--security-opt seccomp=FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<crate::isolator::SeccompProfile>,
     #[serde(default = "yes")]
     pub no_new_privileges: bool,
     #[serde(default)]
@@ -133,6 +136,7 @@ impl Default for ContainerOptions {
             stop_signal: None,
             stop_grace_period_ms: None,
             seccomp: true,
+            seccomp_profile: None,
             no_new_privileges: true,
             network: NetworkMode::default(),
             userns_remap: None,

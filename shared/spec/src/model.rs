@@ -206,6 +206,23 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// `security_opt: [seccomp:...]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<Seccomp>,
+    /// `security_opt: [no-new-privileges:...]` (berth's default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_new_privileges: Option<bool>,
+}
+
+/// A service's seccomp setting from `security_opt`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seccomp {
+    /// No filter.
+    Unconfined,
+    /// A profile in Docker's format, read from `source` (absolute) when the file was loaded;
+    /// a change to the file changes the service's configuration hash.
+    Profile { source: String, json: String },
 }
 
 fn one() -> u32 {

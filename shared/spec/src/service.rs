@@ -41,6 +41,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     "labels",
     "profiles",
     "scale",
+    "security_opt",
 ];
 
 /// The other service keys of the Compose specification: refused as "not supported by berth"
@@ -98,7 +99,6 @@ pub const COMPOSE_ONLY_SERVICE_KEYS: &[&str] = &[
     "pull_refresh_after",
     "runtime",
     "secrets",
-    "security_opt",
     "shm_size",
     "stdin_open",
     "storage_opt",
@@ -564,6 +564,9 @@ pub(crate) fn service(
             }
         }
     }
+    if let Some(x) = m.get("security_opt") {
+        security_opt(ctx, name, x, &p("security_opt"), &mut s)?;
+    }
     if let Some(x) = m.get("stop_grace_period") {
         s.stop_grace_period_ms = Some(ctx.duration_ms(x, &p("stop_grace_period"))?);
     }
@@ -584,6 +587,53 @@ pub(crate) fn service(
         }
     }
     Ok(s)
+}
+
+/// `security_opt`: `seccomp=PROFILE.json` (read now, relative to the Compose file),
+/// `seccomp=unconfined`, `no-new-privileges[:true|false]`; `:` or `=` between key and value.
+fn security_opt(
+    ctx: &Ctx,
+    name: &str,
+    v: &Value,
+    at: &Path,
+    s: &mut Service,
+) -> Result<(), SpecError> {
+    for (i, o) in ctx.strings(v, at)?.iter().enumerate() {
+        let (key, value) = match o.find([':', '=']) {
+            Some(n) => (&o[..n], Some(&o[n + 1..])),
+            None => (o.as_str(), None),
+        };
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => s.seccomp = Some(Seccomp::Unconfined),
+            ("seccomp", Some(file)) if !file.is_empty() => {
+                let path = absolute(&ctx.base_dir, file);
+                let json = std::fs::read_to_string(&path).map_err(|e| {
+                    ctx.err(
+                        &at.k(i),
+                        format!("service {name}: security_opt seccomp profile {path}: {e}"),
+                    )
+                })?;
+                if let Err(e) = serde_json::from_str::<Value>(&json) {
+                    return Err(ctx.err(
+                        &at.k(i),
+                        format!("service {name}: seccomp profile {path}: not valid JSON: {e}"),
+                    ));
+                }
+                s.seccomp = Some(Seccomp::Profile { source: path, json });
+            }
+            ("no-new-privileges", None | Some("true")) => s.no_new_privileges = Some(true),
+            ("no-new-privileges", Some("false")) => s.no_new_privileges = Some(false),
+            _ => {
+                return Err(ctx.err(
+                    &at.k(i),
+                    format!(
+                        "service {name}: security_opt {o:?}: berth supports seccomp:PROFILE.json, seccomp:unconfined and no-new-privileges[:true|false]"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn list<'a>(ctx: &Ctx, v: &'a Value, path: &Path) -> Result<&'a [Value], SpecError> {

@@ -612,3 +612,69 @@ fn tempdir(tag: &str) -> TempDir {
     std::fs::create_dir_all(&d).unwrap();
     TempDir(d)
 }
+
+#[test]
+fn security_opt_reads_seccomp_profiles_relative_to_the_file() {
+    let dir = tempfile_dir();
+    std::fs::write(
+        dir.join("deny.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.json"), "{").unwrap();
+    let load_in = |text: &str| {
+        load_texts(
+            vec![("compose.yaml".into(), text.into())],
+            dir.clone(),
+            &LoadOptions {
+                env: env(&[]),
+                ..Default::default()
+            },
+        )
+    };
+    let l = load_in(
+        "services:\n  a:\n    image: x\n    security_opt: [\"seccomp:./deny.json\", \"no-new-privileges:false\"]\n  b:\n    image: x\n    security_opt: [\"seccomp=unconfined\"]\n",
+    )
+    .unwrap();
+    let a = &l.project.services["a"];
+    match &a.seccomp {
+        Some(Seccomp::Profile { source, json }) => {
+            assert_eq!(source, &dir.join("deny.json").display().to_string());
+            assert!(json.contains("SCMP_ACT_ALLOW"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.no_new_privileges, Some(false));
+    assert_eq!(l.project.services["b"].seccomp, Some(Seccomp::Unconfined));
+    let e =
+        load_in("services:\n  a:\n    image: x\n    security_opt: [\"seccomp:missing.json\"]\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("missing.json") && e.contains("compose.yaml:4:"),
+        "{e}"
+    );
+    let e = load_in("services:\n  a:\n    image: x\n    security_opt: [\"seccomp:broken.json\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broken.json: not valid JSON"), "{e}");
+    let e = load_in("services:\n  a:\n    image: x\n    security_opt: [\"label:disable\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"label:disable\""), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh directory of this test's own.
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "berth-spec-seccomp-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -123,7 +123,7 @@ pub struct CreateOpts {
     /// A further name the container answers to on its bridge network.
     #[arg(long = "network-alias")]
     pub network_alias: Vec<String>,
-    /// seccomp=unconfined, no-new-privileges=false.
+    /// seccomp=PROFILE.json (Docker's format), seccomp=unconfined, no-new-privileges=false.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
     /// Health check command (run with /bin/sh -c inside the container).
@@ -167,6 +167,17 @@ pub fn parse_size(s: &str) -> anyhow::Result<u64> {
         bail!("size {s:?} is negative");
     }
     Ok((n * mult as f64) as u64)
+}
+
+/// `--security-opt seccomp=FILE`: the profile's content, sent in the container's spec (the
+/// isolator checks it, the shim compiles it).
+pub fn read_seccomp_profile(file: &str) -> anyhow::Result<berth_proto::isolator::SeccompProfile> {
+    let json = std::fs::read_to_string(file)
+        .with_context(|| format!("--security-opt seccomp={file}: cannot read the profile"))?;
+    Ok(berth_proto::isolator::SeccompProfile {
+        source: file.to_string(),
+        json,
+    })
 }
 
 fn parse_ms(what: &str, s: &str) -> anyhow::Result<u64> {
@@ -328,15 +339,25 @@ impl CreateOpts {
                 bail!("--network-alias needs a bridge network");
             }
         }
-        let (mut seccomp, mut nnp) = (true, true);
+        let (mut seccomp, mut seccomp_profile, mut nnp) = (true, None, true);
         for o in &self.security_opt {
             match o.as_str() {
-                "seccomp=unconfined" | "seccomp:unconfined" => seccomp = false,
+                "seccomp=unconfined" | "seccomp:unconfined" => {
+                    (seccomp, seccomp_profile) = (false, None)
+                }
                 "no-new-privileges=false" | "no-new-privileges:false" => nnp = false,
                 "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
                     nnp = true
                 }
-                _ => bail!("--security-opt {o:?}: supported are seccomp=unconfined and no-new-privileges[=true|false]"),
+                _ => match o
+                    .strip_prefix("seccomp=")
+                    .or_else(|| o.strip_prefix("seccomp:"))
+                {
+                    Some(file) => {
+                        (seccomp, seccomp_profile) = (true, Some(read_seccomp_profile(file)?))
+                    }
+                    None => bail!("--security-opt {o:?}: supported are seccomp=PROFILE.json, seccomp=unconfined and no-new-privileges[=true|false]"),
+                },
             }
         }
         if let Some(c) = self.cpus {
@@ -415,6 +436,7 @@ impl CreateOpts {
                 stop_signal: self.stop_signal.clone(),
                 stop_grace_period_ms: self.stop_timeout.map(|s| s * 1000),
                 seccomp,
+                seccomp_profile,
                 no_new_privileges: nnp,
                 network,
                 aliases: self.network_alias.clone(),
