@@ -12,7 +12,7 @@ pub mod shim;
 pub mod validate;
 pub mod volumes;
 
-use berth_bus::{attrs, serve, NodeConfig, Router, ServiceContext};
+use berth_bus::{serve, NodeConfig, Router, ServiceContext};
 use berth_proto::isolator::*;
 use berth_proto::{BerthError, Service};
 use error::{io, IsolatorError};
@@ -22,9 +22,23 @@ use std::time::Duration;
 /// How long `create` waits for the shim's report.
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Test hook: `BERTH_TEST_CREATE_DELAY_MS`, read once, holds every `create` this long after
+/// the shim reported its container set up (its init waiting before `exec`), before anything
+/// else: the window in which the tests stop `berthd` in the middle of a create.
+fn test_create_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("BERTH_TEST_CREATE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 /// Serve the isolator's verbs until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let c1 = ctx.clone();
+    test_create_delay();
     let c_exec = ctx.clone();
     let c2 = ctx.config.clone();
     let c3 = ctx.config.clone();
@@ -46,26 +60,14 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
     }
     let router = Router::new()
         .route(CREATE, move |req: CreateRequest| {
-            let ctx = c1.clone();
+            // `container.created` is the supervisor's to announce (with the shim's and the
+            // init's pids from this reply), once per container.
+            let cfg = c1.config.clone();
             async move {
-                let name = req.spec.name.clone();
-                let image = req.spec.image.clone();
-                let cfg = ctx.config.clone();
-                let reply = tokio::task::spawn_blocking(move || create(&cfg, &req))
+                tokio::task::spawn_blocking(move || create(&cfg, &req))
                     .await
                     .map_err(|e| BerthError::internal(format!("create task: {e}")))?
-                    .map_err(BerthError::from)?;
-                // Announced without holding the reply back.
-                let attrs = attrs! {
-                    "id" => reply.id.clone(),
-                    "image" => image,
-                    "shim_pid" => reply.shim_pid,
-                    "init_pid" => reply.init_pid,
-                };
-                tokio::spawn(
-                    async move { ctx.bus.emit("container", "created", &name, attrs).await },
-                );
-                Ok::<_, BerthError>(reply)
+                    .map_err(BerthError::from)
             }
         })
         .route(EXEC, move |req: ExecRequest| {
@@ -278,7 +280,12 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
         (launched, saved)
     });
     let (shim_pid, init_pid) = match launched {
-        Ok(p) => p,
+        Ok(p) => {
+            if let Some(d) = test_create_delay() {
+                std::thread::sleep(d);
+            }
+            p
+        }
         Err(e) => {
             if let IsolatorError::Timeout(_) = e {
                 if let Some(pid) = read_pid(&run_dir.join(SHIM_PID_FILE)) {

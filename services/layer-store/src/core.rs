@@ -222,7 +222,32 @@ impl LayerStore {
         ls.migrate_state()?;
         ls.drop_stale_records()?;
         ls.empty_trash();
+        ls.remove_leftovers();
         Ok(ls)
+    }
+
+    /// What a crash left (an unpack or a gc killed with its process, a pull or a load that
+    /// never dropped its lease): `snapshots/.tmp-*` of processes that are gone, and leases
+    /// expired or whose owner is gone. Logged; a failure to remove is logged and left.
+    fn remove_leftovers(&self) {
+        if let Ok(rd) = std::fs::read_dir(&self.snapshots) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with(TMP_PREFIX) || !tmp_is_stale(&name) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => tracing::info!(name, "removed an unpack a crash cut short"),
+                    Err(e) => tracing::warn!(%e, name, "an unpack a crash cut short is left"),
+                }
+            }
+        }
+        for name in lease::remove_stale(&self.data_root) {
+            tracing::info!(
+                name,
+                "removed a lease whose owner is gone or whose time is up"
+            );
+        }
     }
 
     /// Earlier versions kept every record in one `state.json`: write them as record files.
@@ -1091,17 +1116,8 @@ impl LayerStore {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let path = e.path();
-            if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
-                // `<chain>-<pid>-<rand>`: an unpack in progress unless its process is gone.
-                if only.is_some() || active.contains(&name) {
-                    continue;
-                }
-                let pid: Option<i32> = rest.rsplit('-').nth(1).and_then(|p| p.parse().ok());
-                let ours = pid == Some(std::process::id() as i32);
-                let alive = pid.is_some_and(|p| {
-                    p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
-                });
-                if ours || !alive {
+            if name.starts_with(TMP_PREFIX) {
+                if only.is_none() && !active.contains(&name) && tmp_is_stale(&name) {
                     out.freed += du(&path);
                     std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
                 }
@@ -1235,6 +1251,21 @@ struct Swept {
 }
 
 /// A container ID usable as one path component.
+/// Whether `snapshots/<name>` (`.tmp-<chain>-<pid>-<rand>` of an unpack,
+/// `.tmp-rm-<chain>-<pid>-x` of a gc's removal) is left by a process that is gone, or by this
+/// one (whose unpacks in progress the caller knows and skips).
+fn tmp_is_stale(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+        return false;
+    };
+    let pid: Option<i32> = rest.rsplit('-').nth(1).and_then(|p| p.parse().ok());
+    let ours = pid == Some(std::process::id() as i32);
+    let alive = pid.is_some_and(|p| {
+        p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+    });
+    ours || !alive
+}
+
 pub fn check_container_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 128

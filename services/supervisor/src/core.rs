@@ -86,6 +86,8 @@ pub(crate) struct Inner {
     /// exited (while the exit is recorded and announced): the removal does not send it again,
     /// nor wait for it (a failure is logged).
     pub release_sent: bool,
+    /// A create that failed or was cut short: never announced, so neither is its removal.
+    pub unannounced: bool,
 }
 
 /// A container id: 64 lowercase hexadecimal digits.
@@ -231,6 +233,7 @@ impl Supervisor {
                 removed: false,
                 gen: 0,
                 release_sent: false,
+                unannounced: false,
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
@@ -526,25 +529,25 @@ impl Supervisor {
         }
         let c = self.insert(rec);
         let mut inner = c.inner.lock().await;
-        tokio::join!(
-            self.publish_state(&inner.rec.state),
-            self.emit(&inner.rec, EV_CREATED, Map::new(), None)
-        );
-        if start {
-            if let Err(e) = self.start_instance(&c, &mut inner, true).await {
-                inner.rec.state.error = Some(e.to_string());
-                let _ = self.commit(&c, &inner).await;
-                // It stays, created: on disk like any created container.
-                if !matches!(self.sync_record(&c.id).await, Ok(Ok(()))) {
-                    tracing::warn!(id = %c.id, "the record of a container that failed to start is not synced");
-                }
-                let auto = inner.rec.request.auto_remove;
-                drop(inner);
-                if auto {
-                    let _ = self.remove(&c, true).await;
-                }
-                return Err(e);
+        if !start {
+            tokio::join!(
+                self.publish_state(&inner.rec.state),
+                self.emit(&inner.rec, EV_CREATED, Map::new(), None)
+            );
+            return Ok(inner.rec.state.clone());
+        }
+        // Created and started in one request: `created` is announced once its process
+        // exists (with the shim's and the init's pids), just before `started`.
+        self.publish_state(&inner.rec.state).await;
+        if let Err(e) = self.start_instance(&c, &mut inner, true).await {
+            // A failed create leaves nothing: whatever its start made (a process, a cgroup,
+            // files, the root filesystem) goes with the record, unannounced.
+            inner.unannounced = true;
+            drop(inner);
+            if let Err(r) = self.remove(&c, true).await {
+                tracing::warn!(%r, id = %c.id, "what a failed create made is not all removed");
             }
+            return Err(e);
         }
         Ok(inner.rec.state.clone())
     }
@@ -705,6 +708,16 @@ impl Supervisor {
             tracing::error!(%e, id = %c.id, "the running state is not recorded");
         }
         self.watch_instance(c, inner, shim);
+        if unsynced {
+            // The first instance of a container created and started in one request.
+            self.emit(
+                &inner.rec,
+                EV_CREATED,
+                attrs! {"shim_pid" => reply.shim_pid, "init_pid" => reply.init_pid},
+                None,
+            )
+            .await;
+        }
         tokio::join!(
             self.publish_state(&inner.rec.state),
             self.emit(
@@ -788,6 +801,11 @@ impl Supervisor {
             t.poll(self.ctx.bus.client()).await;
         }
         let lost = status.is_none();
+        if lost {
+            // The shim is gone without recording the exit: what it started may still run,
+            // re-parented away. Nothing of a container given up on keeps running.
+            self.end_processes(&c.id).await;
+        }
         let (code, oom, finished) = match &status {
             Some(s) => (s.exit_code, s.oom_killed, s.finished_at.clone()),
             None => (255, false, now_rfc3339()),
@@ -1183,6 +1201,10 @@ impl Supervisor {
             }
         }
         let mut inner = c.inner.lock().await;
+        if let Err(e) = self.end_processes_checked(&c.id).await {
+            inner.removing = false;
+            return Err(sys_err(&inner.rec, "ending its processes", e));
+        }
         if inner.rec.request.rootfs.is_none() {
             // The release sent at the exit of a container removed at its exit finishes on its
             // own: whatever of the root filesystem is still in the container's directory goes
@@ -1231,9 +1253,67 @@ impl Supervisor {
             }
         }
         inner.removed = true;
-        self.emit(&inner.rec, EV_REMOVED, Map::new(), None).await;
+        if !inner.unannounced {
+            self.emit(&inner.rec, EV_REMOVED, Map::new(), None).await;
+        }
         c.changed.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    /// End whatever container `id` has left in the kernel: every process of its cgroup
+    /// (frozen and killed, so none forks meanwhile) and the cgroup itself, and a shim still
+    /// there (which records the exit and goes once its init is killed; SIGKILL after a few
+    /// seconds). Returns how many processes the cgroup held.
+    async fn end_processes_checked(&self, id: &str) -> std::result::Result<usize, String> {
+        let run_dir = self.run_dir(id);
+        let shim = live_shim(&run_dir);
+        let cid = id.to_string();
+        let n = tokio::task::spawn_blocking(move || {
+            let Some(cg) = crate::orphans::cgroup_of(&cid)? else {
+                return Ok(0);
+            };
+            let n = cg
+                .kill_all(crate::orphans::KILL_WITHIN)
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                // Nothing ran in it (the usual case: the container's processes ended with its
+                // init). Its shim's child is removing it; removing a v1 cgroup may wait an RCU
+                // grace period, which no reply waits for. Only this directory is removed (by
+                // inode): the next instance of the container may take the name meanwhile.
+                let ids = cg.identify();
+                tokio::task::spawn_blocking(move || {
+                    let _ = cg.remove_ended(&ids, crate::orphans::KILL_WITHIN);
+                });
+                return Ok(0);
+            }
+            cg.destroy(crate::orphans::KILL_WITHIN)
+                .map(|_| n)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        if let Some(shim) = shim {
+            if tokio::time::timeout(Duration::from_secs(5), shim.wait())
+                .await
+                .is_err()
+            {
+                if let Some(s) = live_shim(&run_dir) {
+                    let _ = s.signal(Signal::SIGKILL);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// [`Supervisor::end_processes_checked`], logging what it did.
+    async fn end_processes(&self, id: &str) {
+        match self.end_processes_checked(id).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(id, n, "killed the processes left in a container's cgroup"),
+            Err(e) => {
+                tracing::error!(%e, id, "the processes left in a container's cgroup are not all killed")
+            }
+        }
     }
 
     // ----- wait, exec ------------------------------------------------------------------------
@@ -1352,6 +1432,7 @@ impl Supervisor {
                 orphans.push(ent.file_name().to_string_lossy().into_owned());
                 continue;
             }
+            known.insert(ent.file_name().to_string_lossy().into_owned());
             let rec = match Record::load(&dir) {
                 Ok(r) => r,
                 Err(e) => {
@@ -1367,6 +1448,19 @@ impl Supervisor {
         }
         if !orphans.is_empty() {
             self.tasks.spawn(self.clone().sweep_orphans(orphans));
+        }
+        // Cgroups of this node's containers that no record names (removed while their
+        // processes still ran): emptied and removed before any create can make a new one.
+        let dir = self.ctx.config.containers_dir();
+        let known2 = known.clone();
+        let swept = tokio::task::spawn_blocking(move || crate::orphans::sweep(&dir, &known2))
+            .await
+            .unwrap_or_default();
+        for (id, r) in swept {
+            match r {
+                Ok(n) => tracing::warn!(id, n, "killed the processes of a cgroup of this node without a container record, and removed it"),
+                Err(e) => tracing::error!(%e, id, "a cgroup of this node without a container record is not emptied"),
+            }
         }
         // Drop actual-state keys of containers that are gone.
         let prefix = format!("{}.", self.node());
@@ -1459,7 +1553,31 @@ impl Supervisor {
     async fn recover_one(self: &Arc<Self>, c: &Arc<Container>) -> Result<()> {
         let mut inner = c.inner.lock().await;
         let run_dir = self.run_dir(&c.id);
-        if let Some(shim) = live_shim(&run_dir) {
+        let shim = live_shim(&run_dir);
+        if never_announced(&inner.rec) {
+            // Created and started in one request that did not finish (berthd stopped during
+            // it): unless its process was released (the create then happened, only its reply
+            // was lost), nothing of it stays: process, cgroup, files, record. (A container
+            // removed at its exit keeps the record of its create: with neither a shim nor an
+            // exit it has ended, and its removal is finished below.)
+            let waiting = shim.is_some() && iso::waiting_for_start(&run_dir);
+            let nothing = shim.is_none() && read_exit(&run_dir).is_none();
+            if waiting || (nothing && !inner.rec.request.auto_remove) {
+                tracing::warn!(id = %c.id, name = %c.name, "removing a container whose create was cut short");
+                inner.unannounced = true;
+                drop(inner);
+                drop(shim);
+                let (sup, c) = (self.clone(), c.clone());
+                self.tasks
+                    .spawn(async move { sup.finish_removal(&c).await });
+                return Ok(());
+            }
+        }
+        if shim.is_none() {
+            // Nothing may run in the cgroup of a container whose shim is gone.
+            self.end_processes(&c.id).await;
+        }
+        if let Some(shim) = shim {
             // Running (or created and never released: release it now).
             let init_pid = read_pid(&run_dir.join(iso::INIT_PID_FILE)).or(inner.rec.state.pid);
             inner.init = init_pid.and_then(|p| PidFd::open(p).ok()).map(Arc::new);
@@ -1536,6 +1654,12 @@ impl Supervisor {
     pub(crate) fn dir_of(&self, id: &str) -> PathBuf {
         self.dir(id)
     }
+}
+
+/// A container created and started in one request whose process was never released (as far
+/// as its record says): `created` is announced with the process, once the create is done.
+fn never_announced(rec: &Record) -> bool {
+    rec.state.status == ContainerStatus::Created && rec.request.start
 }
 
 fn read_pid(p: &std::path::Path) -> Option<u32> {

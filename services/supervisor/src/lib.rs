@@ -9,6 +9,7 @@ pub mod health;
 pub mod logs;
 pub mod merge;
 pub mod names;
+pub mod orphans;
 pub mod process;
 pub mod record;
 pub mod settings;

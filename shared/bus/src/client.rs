@@ -80,6 +80,14 @@ impl RequestOptions {
     }
 }
 
+/// Requests allowed longer than this are watched: the serving service's `info` is asked
+/// while they wait ([`Bus::request`]).
+pub const WATCH_AFTER: Duration = Duration::from_secs(2);
+/// How often a watched request's service is asked whether it is still there.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a probe waits for the service's `info`.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A connection to the bus, cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -185,25 +193,79 @@ impl Bus {
             h.insert(IDEMPOTENCY_HEADER, key.as_str());
             req = req.headers(h);
         }
-        let msg = self
-            .client
-            .send_request(subject.clone(), req)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::client::RequestErrorKind::NoResponders => BusError::NoResponders {
-                    service: service.name().to_string(),
-                    node: service.node_token(node).to_string(),
-                    subject: subject.clone(),
-                },
-                async_nats::client::RequestErrorKind::TimedOut => BusError::Timeout {
+        let sent = self.client.send_request(subject.clone(), req);
+        // A long request is not left waiting on a service that is gone: its `info` is asked
+        // meanwhile (see `watch_service`).
+        let r = if opts.timeout > WATCH_AFTER && verb != berth_proto::info::VERB {
+            tokio::select! {
+                r = sent => r,
+                _ = self.watch_service(node, service) => {
+                    return Err(BusError::Gone {
+                        service: service.name().to_string(),
+                        node: service.node_token(node).to_string(),
+                        verb: verb.to_string(),
+                    });
+                }
+            }
+        } else {
+            sent.await
+        };
+        let msg = r.map_err(|e| match e.kind() {
+            async_nats::client::RequestErrorKind::NoResponders => BusError::NoResponders {
+                service: service.name().to_string(),
+                node: service.node_token(node).to_string(),
+                subject: subject.clone(),
+            },
+            async_nats::client::RequestErrorKind::TimedOut => BusError::Timeout {
+                service: service.name().to_string(),
+                node: service.node_token(node).to_string(),
+                verb: verb.to_string(),
+                after: opts.timeout,
+            },
+            // The connection went with the server (berthd's own nats-server dies with it).
+            _ if self.client.connection_state() != async_nats::connection::State::Connected => {
+                BusError::Gone {
                     service: service.name().to_string(),
                     node: service.node_token(node).to_string(),
                     verb: verb.to_string(),
-                    after: opts.timeout,
-                },
-                _ => BusError::nats("request", e),
-            })?;
+                }
+            }
+            _ => BusError::nats("request", e),
+        })?;
         decode_reply(&subject, &msg.payload)
+    }
+
+    /// Return once `service` on `node` is gone: every [`PROBE_EVERY`] its `info` is asked;
+    /// no responders means gone at once, and so do two probes in a row without an answer
+    /// (or with the connection down: berthd's nats-server went with it). Never returns while
+    /// the service answers.
+    async fn watch_service(&self, node: &str, service: Service) {
+        let subject = subjects::command(node, service, berth_proto::info::VERB);
+        let payload: bytes::Bytes = serde_json::to_vec(&Request::new(serde_json::json!({})))
+            .expect("an info request serializes")
+            .into();
+        let mut failed = 0;
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let ok = if self.client.connection_state() != async_nats::connection::State::Connected {
+                false
+            } else {
+                let probe = async_nats::client::Request::new()
+                    .payload(payload.clone())
+                    .timeout(Some(PROBE_TIMEOUT));
+                match self.client.send_request(subject.clone(), probe).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                        return
+                    }
+                    Err(_) => false,
+                }
+            };
+            failed = if ok { 0 } else { failed + 1 };
+            if failed >= 2 {
+                return;
+            }
+        }
     }
 
     /// Like [`Bus::request`] to this client's own node.

@@ -23,6 +23,14 @@ pub enum BusError {
         verb: String,
         after: Duration,
     },
+    #[error(
+        "the {service} service on node {node} went away during {verb} (is berthd still running?): the outcome is unknown"
+    )]
+    Gone {
+        service: String,
+        node: String,
+        verb: String,
+    },
     #[error("{0}")]
     Remote(BerthError),
     #[error("cannot decode the reply on {subject}: {reason}")]

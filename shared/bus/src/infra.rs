@@ -1,4 +1,5 @@
-//! The JetStream stream and key-value buckets berth needs, created idempotently at start.
+//! The JetStream stream and key-value buckets berth needs (`berth_desired`, `berth_actual`,
+//! `berth_idem`), created idempotently at start.
 
 use crate::{Bus, BusError};
 use async_nats::jetstream::{self, kv, stream};
@@ -26,9 +27,11 @@ pub async fn ensure(bus: &Bus) -> Result<(), BusError> {
     })
     .await
     .map_err(|e| BusError::nats("create stream BERTH_EVENTS", e))?;
-    for (bucket, history) in [
-        (subjects::KV_DESIRED, DESIRED_HISTORY),
-        (subjects::KV_ACTUAL, 1),
+    for (bucket, history, max_age) in [
+        (subjects::KV_DESIRED, DESIRED_HISTORY, Duration::ZERO),
+        (subjects::KV_ACTUAL, 1, Duration::ZERO),
+        // First replies of state-changing commands, for their retries.
+        (subjects::KV_IDEMPOTENCY, 1, crate::server::IDEMPOTENCY_TTL),
     ] {
         if js.get_key_value(bucket).await.is_ok() {
             continue;
@@ -36,6 +39,7 @@ pub async fn ensure(bus: &Bus) -> Result<(), BusError> {
         js.create_key_value(kv::Config {
             bucket: bucket.to_string(),
             history,
+            max_age,
             storage: stream::StorageType::File,
             ..Default::default()
         })

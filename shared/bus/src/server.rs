@@ -3,6 +3,7 @@
 //! service, idempotency keys honoured, and a graceful drain on shutdown.
 
 use crate::{Bus, NodeConfig};
+use async_nats::jetstream::kv;
 use berth_proto::envelope::{version_mismatch, VersionProbe, IDEMPOTENCY_HEADER};
 use berth_proto::info::ServiceInfo;
 use berth_proto::{subjects, BerthError, Reply, Service, SCHEMA_VERSION};
@@ -74,11 +75,16 @@ impl Router {
     }
 }
 
-const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+/// How long the reply to a state-changing command is kept for its retries (in memory, and in
+/// the `berth_idem` bucket, whose `max_age` it is).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(600);
+/// Longest wait for the `berth_idem` bucket before a command runs without it.
+const IDEMPOTENCY_LOOKUP: Duration = Duration::from_secs(2);
 const IDEMPOTENCY_MAX: usize = 10_000;
 
 /// Replies of recent state-changing commands by idempotency key; a duplicate waits for the
-/// first to finish and gets the same reply.
+/// first to finish and gets the same reply. The fast path in memory; the `berth_idem` bucket
+/// keeps them across a restart ([`stored_reply`], [`store_reply`]).
 #[derive(Default)]
 struct IdempotencyCache {
     entries: HashMap<String, (Instant, Arc<OnceCell<Bytes>>)>,
@@ -96,6 +102,45 @@ impl IdempotencyCache {
             .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
             .1
             .clone()
+    }
+}
+
+/// The key of idempotency key `key` in the `berth_idem` bucket: `<node>.<service>.<key>`, the
+/// key hex-encoded unless it is made of letters, digits, `-` and `_` only.
+pub fn idempotency_kv_key(node: &str, service: Service, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let k = if plain {
+        key.to_string()
+    } else {
+        key.bytes().map(|b| format!("{b:02x}")).collect()
+    };
+    format!("{}.{}.{k}", service.node_token(node), service.name())
+}
+
+/// The reply stored for a key by an earlier run of the service (`None`: none, or the bucket
+/// did not answer in time).
+async fn stored_reply(kv: &kv::Store, key: &str) -> Option<Bytes> {
+    match tokio::time::timeout(IDEMPOTENCY_LOOKUP, kv.get(key)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            tracing::warn!(%e, key, "idempotency bucket not read");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(key, "idempotency bucket did not answer");
+            None
+        }
+    }
+}
+
+/// Keep the first reply for a key (sent before the reply itself, on the same connection).
+async fn store_reply(bus: &Bus, kv: &kv::Store, key: &str, reply: &Bytes) {
+    if let Err(e) = bus.kv_send(kv, key, Some(reply.clone())).await {
+        tracing::warn!(%e, key, "reply not kept in the idempotency bucket");
     }
 }
 
@@ -123,6 +168,17 @@ pub async fn serve(
     let started = Instant::now();
     let routes = Arc::new(router.routes);
     let cache = Arc::new(Mutex::new(IdempotencyCache::default()));
+    let idem = match bus
+        .jetstream()
+        .get_key_value(subjects::KV_IDEMPOTENCY)
+        .await
+    {
+        Ok(kv) => Some(kv),
+        Err(e) => {
+            tracing::warn!(%e, service = service.name(), "no idempotency bucket: retries are recognised until a restart only");
+            None
+        }
+    };
     let tracker = TaskTracker::new();
     tracing::info!(service = service.name(), %subject, "serving");
     bus.emit(
@@ -155,6 +211,8 @@ pub async fn serve(
             .map(|v| v.as_str().to_string());
         let routes = routes.clone();
         let cache = cache.clone();
+        let idem = idem.clone();
+        let bus2 = bus.clone();
         let client = bus.client().clone();
         let info = ServiceInfo {
             service: service.name().to_string(),
@@ -169,7 +227,21 @@ pub async fn serve(
             let out = match key {
                 Some(k) => {
                     let cell = cache.lock().unwrap().cell(&k);
-                    cell.get_or_init(|| run).await.clone()
+                    cell.get_or_init(|| async {
+                        let Some(kv) = &idem else {
+                            return run.await;
+                        };
+                        let kk = idempotency_kv_key(bus2.node(), service, &k);
+                        if let Some(first) = stored_reply(kv, &kk).await {
+                            tracing::info!(verb, key = %k, "a retried command: its first reply again");
+                            return first;
+                        }
+                        let out = run.await;
+                        store_reply(&bus2, kv, &kk, &out).await;
+                        out
+                    })
+                    .await
+                    .clone()
                 }
                 None => run.await,
             };

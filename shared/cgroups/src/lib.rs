@@ -563,6 +563,150 @@ impl Cgroup {
         }
         Ok(())
     }
+
+    /// Pids of every process in the cgroup and in cgroups below it, in every hierarchy
+    /// (a cgroup already gone has none).
+    pub fn all_procs(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        for (_, d) in &self.dirs {
+            collect_procs(d, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Kill every process of the cgroup so that none can fork meanwhile, and wait up to
+    /// `within` until none is left: `cgroup.kill` on v2 where the kernel has it; else freeze,
+    /// SIGKILL each process, thaw (a frozen process dies once thawed), again while any is
+    /// left. Returns how many processes were found. A cgroup already gone has none.
+    pub fn kill_all(&self, within: Duration) -> Result<usize, CgroupError> {
+        let deadline = Instant::now() + within;
+        let mut found = std::collections::HashSet::new();
+        let v2_kill = self.layout.is_v2() && self.dirs[0].1.join("cgroup.kill").exists();
+        loop {
+            let procs = self.all_procs();
+            if procs.is_empty() {
+                return Ok(found.len());
+            }
+            found.extend(procs.iter().copied());
+            if Instant::now() >= deadline {
+                return Err(CgroupError::Busy {
+                    path: self.dirs[0].1.clone(),
+                    waited: within,
+                });
+            }
+            if v2_kill {
+                let p = self.dirs[0].1.join("cgroup.kill");
+                fs::write(&p, "1").map_err(io_err("write", &p))?;
+            } else {
+                let frozen = self.dir("freezer").is_some() && self.freeze_and_wait(deadline);
+                for pid in self.all_procs() {
+                    found.insert(pid);
+                    // SAFETY: kill(2) with a pid read from the cgroup and a constant signal.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                if frozen {
+                    let _ = self.thaw();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Freeze the cgroup and wait until the kernel says every process is frozen (or the
+    /// deadline passes: `false`).
+    fn freeze_and_wait(&self, deadline: Instant) -> bool {
+        if self.freeze().is_err() {
+            return false;
+        }
+        let (file, done) = if self.layout.is_v2() {
+            ("cgroup.events", "frozen 1")
+        } else {
+            ("freezer.state", "FROZEN")
+        };
+        while Instant::now() < deadline {
+            match self.read("freezer", file) {
+                Ok(t) if t.lines().any(|l| l.trim() == done) => return true,
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Kill every process of the cgroup ([`Cgroup::kill_all`]) and remove its directories
+    /// (those of cgroups below it first). Returns how many processes were killed.
+    pub fn destroy(&self, within: Duration) -> Result<usize, CgroupError> {
+        let deadline = Instant::now() + within;
+        let killed = self.kill_all(within)?;
+        for (_, d) in self.dirs.iter().rev() {
+            remove_tree(d, deadline, within)?;
+        }
+        Ok(killed)
+    }
+}
+
+/// The pids in `dir`'s `cgroup.procs` and in those of the cgroups below it.
+fn collect_procs(dir: &Path, out: &mut Vec<i32>) {
+    if let Ok(t) = fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_procs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Remove cgroup directory `d` and the cgroups below it (their processes are gone).
+fn remove_tree(d: &Path, deadline: Instant, within: Duration) -> Result<(), CgroupError> {
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path(), deadline, within)?;
+            }
+        }
+    }
+    rmdir_until(d, deadline, within, || true, || {})
+}
+
+/// The names of the cgroups in berth's parent (`berth/`) of every hierarchy, each once:
+/// containers' ids and standby placeholders.
+pub fn list(layout: &Layout) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in parents(layout) {
+        let Ok(rd) = fs::read_dir(&r) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// `berth/` in each hierarchy of `layout`.
+fn parents(layout: &Layout) -> Vec<PathBuf> {
+    match layout {
+        Layout::V1 { mounts } => {
+            let mut v: Vec<PathBuf> = Vec::new();
+            for (_, m) in mounts {
+                let p = m.join(PARENT);
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+            }
+            v
+        }
+        Layout::V2 { root } => vec![root.join(PARENT)],
+    }
 }
 
 /// Remove directory `d` (gone already: done) while `ours()` holds, retrying while it is busy
@@ -607,12 +751,8 @@ pub const STANDBY_PREFIX: &str = "standby-";
 /// Remove the placeholder cgroups of standby shims that no longer run (a shim killed while
 /// it waited). Returns how many were removed.
 pub fn sweep_standby(layout: &Layout) -> usize {
-    let roots: Vec<PathBuf> = match layout {
-        Layout::V1 { mounts } => mounts.iter().map(|(_, m)| m.join(PARENT)).collect(),
-        Layout::V2 { root } => vec![root.join(PARENT)],
-    };
     let mut n = 0;
-    for r in roots {
+    for r in parents(layout) {
         let Ok(rd) = fs::read_dir(&r) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

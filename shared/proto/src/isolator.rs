@@ -54,6 +54,25 @@ pub fn release_start(run_dir: &std::path::Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+/// Whether a created container's init still waits on its `start` FIFO, never released: the
+/// init holds the FIFO open (read and write) until it `exec`s, so only then can a writer open
+/// it without blocking; a byte in the FIFO not read yet is a release on its way. The probe
+/// writes nothing, so it releases nothing.
+pub fn waiting_for_start(run_dir: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(run_dir.join(START_FIFO))
+    else {
+        return false;
+    };
+    let mut pending: libc::c_int = 0;
+    // SAFETY: FIONREAD on an open FIFO writes one c_int into `pending`.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut pending) };
+    r == 0 && pending == 0
+}
 pub const EXIT_FILE: &str = "exit.json";
 pub const LOG_FILE: &str = "log.jsonl";
 pub const SPEC_FILE: &str = "spec.json";

@@ -13,6 +13,9 @@ pub const EVENTS_STREAM: &str = "BERTH_EVENTS";
 pub const KV_DESIRED: &str = "berth_desired";
 /// Key-value bucket of actual state: one key per container (`<node>.<id>`).
 pub const KV_ACTUAL: &str = "berth_actual";
+/// Key-value bucket of the first reply to each state-changing command, by idempotency key
+/// (`<node>.<service>.<key>`), so a retry after a restart is answered, not applied again.
+pub const KV_IDEMPOTENCY: &str = "berth_idem";
 /// The node token of cluster-wide services.
 pub const CLUSTER_NODE: &str = "_";
 
