@@ -926,8 +926,8 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         ErrorCode::NotFound,
         "a refused create leaves no container"
     );
-    // A container that fails to start stays created, with the error, and its record is on
-    // disk like any created container's (a create that also starts syncs it meanwhile).
+    // Created and started in one request (`run`), a container that fails to start leaves
+    // nothing: no record, no directory.
     let mut bad = n.request("bad-mount", &["true"]);
     bad.options.mounts = vec![berth_proto::isolator::MountSpec {
         kind: berth_proto::isolator::MountKind::Bind,
@@ -937,6 +937,34 @@ async fn lifecycle_names_ids_pause_kill_and_remove() {
         size_bytes: None,
     }];
     let e = n.call::<_, ContainerState>(CREATE, &bad).await.unwrap_err();
+    assert!(e.to_string().contains("no-such-dir"), "{e}");
+    assert_eq!(
+        n.inspect_err("bad-mount").await.remote().unwrap().code,
+        ErrorCode::NotFound,
+        "a failed run leaves no container"
+    );
+    let containers = n.data_root().join("containers");
+    let before = std::fs::read_dir(&containers)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    // Created first (`create`), a container that then fails to start stays created, with the
+    // error, and its record is on disk like any created container's.
+    bad.start = false;
+    let _: ContainerState = n.call(CREATE, &bad).await.unwrap();
+    let e = n
+        .call::<_, ContainerState>(
+            START,
+            &Target {
+                container: "bad-mount".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        std::fs::read_dir(&containers).unwrap().count(),
+        before + 1,
+        "one directory, the created container's"
+    );
     let i = n.inspect("bad-mount").await;
     assert_eq!(i.state.status, ContainerStatus::Created, "{e}");
     assert!(i.state.error.is_some(), "{:?}", i.state);

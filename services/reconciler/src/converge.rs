@@ -261,10 +261,34 @@ impl Converger {
             .await
         {
             Ok(_) => Ok(()),
-            // Created meanwhile (a restarted reconciler, a concurrent pass): the next pass sees it.
-            Err(e) if e.starts_with("conflict:") => Ok(()),
+            // Created meanwhile (a restarted reconciler, a concurrent pass): the next pass sees
+            // it. Any other conflict (a host port taken) failed the create, which left nothing.
+            Err(e) if e.starts_with("conflict:") && self.exists(req.name.as_deref()).await => {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether a container of this name exists on the node (false when it cannot be told).
+    async fn exists(&self, name: Option<&str>) -> bool {
+        let Some(name) = name else { return false };
+        let req = ListRequest {
+            all: true,
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        self.bus
+            .request::<_, ListReply>(
+                &self.node,
+                Service::Supervisor,
+                supervisor::LIST,
+                &req,
+                &RequestOptions::timeout(Duration::from_secs(10)),
+            )
+            .await
+            .map(|r| r.containers.iter().any(|c| c.name == name))
+            .unwrap_or(false)
     }
 
     /// Count one more failure of `key` and set when it may be tried again: the attempt
