@@ -74,6 +74,14 @@ impl Berthd {
     pub fn monitor_creds(&self) -> PathBuf {
         self.data_root().join("auth/monitor.json")
     }
+    /// The CLI's own identity, which `berth` uses by default (and [`Berthd::berth`] too).
+    pub fn cli_creds(&self) -> PathBuf {
+        self.data_root().join("auth/cli.json")
+    }
+    /// The log of the local nats-server (permission violations are logged there).
+    pub fn nats_log(&self) -> String {
+        std::fs::read_to_string(self.data_root().join("nats/nats.log")).unwrap_or_default()
+    }
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -155,15 +163,15 @@ impl Berthd {
         std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
     }
 
-    /// Run the CLI as the admin identity against this daemon.
+    /// Run the CLI as its own identity (`auth/cli.json`, its default) against this daemon.
     pub fn berth(&self, args: &[&str]) -> Output {
-        self.berth_as(&self.admin_creds(), args)
+        self.berth_as(&self.cli_creds(), args)
     }
 
-    /// Run the CLI as the admin identity with further environment variables (a Compose
+    /// Run the CLI as its own identity with further environment variables (a Compose
     /// file's `${VAR}`).
     pub fn berth_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
-        self.command(&self.admin_creds(), args)
+        self.command(&self.cli_creds(), args)
             .envs(env.iter().copied())
             .output()
             .expect("run berth")
@@ -174,9 +182,9 @@ impl Berthd {
         self.command(creds, args).output().expect("run berth")
     }
 
-    /// The CLI as the admin identity with `input` on its stdin (closed after it).
+    /// The CLI as its own identity with `input` on its stdin (closed after it).
     pub fn berth_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        with_input(self.command(&self.admin_creds(), args), input)
+        with_input(self.command(&self.cli_creds(), args), input)
     }
 
     /// The CLI as a process not started yet (stdin is /dev/null unless set).

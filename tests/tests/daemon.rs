@@ -189,6 +189,7 @@ async fn identities_and_permissions() {
         .unwrap();
     let mon_c = async_nats::ConnectOptions::new()
         .user_and_password(monitor.user, monitor.password)
+        .custom_inbox_prefix(monitor.inbox_prefix.expect("the monitor's own replies"))
         .connect(d.url())
         .await
         .unwrap();

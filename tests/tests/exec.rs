@@ -36,7 +36,7 @@ fn exec_streams_output_takes_input_and_gives_a_terminal() {
     // Output arrives while the command still runs.
     let mut child = d
         .command(
-            &d.admin_creds(),
+            &d.cli_creds(),
             &[
                 "exec",
                 "box",

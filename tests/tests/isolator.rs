@@ -701,6 +701,12 @@ async fn container_outlives_a_killed_isolator() {
     // The test server has no authorization; the standalone service still wants a file.
     let creds = h.dir.path().join("creds.json");
     std::fs::write(&creds, r#"{"user":"admin","password":"unused"}"#).unwrap();
+    // An identity file that others may read is refused.
+    std::fs::set_permissions(
+        &creds,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     let spawn = |h: &Harness| {
         std::process::Command::new(berth_tests::bin("berth-isolator"))
             .env("BERTH_NATS_CREDS", &creds)

@@ -14,7 +14,9 @@ pub struct GlobalOpts {
     /// NATS URL of the bus. Default: the credentials file's URL, else nats://127.0.0.1:4299.
     #[arg(long, global = true, env = "BERTH_NATS_URL")]
     pub nats: Option<String>,
-    /// Credentials file. Default: <data_root>/auth/admin.json (written by berthd).
+    /// Credentials file. Default: <data_root>/auth/cli.json (written by berthd; it may call
+    /// every service and read state and events, but write no state directly). Refused when
+    /// others may read it.
     #[arg(long, global = true, env = "BERTH_NATS_CREDS")]
     pub creds: Option<PathBuf>,
     /// The node to address. Default: this host's node name.
@@ -130,7 +132,7 @@ fn connect_options(global: &GlobalOpts, cfg: &NodeConfig) -> ConnectOptions {
         .creds
         .clone()
         .or_else(|| cfg.nats_creds.clone())
-        .unwrap_or_else(|| cfg.admin_creds_path());
+        .unwrap_or_else(|| cfg.cli_creds_path());
     let creds_url = berth_bus::Credentials::read(&creds_path)
         .ok()
         .and_then(|c| c.url);

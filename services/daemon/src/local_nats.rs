@@ -1,8 +1,10 @@
-//! The local `nats-server` of a single-host berth: configuration with two generated
-//! identities (admin; read-only monitor), listening on 127.0.0.1 only, JetStream under the data
-//! root, run as a child process that is restarted if it dies.
+//! The local `nats-server` of a single-host berth: configuration with one generated identity
+//! per role (admin, services, reconciler, cli, monitor; see [`permissions`] and
+//! docs/security.md), listening on 127.0.0.1 only, JetStream under the data root, run as a
+//! child process that is restarted if it dies.
 
-use berth_bus::{Credentials, NodeConfig};
+use berth_bus::{Credentials, Identity, NodeConfig};
+use berth_proto::{subjects, Service};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,8 @@ pub enum LocalNatsError {
     },
     #[error("reading credentials {path}: {reason}")]
     Creds { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Loose(berth_bus::BusError),
     #[error("starting {bin} (install nats-server, or set nats_server_bin / BERTH_NATS_SERVER_BIN): {source}")]
     Spawn { bin: String, source: std::io::Error },
     #[error("nats-server did not accept connections on 127.0.0.1:{port} within {within:?}; its log: {log}")]
@@ -36,10 +40,6 @@ pub enum LocalNatsError {
     },
 }
 
-/// Users and their permissions, as written into the server's config.
-pub const ADMIN_USER: &str = "berth-admin";
-pub const MONITOR_USER: &str = "berth-monitor";
-
 pub struct LocalNats {
     pub port: u16,
     pub dir: PathBuf,
@@ -53,11 +53,20 @@ impl LocalNats {
     pub fn prepare(cfg: &NodeConfig) -> Result<LocalNats, LocalNatsError> {
         let dir = cfg.data_root.join("nats");
         mkdir_private(&dir)?;
-        mkdir_private(&cfg.data_root.join("auth"))?;
+        // The identities' directory is made private once; found open later, it is refused
+        // rather than quietly repaired (what was in it may have been read).
+        let auth = cfg.auth_dir();
+        if auth.exists() {
+            berth_bus::identity::check_private(&auth).map_err(LocalNatsError::Loose)?;
+        } else {
+            mkdir_private(&auth)?;
+        }
         let url = format!("nats://127.0.0.1:{}", cfg.nats_port);
-        let admin = ensure_creds(&cfg.admin_creds_path(), ADMIN_USER, &url)?;
-        let monitor = ensure_creds(&cfg.monitor_creds_path(), MONITOR_USER, &url)?;
-        let conf = server_config(cfg.nats_port, &dir.join("jetstream"), &admin, &monitor);
+        let mut users = Vec::new();
+        for id in Identity::ALL {
+            users.push((id, ensure_creds(&cfg.creds_path(id), id, &url)?));
+        }
+        let conf = server_config(cfg.nats_port, &dir.join("jetstream"), &users);
         write_private(&dir.join("nats.conf"), conf.as_bytes())?;
         Ok(LocalNats {
             port: cfg.nats_port,
@@ -97,6 +106,8 @@ impl LocalNats {
             // Its own process group: a Ctrl-C meant for berthd must not stop the bus before the
             // services have drained.
             .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl,
+        // which is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 // Die with berthd rather than linger on the port.
@@ -257,36 +268,185 @@ impl LocalNats {
     }
 }
 
-/// The server configuration: loopback only, JetStream under the data root, two users.
-/// The monitor may subscribe to events and read state through the JetStream API (stream and
-/// consumer info, ephemeral consumers, direct gets), and publish nothing else: no command,
-/// no key-value write, no stream deletion.
-pub fn server_config(
-    port: u16,
-    store: &Path,
-    admin: &Credentials,
-    monitor: &Credentials,
-) -> String {
-    let ro_api = [
+/// What one identity may do, as the server enforces it: subjects it may publish to and
+/// subscribe to (allow lists, with denials that win over them), and whether it may answer the
+/// requests it receives (`allow_responses`: one reply to each request's reply subject).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub publish_deny: Vec<String>,
+    pub subscribe: Vec<String>,
+    pub responses: bool,
+}
+
+/// Streams and buckets by their JetStream stream name.
+fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The JetStream API calls that only read: account and stream info, stored messages by
+/// sequence or subject (direct gets, which create nothing on the server).
+fn read_api() -> Vec<String> {
+    [
         "$JS.API.INFO",
         "$JS.API.STREAM.INFO.*",
-        "$JS.API.STREAM.NAMES",
-        "$JS.API.STREAM.LIST",
         "$JS.API.STREAM.MSG.GET.*",
         "$JS.API.DIRECT.GET.*",
         "$JS.API.DIRECT.GET.*.>",
-        "$JS.API.CONSUMER.CREATE.*",
-        "$JS.API.CONSUMER.CREATE.*.>",
-        "$JS.API.CONSUMER.INFO.*.*",
-        "$JS.API.CONSUMER.DELETE.*.*",
-        "$JS.API.CONSUMER.MSG.NEXT.*.*",
-        "$JS.FC.>",
-    ];
-    let allow_pub = ro_api
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The idempotency bucket holds other clients' replies: readers may not read it.
+fn idem_reads() -> Vec<String> {
+    let s = kv_stream(IDEM_BUCKET);
+    vec![
+        format!("$JS.API.STREAM.INFO.{s}"),
+        format!("$JS.API.STREAM.MSG.GET.{s}"),
+        format!("$JS.API.DIRECT.GET.{s}"),
+        format!("$JS.API.DIRECT.GET.{s}.>"),
+    ]
+}
+
+/// The bucket of idempotency keys the services keep (read and written by services only).
+pub const IDEM_BUCKET: &str = subjects::KV_IDEMPOTENCY;
+
+/// What a berth service connection may do: serve and call verbs, publish events, logs, exec
+/// streams and actual state (`berth.v1.>`), answer requests, use consumers (key-value watches
+/// and listings), create the streams it keeps and write the buckets it owns (`buckets`).
+fn service_permissions(id: Identity, creates: &[String], buckets: &[&str]) -> Permissions {
+    let mut publish = vec![format!("{}.>", subjects::PREFIX)];
+    publish.extend(read_api());
+    publish.extend(
+        [
+            "$JS.API.CONSUMER.CREATE.>",
+            "$JS.API.CONSUMER.DELETE.>",
+            "$JS.API.CONSUMER.INFO.>",
+            "$JS.API.CONSUMER.MSG.NEXT.>",
+            "$JS.FC.>",
+            "$JS.ACK.>",
+        ]
+        .map(String::from),
+    );
+    for stream in creates {
+        publish.push(format!("$JS.API.STREAM.CREATE.{stream}"));
+        publish.push(format!("$JS.API.STREAM.UPDATE.{stream}"));
+    }
+    for b in buckets {
+        publish.push(format!("$KV.{b}.>"));
+    }
+    Permissions {
+        publish,
+        publish_deny: vec![],
+        subscribe: vec![
+            format!("{}.>", subjects::PREFIX),
+            format!("{}.>", id.inbox_prefix().expect("services have an inbox")),
+            format!("{}.*", berth_bus::infra::STREAM_DELETED_ADVISORY),
+        ],
+        responses: true,
+    }
+}
+
+/// Each identity's permissions; `None` for the admin (everything).
+pub fn permissions(id: Identity) -> Option<Permissions> {
+    let inbox = |id: Identity| format!("{}.>", id.inbox_prefix().expect("not the admin"));
+    let events = format!("{}.>", subjects::EVENTS_PREFIX);
+    Some(match id {
+        Identity::Admin => return None,
+        Identity::Services => service_permissions(
+            id,
+            &[
+                subjects::EVENTS_STREAM.to_string(),
+                kv_stream(subjects::KV_ACTUAL),
+                kv_stream(IDEM_BUCKET),
+            ],
+            &[subjects::KV_ACTUAL, IDEM_BUCKET],
+        ),
+        Identity::Reconciler => service_permissions(
+            id,
+            &[kv_stream(subjects::KV_DESIRED), kv_stream(IDEM_BUCKET)],
+            &[subjects::KV_DESIRED, IDEM_BUCKET],
+        ),
+        Identity::Cli => {
+            // Every service's verbs, and the input of an exec stream it started.
+            let mut publish: Vec<String> = Service::ALL
+                .iter()
+                .map(|s| {
+                    let node = if s.is_cluster_wide() {
+                        subjects::CLUSTER_NODE
+                    } else {
+                        "*"
+                    };
+                    format!("{}.{node}.{}.*", subjects::PREFIX, s.name())
+                })
+                .collect();
+            publish.push(format!("{}.*.exec.*.in", subjects::PREFIX));
+            publish.extend(read_api());
+            let mut subscribe = vec![
+                inbox(id),
+                events.clone(),
+                format!("{}.*.logs.>", subjects::PREFIX),
+            ];
+            for s in ["started", "out", "err"] {
+                subscribe.push(format!("{}.*.exec.*.{s}", subjects::PREFIX));
+            }
+            Permissions {
+                publish,
+                // A node named like a subject word must not turn a verb into an event.
+                publish_deny: [vec![events.clone()], idem_reads()].concat(),
+                subscribe,
+                responses: false,
+            }
+        }
+        Identity::Monitor => Permissions {
+            publish: read_api(),
+            publish_deny: idem_reads(),
+            subscribe: vec![inbox(id), events],
+            responses: false,
+        },
+    })
+}
+
+/// The server configuration: loopback only, JetStream under the data root, one user per
+/// identity with its [`permissions`].
+pub fn server_config(port: u16, store: &Path, users: &[(Identity, Credentials)]) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut entries = String::new();
+    for (id, c) in users {
+        let perms = match permissions(*id) {
+            None => String::new(),
+            Some(p) => {
+                let deny = if p.publish_deny.is_empty() {
+                    String::new()
+                } else {
+                    format!(", deny: [{}]", list(&p.publish_deny))
+                };
+                format!(
+                    r#", permissions: {{
+        publish: {{ allow: [{}]{deny} }}
+        subscribe: {{ allow: [{}] }}{}
+    }}"#,
+                    list(&p.publish),
+                    list(&p.subscribe),
+                    if p.responses {
+                        "\n        allow_responses: true"
+                    } else {
+                        ""
+                    },
+                )
+            }
+        };
+        entries.push_str(&format!(
+            "    {{ user: {:?}, password: {:?}{perms} }}\n",
+            c.user, c.password
+        ));
+    }
     format!(
         r#"# Written by berthd; regenerated at every start.
 listen: 127.0.0.1:{port}
@@ -296,36 +456,34 @@ jetstream {{
 }}
 authorization {{
   users = [
-    {{ user: {au:?}, password: {ap:?} }}
-    {{ user: {mu:?}, password: {mp:?}, permissions: {{
-        publish: {{ allow: [{allow_pub}] }}
-        subscribe: {{ allow: ["_INBOX.>", "berth.v1.events.>", "berth.v1.*.logs.>"] }}
-    }} }}
-  ]
+{entries}  ]
 }}
 "#,
         pid = store.parent().unwrap_or(store).join("nats.pid"),
-        au = admin.user,
-        ap = admin.password,
-        mu = monitor.user,
-        mp = monitor.password,
     )
 }
 
-fn ensure_creds(path: &Path, user: &str, url: &str) -> Result<Credentials, LocalNatsError> {
+/// The identity file of `id`: kept when it is sound and current, else written anew (0600).
+/// One that others may read is refused, not repaired: its password may have leaked.
+fn ensure_creds(path: &Path, id: Identity, url: &str) -> Result<Credentials, LocalNatsError> {
+    let user = id.user();
     if path.exists() {
-        let c = Credentials::read(path).map_err(|e| LocalNatsError::Creds {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        let c = Credentials::read(path).map_err(|e| match e {
+            e @ berth_bus::BusError::Loose { .. } => LocalNatsError::Loose(e),
+            e => LocalNatsError::Creds {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            },
         })?;
-        if c.user == user && c.url.as_deref() == Some(url) {
+        if c.user == user && c.url.as_deref() == Some(url) && c.inbox_prefix == id.inbox_prefix() {
             return Ok(c);
         }
     }
     let c = Credentials {
-        user: user.to_string(),
+        user,
         password: berth_bus::random_hex(40),
         url: Some(url.to_string()),
+        inbox_prefix: id.inbox_prefix(),
     };
     write_private(
         path,

@@ -1,6 +1,7 @@
 //! `berthd`: config → build → wait for a signal → drain.
 
 use anyhow::Context;
+use berth_bus::infra::{self, Part};
 use berth_bus::{host, NodeConfig, ServiceContext};
 use berthd::LocalNats;
 use clap::Parser;
@@ -120,25 +121,36 @@ async fn run(a: Args) -> anyhow::Result<()> {
         let l = local.clone();
         let keeper = tokio::task::spawn_blocking(move || l.run_supervised()).await??;
         cfg.nats_url = Some(local.url());
-        cfg.nats_creds = Some(cfg.admin_creds_path());
         Some((local, keeper))
     } else {
         None
     };
 
+    // Two connections: berthd's services', and the reconciler's (the only writer of desired
+    // state). Each creates the stream and buckets it owns, retried while a fresh server is
+    // still settling, and keeps them while berthd runs.
     let bus = host::connect_service(&cfg, "berthd").await?;
-    // The stream and buckets; retried while a fresh server is still settling.
-    let mut tries = 0;
-    loop {
-        match berth_bus::infra::ensure(&bus).await {
-            Ok(()) => break,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                tracing::debug!(%e, "stream/buckets not ready yet");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let reconciler_bus = host::connect_service(&cfg, "reconciler").await?;
+    let owned = [
+        (&bus, vec![Part::Events, Part::Actual, Part::Idempotency]),
+        (&reconciler_bus, vec![Part::Desired]),
+    ];
+    for (b, parts) in &owned {
+        let mut tries = 0;
+        loop {
+            match infra::ensure_parts(b, parts).await {
+                Ok(()) => break,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(%e, "stream/buckets not ready yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+    }
+    for (b, parts) in owned {
+        infra::keep(b, parts, shutdown.clone());
     }
     tracing::info!(node = %cfg.node, url = bus.url(), "berthd ready");
 
@@ -147,10 +159,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
         config: cfg.clone(),
         shutdown: shutdown.clone(),
     };
-    berthd::services::host_all(ctx).await;
+    berthd::services::host_all(ctx, reconciler_bus.clone()).await;
 
     // Drain: services have stopped taking work and finished their replies.
     let _ = bus.client().flush().await;
+    let _ = reconciler_bus.client().flush().await;
     if let Some((local, keeper)) = local {
         tokio::task::spawn_blocking(move || {
             local.stop(Duration::from_secs(5));

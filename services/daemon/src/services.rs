@@ -1,8 +1,9 @@
 //! Hosting the five services in one process: each runs as a task with its own child shutdown
 //! token; one that fails is logged and started again after a backoff, so a fault in one
-//! service never takes the others down.
+//! service never takes the others down. The reconciler gets its own bus connection (its own
+//! identity: the only one that may write desired state); the others share berthd's.
 
-use berth_bus::ServiceContext;
+use berth_bus::{Bus, ServiceContext};
 use berth_proto::Service;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,11 +24,15 @@ pub fn entry_points() -> Vec<(Service, RunFn)> {
     ]
 }
 
-/// Run every service until `ctx.shutdown` is cancelled; returns when all have drained.
-pub async fn host_all(ctx: ServiceContext) {
+/// Run every service until `ctx.shutdown` is cancelled; returns when all have drained. The
+/// reconciler talks over `reconciler_bus`, the others over `ctx.bus`.
+pub async fn host_all(ctx: ServiceContext, reconciler_bus: Bus) {
     let mut set = JoinSet::new();
     for (service, run) in entry_points() {
-        let ctx = ctx.clone();
+        let mut ctx = ctx.clone();
+        if service == Service::Reconciler {
+            ctx.bus = reconciler_bus.clone();
+        }
         set.spawn(async move {
             let mut backoff = Duration::from_millis(200);
             loop {

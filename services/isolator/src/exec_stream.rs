@@ -53,10 +53,17 @@ pub async fn exec(
 ) -> Result<ExecReply, IsolatorError> {
     let (bundle, run_dir) = crate::exec_target(&ctx.config, &req)?;
     let s = stream.subject.clone();
-    if s.is_empty() || s.contains(['*', '>', ' ']) {
+    // Only this node's exec subjects: the output goes where the caller says, and the
+    // services' identity may publish events, so a subject elsewhere would let a caller make
+    // the isolator forge them.
+    let own = berth_proto::isolator::exec_subject(ctx.bus.node(), "");
+    let ok = s
+        .strip_prefix(&own)
+        .is_some_and(berth_proto::subjects::valid_token);
+    if !ok {
         return Err(IsolatorError::invalid(
             "stream subject",
-            format!("{s:?} is not a plain subject"),
+            format!("{s:?} is not {own}<id> (an id of letters, digits, '-' or '_')"),
         ));
     }
     let body = serde_json::to_string(&req).expect("plain data serializes");

@@ -286,7 +286,11 @@ async fn run_loop(st: Arc<State>) {
                             st.wake.notify_one();
                         }
                     }
-                    Err(e) => tracing::warn!(%e, "watching desired state"),
+                    Err(e) => {
+                        tracing::warn!(%e, "watching desired state");
+                        // The bucket may be gone: the keeper looks and re-creates it.
+                        st.ctx.bus.report_missing();
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -326,6 +330,7 @@ async fn run_loop(st: Arc<State>) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(%e, "reading desired state");
+                st.ctx.bus.report_missing();
                 continue;
             }
         };

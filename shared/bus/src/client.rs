@@ -7,20 +7,27 @@ use berth_proto::{subjects, Event, Reply, Request, Service, SCHEMA_VERSION};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A NATS identity as `berthd` writes it: a 0600 JSON file `{"user": ..., "password": ...}`,
-/// optionally with the `url` of the server it belongs to.
+/// optionally with the `url` of the server it belongs to and the prefix of its reply
+/// subjects (see [`crate::Identity::inbox_prefix`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_prefix: Option<String>,
 }
 
 impl Credentials {
+    /// Read an identity file, refusing one that others may read or write
+    /// ([`crate::identity::check_private`]).
     pub fn read(path: &Path) -> Result<Credentials, BusError> {
+        crate::identity::check_private(path)?;
         let text = std::fs::read_to_string(path).map_err(|e| BusError::Credentials {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -95,6 +102,9 @@ pub struct Bus {
     js: jetstream::Context,
     node: String,
     url: String,
+    /// Poked when an operation finds a stream or bucket gone; the keeper
+    /// ([`crate::infra::keep`]) looks and re-creates what this identity owns.
+    missing: Arc<tokio::sync::Notify>,
 }
 
 /// An event as the stream takes it: its subject, its id as `Nats-Msg-Id`, its JSON.
@@ -114,6 +124,9 @@ impl Bus {
         if let Some(path) = &opts.creds {
             let c = Credentials::read(path)?;
             o = o.user_and_password(c.user, c.password);
+            if let Some(prefix) = c.inbox_prefix {
+                o = o.custom_inbox_prefix(prefix);
+            }
         }
         if let Some(ca) = &opts.ca {
             o = o.add_root_certificates(ca.clone()).require_tls(true);
@@ -155,6 +168,7 @@ impl Bus {
             js,
             node: opts.node.clone(),
             url: opts.url.clone(),
+            missing: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -169,6 +183,18 @@ impl Bus {
     }
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Say that an operation found a stream or bucket gone (a "stream not found" error, or no
+    /// responder for a stream's subject): the keeper, if one runs for this connection, looks
+    /// at once and re-creates what is missing.
+    pub fn report_missing(&self) {
+        self.missing.notify_one();
+    }
+
+    /// What [`Bus::report_missing`] wakes.
+    pub(crate) fn missing(&self) -> Arc<tokio::sync::Notify> {
+        self.missing.clone()
     }
 
     /// Send `body` to `<service>.<verb>` on `node` and decode the typed reply.
@@ -330,9 +356,13 @@ impl Bus {
             .publish_with_headers(subject.clone(), headers, payload)
             .await
             .map_err(|e| BusError::nats(what, e))?;
+        let missing = self.missing.clone();
         tokio::spawn(async move {
             if let Err(e) = ack.await {
                 tracing::warn!(%e, subject, what, "not acknowledged by the stream");
+                if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound {
+                    missing.notify_one();
+                }
             }
         });
         Ok(())

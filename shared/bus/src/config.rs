@@ -7,7 +7,7 @@
 //! | `data_root` | `BERTH_DATA_ROOT` | `/var/lib/berth` |
 //! | `run_dir` | `BERTH_RUN_DIR` | `/run/berth` |
 //! | `nats_url` | `BERTH_NATS_URL` | unset: `berthd` starts its own `nats-server` |
-//! | `nats_creds` | `BERTH_NATS_CREDS` | unset: `berthd` generates `<data_root>/auth/admin.json` |
+//! | `nats_creds` | `BERTH_NATS_CREDS` | unset: the identity `berthd` generates for the role, `<data_root>/auth/<role>.json` (the CLI's: `cli.json`) |
 //! | `nats_ca` | `BERTH_NATS_CA` | unset (a CA file to verify the server's TLS certificate) |
 //! | `nats_port` | `BERTH_NATS_PORT` | `4299` (the local server's port on 127.0.0.1) |
 //! | `nats_server_bin` | `BERTH_NATS_SERVER_BIN` | `nats-server` (looked up in `PATH`) |
@@ -109,12 +109,24 @@ impl NodeConfig {
         Ok(cfg)
     }
 
-    /// Where `berthd` writes the admin identity the CLI reads by default.
+    /// The directory of the identities `berthd` generates (0700).
+    pub fn auth_dir(&self) -> PathBuf {
+        self.data_root.join("auth")
+    }
+    /// Where `berthd` writes the identity of `role`.
+    pub fn creds_path(&self, role: crate::Identity) -> PathBuf {
+        self.auth_dir().join(role.file_name())
+    }
+    /// The operator's identity (everything; used by no tool by default).
     pub fn admin_creds_path(&self) -> PathBuf {
-        self.data_root.join("auth").join("admin.json")
+        self.creds_path(crate::Identity::Admin)
     }
     pub fn monitor_creds_path(&self) -> PathBuf {
-        self.data_root.join("auth").join("monitor.json")
+        self.creds_path(crate::Identity::Monitor)
+    }
+    /// The identity the CLI reads by default.
+    pub fn cli_creds_path(&self) -> PathBuf {
+        self.creds_path(crate::Identity::Cli)
     }
     pub fn containers_dir(&self) -> PathBuf {
         self.data_root.join("containers")

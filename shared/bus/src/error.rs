@@ -1,3 +1,5 @@
+//! What can go wrong on the bus, as typed errors that name where.
+
 use berth_proto::BerthError;
 use std::time::Duration;
 
@@ -8,6 +10,13 @@ pub enum BusError {
     Connect { url: String, reason: String },
     #[error("cannot read credentials file {path}: {reason}")]
     Credentials { path: String, reason: String },
+    #[error("{what} {path} {problem}: run `{fix}`")]
+    Loose {
+        what: &'static str,
+        path: String,
+        problem: String,
+        fix: String,
+    },
     #[error("the {service} service on node {node} is not running (no responders on {subject})")]
     NoResponders {
         service: String,

@@ -1,6 +1,6 @@
 //! Running services: the shared `main` of a service's standalone binary, and signal handling.
 
-use crate::{Bus, ConnectOptions, NodeConfig, ServiceContext};
+use crate::{Bus, ConnectOptions, Identity, NodeConfig, ServiceContext};
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
@@ -51,8 +51,19 @@ fn tracing_subscriber_init() -> Option<()> {
         .ok()
 }
 
+/// The identity a service (or `berthd` itself) uses on the local bus: the reconciler its own,
+/// as the only writer of desired state; every other one berthd's `services`.
+pub fn identity_of(name: &str) -> Identity {
+    if name == "reconciler" {
+        Identity::Reconciler
+    } else {
+        Identity::Services
+    }
+}
+
 /// Connect a long-lived service client for `cfg` (URL and credentials from the config, else
-/// the local server `berthd` runs and the admin identity it generated).
+/// the local server `berthd` runs and the identity it generated for the service's role,
+/// [`identity_of`]).
 pub async fn connect_service(cfg: &NodeConfig, name: &str) -> Result<Bus, crate::BusError> {
     let opts = ConnectOptions {
         url: cfg
@@ -62,7 +73,7 @@ pub async fn connect_service(cfg: &NodeConfig, name: &str) -> Result<Bus, crate:
         creds: Some(
             cfg.nats_creds
                 .clone()
-                .unwrap_or_else(|| cfg.admin_creds_path()),
+                .unwrap_or_else(|| cfg.creds_path(identity_of(name))),
         ),
         ca: cfg.nats_ca.clone(),
         name: format!("berth-{name}@{}", cfg.node),
@@ -73,7 +84,8 @@ pub async fn connect_service(cfg: &NodeConfig, name: &str) -> Result<Bus, crate:
 }
 
 /// The `main` of a service run on its own: read the config (file from `--config` or
-/// `BERTH_CONFIG`), connect, make sure the stream and buckets exist, run until a signal.
+/// `BERTH_CONFIG`), connect, make sure the stream and buckets it owns exist (and keep them,
+/// [`crate::infra::keep`]), run until a signal.
 pub async fn run_standalone<F, Fut>(name: &str, run: F) -> Result<(), Box<dyn std::error::Error>>
 where
     F: FnOnce(ServiceContext) -> Fut,
@@ -95,9 +107,11 @@ where
     }
     let cfg = NodeConfig::load(path.as_deref(), &[])?;
     let bus = connect_service(&cfg, name).await?;
-    crate::infra::ensure(&bus).await?;
+    let parts = crate::infra::parts_of(name);
+    crate::infra::ensure_parts(&bus, &parts).await?;
     let shutdown = CancellationToken::new();
     cancel_on_signal(shutdown.clone());
+    crate::infra::keep(&bus, parts, shutdown.clone());
     run(ServiceContext {
         bus,
         config: cfg,

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod identity;
 pub mod infra;
 pub mod janitor;
 pub mod server;
@@ -13,6 +14,7 @@ pub mod server;
 pub use client::{Bus, ConnectOptions, Credentials, RequestOptions};
 pub use config::NodeConfig;
 pub use error::BusError;
+pub use identity::Identity;
 pub use server::{serve, Router, ServiceContext};
 
 /// RFC 3339 UTC timestamp with nanoseconds, as berth writes times everywhere.

@@ -1,8 +1,9 @@
 //! `berth events`: replay the event stream from `--since`, then follow live (until `--until`).
+//! Stored events are read with direct gets and live ones by subscription: the CLI and the
+//! monitor create no consumer on the server (docs/security.md).
 
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail, Context};
-use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use berth_proto::{subjects, Event};
 use futures::StreamExt;
 use std::time::Duration;
@@ -74,85 +75,194 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     );
 
     let bus = ctx.bus().await?;
-    let stream = bus
-        .jetstream()
-        .get_stream(subjects::EVENTS_STREAM)
+    let client = bus.client();
+    // Live events first, so that none published while the stored ones are read is missed;
+    // those also read from the stream are shown once (by their unique id).
+    let following_from = chrono::Utc::now() - chrono::Duration::seconds(REPLAY_OVERLAP_SECS);
+    let mut live = client
+        .subscribe(filter_subject.clone())
         .await
-        .with_context(|| format!("opening the {} stream", subjects::EVENTS_STREAM))?;
-    let deliver_policy = match since {
-        Some(t) => DeliverPolicy::ByStartTime {
-            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(
-                t.timestamp_nanos_opt().unwrap_or(0) as i128,
-            )?,
-        },
-        None => DeliverPolicy::New,
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await
-        .context("creating a consumer on the event stream")?;
-    let mut messages = consumer.messages().await.context("reading events")?;
-
+        .with_context(|| format!("following {filter_subject}"))?;
+    let mut replayed = std::collections::HashSet::new();
+    if let Some(since) = since {
+        let mut show_stored = |ev: Event, stored_at: Option<chrono::DateTime<chrono::Utc>>| {
+            if until.is_some_and(|u| event_time(&ev).is_some_and(|t| t > u)) {
+                return Ok::<bool, anyhow::Error>(false);
+            }
+            if stored_at.is_none_or(|t| t >= following_from) {
+                replayed.insert(ev.id.clone());
+            }
+            if filters.iter().all(|(k, v)| ev.matches(k, v)) {
+                show(&ev, json)?;
+            }
+            Ok(true)
+        };
+        replay(client, &filter_subject, since, &mut show_stored).await?;
+    }
+    if until.is_some_and(|u| u <= chrono::Utc::now()) {
+        // Everything up to `until` was stored, and read.
+        return Ok(());
+    }
     loop {
         let next = match until {
             Some(u) => {
                 let left = (u - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                // Past `until`: drain what is already stored, then stop.
-                let wait = left.max(Duration::from_millis(300));
-                match tokio::time::timeout(wait, messages.next()).await {
+                match tokio::time::timeout(left, live.next()).await {
                     Ok(m) => m,
                     Err(_) => return Ok(()),
                 }
             }
-            None => messages.next().await,
+            None => live.next().await,
         };
         let Some(msg) = next else { return Ok(()) };
-        let msg = msg.map_err(|e| anyhow!("reading events: {e}"))?;
-        let ev: Event = match serde_json::from_slice(&msg.payload) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!(
-                    "berth: skipping an event that does not decode on {}: {e}",
-                    msg.subject
-                );
-                continue;
-            }
+        let Some(ev) = decode(&msg.subject, &msg.payload) else {
+            continue;
         };
-        if let Some(u) = until {
-            if chrono::DateTime::parse_from_rfc3339(&ev.time)
-                .map(|t| t.with_timezone(&chrono::Utc) > u)
-                .unwrap_or(false)
-            {
-                return Ok(());
-            }
-        }
-        if !filters.iter().all(|(k, v)| ev.matches(k, v)) {
+        if replayed.remove(&ev.id) {
             continue;
         }
-        if json {
-            println!("{}", serde_json::to_string(&ev)?);
-        } else {
-            let attrs: Vec<String> = ev
-                .attrs
-                .iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect();
-            let attrs = if attrs.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", attrs.join(", "))
-            };
-            println!(
-                "{} {} {}.{} {}{}",
-                ev.time, ev.node, ev.entity, ev.action, ev.name, attrs
-            );
+        if until.is_some_and(|u| event_time(&ev).is_some_and(|t| t > u)) {
+            return Ok(());
+        }
+        if filters.iter().all(|(k, v)| ev.matches(k, v)) {
+            show(&ev, json)?;
         }
     }
+}
+
+/// Stored events older than the live subscription by this much may also arrive live (clocks
+/// of the server and of this host, a publish in flight): their ids are remembered.
+const REPLAY_OVERLAP_SECS: i64 = 10;
+/// Stored events asked for at once.
+const REPLAY_BATCH: usize = 256;
+
+/// Read the stored events on `filter` from `since` on, oldest first, with batched direct gets
+/// on the stream (a reader creates no consumer on the server, see docs/security.md), handing
+/// each to `each` with the time the stream stored it, until `each` says stop or none is left.
+async fn replay(
+    client: &async_nats::Client,
+    filter: &str,
+    since: chrono::DateTime<chrono::Utc>,
+    each: &mut dyn FnMut(Event, Option<chrono::DateTime<chrono::Utc>>) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let api = format!("$JS.API.DIRECT.GET.{}", subjects::EVENTS_STREAM);
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .context("reading stored events")?;
+    let mut request = serde_json::json!({
+        "batch": REPLAY_BATCH,
+        "next_by_subj": filter,
+        "start_time": since.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    });
+    loop {
+        client
+            .publish_with_reply(api.clone(), inbox.clone(), request.to_string().into())
+            .await
+            .context("reading stored events")?;
+        let mut last_seq = None;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), replies.next())
+                .await
+                .map_err(|_| {
+                    anyhow!(
+                        "the {} stream did not answer within 10s",
+                        subjects::EVENTS_STREAM
+                    )
+                })?
+                .ok_or_else(|| anyhow!("the bus connection closed while reading events"))?;
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            match msg.status {
+                Some(async_nats::StatusCode::NOT_FOUND) => return Ok(()),
+                Some(async_nats::StatusCode::NO_RESPONDERS) => bail!(
+                    "the {} stream does not answer (is berthd running?)",
+                    subjects::EVENTS_STREAM
+                ),
+                Some(s) if s.as_u16() == 204 => {
+                    // End of a batch: ask for the next one if more are stored.
+                    let pending: u64 = header("Nats-Num-Pending")
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0);
+                    match last_seq {
+                        Some(seq) if pending > 0 => {
+                            request = serde_json::json!({
+                                "batch": REPLAY_BATCH,
+                                "next_by_subj": filter,
+                                "seq": seq + 1,
+                            });
+                            break;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+                Some(s) if s.as_u16() >= 300 => bail!(
+                    "reading the {} stream: {s} {}",
+                    subjects::EVENTS_STREAM,
+                    msg.description.as_deref().unwrap_or_default()
+                ),
+                _ => {
+                    last_seq = header("Nats-Sequence").and_then(|s| s.parse::<u64>().ok());
+                    let stored_at = header("Nats-Time-Stamp").and_then(|t| {
+                        chrono::DateTime::parse_from_rfc3339(&t)
+                            .ok()
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                    });
+                    let subject = header("Nats-Subject").unwrap_or_default();
+                    if let Some(ev) = decode(&subject, &msg.payload) {
+                        if !each(ev, stored_at)? {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn event_time(ev: &Event) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(&ev.time)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// An event, or `None` (with a note) when it does not decode.
+fn decode(subject: &str, payload: &[u8]) -> Option<Event> {
+    match serde_json::from_slice(payload) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            eprintln!("berth: skipping an event that does not decode on {subject}: {e}");
+            None
+        }
+    }
+}
+
+fn show(ev: &Event, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(ev)?);
+    } else {
+        let attrs: Vec<String> = ev
+            .attrs
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        let attrs = if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", attrs.join(", "))
+        };
+        println!(
+            "{} {} {}.{} {}{}",
+            ev.time, ev.node, ev.entity, ev.action, ev.name, attrs
+        );
+    }
+    Ok(())
 }
