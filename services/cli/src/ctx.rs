@@ -59,6 +59,25 @@ pub fn exit_code(r: anyhow::Result<()>) -> i32 {
     }
 }
 
+/// Docker's exit codes for the commands that run a container's command (`run`, `exec`): an
+/// error of berth or of the request is reported here and becomes 125; a command that cannot
+/// be invoked 126, one not found 127 (the reason the reply carries). The container's own exit
+/// code ([`Exit`]) passes through.
+pub fn engine_error(e: anyhow::Error) -> anyhow::Error {
+    if e.downcast_ref::<Exit>().is_some() {
+        return e;
+    }
+    eprintln!("berth: {}", one_line(&e));
+    let reason = e
+        .downcast_ref::<BusError>()
+        .and_then(|b| b.remote())
+        .and_then(|r| r.reason);
+    exit(reason.map_or(EXIT_ENGINE, |r| r.exit_code()))
+}
+
+/// Exit code of `run`/`exec` when berth itself or the request failed (Docker's).
+pub const EXIT_ENGINE: i32 = 125;
+
 fn one_line(e: &anyhow::Error) -> String {
     if let Some(b) = e.downcast_ref::<BusError>() {
         if let BusError::Remote(r) = b {

@@ -36,7 +36,7 @@ enum Command {
     Run(cmd::run::Args),
     /// List containers.
     Ps(cmd::ps::Args),
-    /// Start containers.
+    /// Start containers (`-a`: one, printing its output and exiting with its exit code).
     Start(cmd::start::Args),
     /// Stop containers: the stop signal, then SIGKILL after the grace period.
     Stop(cmd::stop::Args),
@@ -99,7 +99,11 @@ enum Command {
 fn main() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(Cli::parse());
+        let cli = match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) => bad_arguments(e),
+        };
+        let _ = tx.send(cli);
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,6 +119,35 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Print clap's message and exit: with 125 for a bad argument of `run`, `exec` or `start` (as
+/// Docker's commands that run a container's command), else clap's own code (2; 0 for help).
+fn bad_arguments(e: clap::Error) -> ! {
+    let code = e.exit_code();
+    let _ = e.print();
+    let runs_a_command = matches!(
+        subcommand(std::env::args().skip(1)).as_deref(),
+        Some("run" | "exec" | "start")
+    );
+    if code != 0 && runs_a_command {
+        std::process::exit(ctx::EXIT_ENGINE);
+    }
+    std::process::exit(code)
+}
+
+/// The first argument that is neither a global option nor its value: the subcommand.
+fn subcommand(args: impl Iterator<Item = String>) -> Option<String> {
+    const WITH_VALUE: [&str; 4] = ["--nats", "--creds", "--node", "--timeout"];
+    let mut args = args.peekable();
+    while let Some(a) = args.next() {
+        if WITH_VALUE.contains(&a.as_str()) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
 async fn command(cli: Cli, early: Option<Early>) -> i32 {
     let ctx = Ctx::new(cli.global, early);
     let r = match cli.command {
@@ -123,7 +156,7 @@ async fn command(cli: Cli, early: Option<Early>) -> i32 {
         Command::Pull(a) => cmd::pull::run(&ctx, a).await,
         Command::Login(a) => cmd::login::run(&ctx, a).await,
         Command::Logout(a) => cmd::logout::run(&ctx, a).await,
-        Command::Run(a) => cmd::run::run(&ctx, a).await,
+        Command::Run(a) => cmd::run::run(&ctx, a).await.map_err(ctx::engine_error),
         Command::Ps(a) => cmd::ps::run(&ctx, a).await,
         Command::Start(a) => cmd::start::run(&ctx, a).await,
         Command::Stop(a) => cmd::stop::run(&ctx, a).await,
@@ -133,7 +166,7 @@ async fn command(cli: Cli, early: Option<Early>) -> i32 {
         Command::Pause(a) => cmd::pause::run(&ctx, a).await,
         Command::Unpause(a) => cmd::unpause::run(&ctx, a).await,
         Command::Inspect(a) => cmd::inspect::run(&ctx, a).await,
-        Command::Exec(a) => cmd::exec::run(&ctx, a).await,
+        Command::Exec(a) => cmd::exec::run(&ctx, a).await.map_err(ctx::engine_error),
         Command::Logs(a) => cmd::logs::run(&ctx, a).await,
         Command::Stats(a) => cmd::stats::run(&ctx, a).await,
         Command::Apply(a) => cmd::apply::run(&ctx, a).await,
@@ -152,4 +185,28 @@ async fn command(cli: Cli, early: Option<Early>) -> i32 {
         Command::Save(a) => cmd::save::run(&ctx, a).await,
     };
     ctx::exit_code(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subcommand;
+
+    #[test]
+    fn the_subcommand_is_found_behind_global_options() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert_eq!(
+            subcommand(args(&["--node", "run", "--json", "exec", "-x"])).as_deref(),
+            Some("exec")
+        );
+        assert_eq!(
+            subcommand(args(&["--timeout=5", "run"])).as_deref(),
+            Some("run")
+        );
+        assert_eq!(subcommand(args(&["--json"])), None);
+    }
 }

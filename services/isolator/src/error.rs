@@ -1,6 +1,7 @@
 //! The isolator's errors, each naming the step or field, mapped to `BerthError` at the bus.
 
-use berth_proto::BerthError;
+use berth_proto::isolator::ShimFailure;
+use berth_proto::{BerthError, ErrorCode};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +30,11 @@ pub enum IsolatorError {
         source: std::io::Error,
     },
     /// The shim reported that a step of the container's creation failed.
-    #[error("create failed: {0}")]
-    Shim(String),
+    #[error("create failed: {}", .0.message)]
+    Shim(ShimFailure),
+    /// The shim's exec helper could not start the command in the container.
+    #[error("exec in {id}: {}", .failure.message)]
+    Exec { id: String, failure: ShimFailure },
     #[error("the shim did not report within {0:?}")]
     Timeout(std::time::Duration),
     #[error("config.json: {0}")]
@@ -66,7 +70,22 @@ impl From<IsolatorError> for BerthError {
             IsolatorError::Conflict(_) => BerthError::conflict(msg),
             IsolatorError::NotFound(_) => BerthError::not_found(msg),
             IsolatorError::Precondition(_) => BerthError::precondition(msg),
-            IsolatorError::Shim(_) | IsolatorError::Timeout(_) => BerthError::unavailable(msg),
+            IsolatorError::Shim(f) => BerthError {
+                reason: f.reason,
+                ..BerthError::new(f.code, msg)
+            },
+            // Before the command runs, the container's state is what fails (it stopped).
+            IsolatorError::Exec { failure: f, .. } => BerthError {
+                reason: f.reason,
+                ..BerthError::new(
+                    match f.code {
+                        ErrorCode::Unavailable => ErrorCode::FailedPrecondition,
+                        c => c,
+                    },
+                    msg,
+                )
+            },
+            IsolatorError::Timeout(_) => BerthError::unavailable(msg),
             IsolatorError::Network(n) => BerthError {
                 message: msg,
                 ..BerthError::from(n)

@@ -144,10 +144,10 @@ pub async fn exec(
         .ok()
         .flatten()
     {
-        return Err(IsolatorError::Precondition(format!(
-            "exec in {}: {e}",
-            req.id
-        )));
+        return Err(IsolatorError::Exec {
+            id: req.id,
+            failure: e,
+        });
     }
     Ok(ExecReply {
         exit_code: shim::exit_code(status),

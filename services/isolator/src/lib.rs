@@ -366,11 +366,11 @@ pub fn exec(cfg: &NodeConfig, req: &ExecRequest) -> Result<ExecReply, IsolatorEr
         &body,
         req.timeout_ms.map(Duration::from_millis),
     )?;
-    if let Some(e) = out.error {
-        return Err(IsolatorError::Precondition(format!(
-            "exec in {}: {e}",
-            req.id
-        )));
+    if let Some(failure) = out.error {
+        return Err(IsolatorError::Exec {
+            id: req.id.clone(),
+            failure,
+        });
     }
     Ok(ExecReply {
         exit_code: out.code,

@@ -3,7 +3,7 @@
 //! collected.
 
 use crate::error::{io, IsolatorError};
-use berth_proto::isolator::{ContainerSpec, RootfsMount};
+use berth_proto::isolator::{ContainerSpec, RootfsMount, ShimFailure};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -117,7 +117,7 @@ fn spawn_standby() -> Result<Standby, IsolatorError> {
         .strip_prefix('S')
         .and_then(|p| p.parse::<u32>().ok())
         .ok_or_else(|| {
-            IsolatorError::Shim(format!(
+            shim_failed(format!(
                 "the standby shim {} said {hello:?} instead of its pid",
                 bin.display()
             ))
@@ -216,15 +216,24 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         }
     }
     if let Some(rest) = msg.strip_prefix("ERR ") {
-        return Err(IsolatorError::Shim(rest.to_string()));
+        return Err(IsolatorError::Shim(ShimFailure::decode(rest)));
     }
     if msg.is_empty() {
-        return Err(IsolatorError::Shim(format!(
+        return Err(shim_failed(format!(
             "the shim exited without a report (see {})",
             l.log.display()
         )));
     }
-    Err(IsolatorError::Shim(format!("unexpected report {msg:?}")))
+    Err(shim_failed(format!("unexpected report {msg:?}")))
+}
+
+/// The shim failed in a way it did not report itself.
+fn shim_failed(message: String) -> IsolatorError {
+    IsolatorError::Shim(ShimFailure {
+        message,
+        code: berth_proto::ErrorCode::Unavailable,
+        reason: None,
+    })
 }
 
 /// Write all of `buf`; MSG_NOSIGNAL: a dead shim is an error, not a SIGPIPE.
@@ -276,7 +285,7 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     /// A setup error reported by the helper.
-    pub error: Option<String>,
+    pub error: Option<ShimFailure>,
 }
 
 /// Run `berth-shim exec` and collect its output. Blocking.
@@ -321,7 +330,7 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
 }
 
 /// What the shim wrote on its status pipe (the read end; the writer has exited).
-pub fn read_status(r: &OwnedFd) -> Option<String> {
+pub fn read_status(r: &OwnedFd) -> Option<ShimFailure> {
     let mut err = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = nix::unistd::read(r.as_fd(), &mut buf) {
@@ -330,7 +339,7 @@ pub fn read_status(r: &OwnedFd) -> Option<String> {
         }
         err.extend_from_slice(&buf[..n]);
     }
-    (!err.is_empty()).then(|| String::from_utf8_lossy(&err).into_owned())
+    (!err.is_empty()).then(|| ShimFailure::decode(&String::from_utf8_lossy(&err)))
 }
 
 pub fn exec(

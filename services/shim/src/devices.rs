@@ -116,7 +116,7 @@ pub fn resolve(m: &DeviceMapping) -> Result<Device, String> {
 pub fn resolve_all(ms: &[DeviceMapping]) -> Result<Vec<Device>, ShimError> {
     ms.iter()
         .enumerate()
-        .map(|(i, m)| resolve(m).map_err(|e| ShimError::invalid(format!("devices[{i}]"), e)))
+        .map(|(i, m)| resolve(m).map_err(|e| ShimError::refused(format!("devices[{i}]"), e)))
         .collect()
 }
 

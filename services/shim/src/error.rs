@@ -1,5 +1,7 @@
 //! The shim's errors: every variant names the step that failed.
 
+use berth_proto::isolator::ShimFailure;
+use berth_proto::{ErrorCode, ErrorReason};
 use std::io;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +16,19 @@ pub enum ShimError {
     /// The spec asks for something that cannot be done, found during `step`.
     #[error("{step}: {message}")]
     Invalid { step: String, message: String },
+    /// The container's configuration asks for something that does not exist there (a user, a
+    /// working directory, a capability): the requester's mistake.
+    #[error("{step}: {message}")]
+    Refused { step: String, message: String },
+    /// The command cannot be started: it is not there, or cannot be executed.
+    #[error("command: {message}")]
+    Command {
+        reason: ErrorReason,
+        message: String,
+    },
+    /// Another process of the container's setup (its init) failed at `step`, and said so.
+    #[error("{step}: {}", .failure.message)]
+    Reported { step: String, failure: ShimFailure },
     #[error("{0}")]
     Cgroup(#[from] berth_cgroups::CgroupError),
 }
@@ -23,6 +38,30 @@ impl ShimError {
         ShimError::Invalid {
             step: step.into(),
             message: message.into(),
+        }
+    }
+
+    pub fn refused(step: impl Into<String>, message: impl Into<String>) -> ShimError {
+        ShimError::Refused {
+            step: step.into(),
+            message: message.into(),
+        }
+    }
+
+    /// What is reported to the isolator: the message, its code and its reason.
+    pub fn failure(&self) -> ShimFailure {
+        let (code, reason) = match self {
+            ShimError::Refused { .. } => (ErrorCode::InvalidArgument, None),
+            ShimError::Command { reason, .. } => (reason.code(), Some(*reason)),
+            ShimError::Reported { failure, .. } => (failure.code, failure.reason),
+            ShimError::Sys { .. } | ShimError::Invalid { .. } | ShimError::Cgroup(_) => {
+                (ErrorCode::Unavailable, None)
+            }
+        };
+        ShimFailure {
+            message: self.to_string(),
+            code,
+            reason,
         }
     }
 }

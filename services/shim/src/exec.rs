@@ -1,6 +1,7 @@
 //! `berth-shim exec`: run another process in a running container: join its cgroup and
 //! namespaces (`setns`), fork into its pid namespace, and set the process up exactly as the
-//! init was (user, capabilities, no_new_privs, seccomp). Setup errors go to the status fd;
+//! init was (user, capabilities, no_new_privs, seccomp). Setup errors go to the status fd
+//! (as a [`berth_proto::isolator::ShimFailure`]);
 //! the helper exits with the process's status.
 
 use crate::error::{ShimError, Step};
@@ -32,7 +33,7 @@ pub fn run(a: ExecArgs) -> i32 {
     match enter(&a) {
         Ok(code) => code,
         Err(e) => {
-            let _ = write(&status, e.to_string().as_bytes());
+            let _ = write(&status, e.failure().encode().as_bytes());
             125
         }
     }
@@ -140,7 +141,7 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
             match r {
                 Ok(p) => process::exec(&p),
                 Err(e) => {
-                    let m = e.to_string();
+                    let m = e.failure().encode();
                     // SAFETY: report and leave the forked child.
                     unsafe {
                         libc::write(STATUS_FD, m.as_ptr().cast(), m.len());

@@ -8,6 +8,7 @@ use crate::fsutil::{ensure_in, Kind};
 use crate::seccomp;
 use crate::user::{self, User};
 use berth_proto::isolator::{ContainerSpec, Rlimit, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use berth_proto::ErrorReason;
 use caps::CapsHashSet;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -48,7 +49,7 @@ pub fn hostname(spec: &ContainerSpec) -> String {
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString, ShimError> {
-    CString::new(s).map_err(|_| ShimError::invalid(what, format!("{s:?} contains a NUL byte")))
+    CString::new(s).map_err(|_| ShimError::refused(what, format!("{s:?} contains a NUL byte")))
 }
 
 /// Set `key=value` in `env` unless the key is there already.
@@ -71,15 +72,20 @@ fn lookup(arg0: &str, env: &[String]) -> Result<String, ShimError> {
         use std::os::unix::fs::PermissionsExt;
         Some(md.is_file() && md.permissions().mode() & 0o111 != 0)
     };
+    let failed = |reason, message: String| ShimError::Command { reason, message };
     if arg0.contains('/') {
         return match is_exec(arg0) {
             Some(true) => Ok(arg0.to_string()),
-            Some(false) => Err(ShimError::invalid(
-                "command",
+            Some(false) if std::path::Path::new(arg0).is_dir() => Err(failed(
+                ErrorReason::CommandNotExecutable,
+                format!("{arg0}: is a directory"),
+            )),
+            Some(false) => Err(failed(
+                ErrorReason::CommandNotExecutable,
                 format!("{arg0}: permission denied (not an executable file)"),
             )),
-            None => Err(ShimError::invalid(
-                "command",
+            None => Err(failed(
+                ErrorReason::CommandNotFound,
                 format!("{arg0}: no such file or directory"),
             )),
         };
@@ -91,8 +97,8 @@ fn lookup(arg0: &str, env: &[String]) -> Result<String, ShimError> {
             return Ok(cand);
         }
     }
-    Err(ShimError::invalid(
-        "command",
+    Err(failed(
+        ErrorReason::CommandNotFound,
         format!("{arg0:?}: executable file not found in $PATH"),
     ))
 }
@@ -100,11 +106,11 @@ fn lookup(arg0: &str, env: &[String]) -> Result<String, ShimError> {
 /// Resolve user, working directory, command and environment; chdir into the working dir.
 pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimError> {
     if p.args.is_empty() {
-        return Err(ShimError::invalid("command", "no command given"));
+        return Err(ShimError::refused("command", "no command given"));
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = user::resolve(p.user, &passwd, &group).map_err(|e| ShimError::invalid("user", e))?;
+    let user = user::resolve(p.user, &passwd, &group).map_err(|e| ShimError::refused("user", e))?;
 
     let root = open(
         "/",
@@ -114,13 +120,13 @@ pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimEr
     .step(|| "open /".into())?;
     let cwd = p.working_dir.filter(|w| !w.is_empty()).unwrap_or("/");
     if !cwd.starts_with('/') {
-        return Err(ShimError::invalid(
+        return Err(ShimError::refused(
             "working directory",
             format!("{cwd:?} is not an absolute path"),
         ));
     }
     let dir = ensure_in(&root, cwd, Kind::Dir)
-        .map_err(|e| ShimError::invalid("working directory", format!("{cwd}: {e}")))?;
+        .map_err(|e| ShimError::refused("working directory", format!("{cwd}: {e}")))?;
     fchdir(dir.as_fd()).step(|| format!("chdir {cwd}"))?;
 
     let mut env = p.env.clone();
@@ -132,7 +138,7 @@ pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimEr
     }
     let path = lookup(&p.args[0], &env)?;
     let caps = capset::resolve(&spec.cap_add, &spec.cap_drop)
-        .map_err(|e| ShimError::invalid("capabilities", e))?;
+        .map_err(|e| ShimError::refused("capabilities", e))?;
     let seccomp = seccomp::program(spec, &caps)?;
     Ok(Prepared {
         path: cstr(&path, "command")?,
@@ -179,7 +185,7 @@ pub fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
 fn set_rlimits(limits: &[Rlimit]) -> Result<(), ShimError> {
     for l in limits {
         let res = rlimit_resource(&l.name)
-            .ok_or_else(|| ShimError::invalid("rlimits", format!("unknown ulimit {:?}", l.name)))?;
+            .ok_or_else(|| ShimError::refused("rlimits", format!("unknown ulimit {:?}", l.name)))?;
         let mut cur = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

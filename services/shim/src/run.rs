@@ -12,8 +12,9 @@ use crate::rootfs::{self, Paths};
 use crate::standby::{self, PreInit, Standby};
 use berth_cgroups::{Cgroup, Limits};
 use berth_proto::isolator::{
-    ContainerSpec, ExitStatus, NetworkMode, RootfsMount, DEFAULT_PIDS_LIMIT, EXIT_FILE,
-    INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE, START_FIFO,
+    ContainerSpec, ExitStatus, NetworkMode, RootfsMount, ShimFailure, DEFAULT_PIDS_LIMIT,
+    EXIT_FILE, INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE,
+    START_FIFO,
 };
 use nix::sched::{clone, setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
@@ -137,6 +138,11 @@ fn report(fd: &OwnedFd, msg: &str) {
     let _ = write(fd, msg.as_bytes());
 }
 
+/// Report a failed create: `ERR ` and the failure as JSON ([`ShimFailure`]), one line.
+fn report_error(fd: &OwnedFd, e: &ShimError) {
+    report(fd, &format!("ERR {}\n", e.failure().encode()));
+}
+
 /// Everything the init needs, prepared by the shim before `clone`.
 struct InitCtx<'a> {
     spec: &'a ContainerSpec,
@@ -187,9 +193,9 @@ pub fn run() -> i32 {
             if let Ok(sb) = prepared {
                 sb.dismiss();
             }
-            report(
+            report_error(
                 &report_fd,
-                &format!("ERR the container sent to the shim: {e}\n"),
+                &ShimError::invalid("the container sent to the shim", e.to_string()),
             );
             return 1;
         }
@@ -206,9 +212,12 @@ pub fn run() -> i32 {
         if let Ok(sb) = prepared {
             sb.dismiss();
         }
-        report(
+        report_error(
             &report_fd,
-            &format!("ERR write {}: {e}\n", pid_file.display()),
+            &ShimError::Sys {
+                step: format!("write {}", pid_file.display()),
+                source: e,
+            },
         );
         return 1;
     }
@@ -229,7 +238,7 @@ pub fn run() -> i32 {
                     eprintln!("berth-shim: {e}");
                 }
             }
-            report(&report_fd, &format!("ERR {e}\n"));
+            report_error(&report_fd, &e);
             1
         }
     }
@@ -526,10 +535,10 @@ fn start(
             })
         }
         Some(b'R') => Err(fail(released.unwrap_err())),
-        Some(b'E') => Err(fail(ShimError::invalid(
-            "container init",
-            String::from_utf8_lossy(&msg[1..]).into_owned(),
-        ))),
+        Some(b'E') => Err(fail(ShimError::Reported {
+            step: "container init".into(),
+            failure: ShimFailure::decode(&String::from_utf8_lossy(&msg[1..])),
+        })),
         _ => Err(fail(ShimError::invalid(
             "container init",
             "it exited before it was set up",
@@ -540,7 +549,7 @@ fn start(
 /// The container's init, in its new namespaces. Returns only on failure.
 fn init_main(ctx: &InitCtx) -> isize {
     if let Err(e) = init_setup(ctx) {
-        let m = format!("E{e}");
+        let m = format!("E{}", e.failure().encode());
         let _ = write(ctx.ready_w, m.as_bytes());
     }
     1

@@ -3,7 +3,7 @@
 //! and the recovery of all of it from disk and the run directory at start.
 
 use crate::error::{Result, SupervisorError};
-use crate::logs::Tailer;
+use crate::logs::{LiveReaders, Tailer};
 use crate::process::{parse_signal, PidFd};
 use crate::record::Record;
 use crate::settings::Settings;
@@ -69,6 +69,8 @@ pub struct Container {
     /// Bumped after every processed exit and at removal.
     changed: watch::Sender<u64>,
     pub(crate) tailer: Mutex<Option<Tailer>>,
+    /// Readers of its log history, which a rotation hands the rotated copy.
+    pub(crate) log_readers: Arc<LiveReaders>,
 }
 
 pub(crate) struct Inner {
@@ -237,6 +239,7 @@ impl Supervisor {
             }),
             changed: watch::channel(0).0,
             tailer: Mutex::new(None),
+            log_readers: Arc::default(),
         });
         let mut t = self.table.lock().unwrap();
         t.names.insert(c.name.clone(), c.id.clone());
@@ -675,8 +678,8 @@ impl Supervisor {
         *c.tailer.lock().await = Some(Tailer::starting_at(
             &self.dir(&c.id),
             logs_subject(self.node(), &c.id),
-            self.settings.log_max_bytes,
-            self.settings.log_max_files,
+            (self.settings.log_max_bytes, self.settings.log_max_files),
+            c.log_readers.clone(),
             log_from,
         ));
         let st = &mut inner.rec.state;
@@ -1595,8 +1598,8 @@ impl Supervisor {
             *c.tailer.lock().await = Some(Tailer::new(
                 &self.dir(&c.id),
                 logs_subject(self.node(), &c.id),
-                self.settings.log_max_bytes,
-                self.settings.log_max_files,
+                (self.settings.log_max_bytes, self.settings.log_max_files),
+                c.log_readers.clone(),
             ));
             if inner.rec.healthcheck.is_some() && inner.rec.state.health.is_none() {
                 inner.rec.state.health = Some(HealthState {

@@ -20,7 +20,7 @@ pub enum SupervisorError {
         id: String,
         reason: String,
     },
-    #[error("container {name}: {step} failed: {source}")]
+    #[error("container {name}: {step} failed: {}", peer_message(.source))]
     Peer {
         name: String,
         step: String,
@@ -33,6 +33,12 @@ pub enum SupervisorError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("container {name}: log stream: {source}")]
+    LogStream {
+        name: String,
+        #[source]
+        source: crate::logs::StreamError,
     },
     #[error("container {name}: {step}: {reason}")]
     System {
@@ -58,8 +64,25 @@ impl SupervisorError {
     }
 }
 
+/// A peer's error as one line: a typed error's message (and detail) without its code, which
+/// the reply carries as its own; anything else (no responders, a timeout) as it reads.
+fn peer_message(e: &BusError) -> String {
+    match e.remote() {
+        Some(r) => match &r.detail {
+            Some(d) => format!("{}: {d}", r.message),
+            None => r.message.clone(),
+        },
+        None => e.to_string(),
+    }
+}
+
 impl From<SupervisorError> for BerthError {
     fn from(e: SupervisorError) -> BerthError {
+        // A peer's reason (a command not found) travels on.
+        let reason = match &e {
+            SupervisorError::Peer { source, .. } => source.remote().and_then(|r| r.reason),
+            _ => None,
+        };
         let code = match &e {
             SupervisorError::NotFound(_) => ErrorCode::NotFound,
             SupervisorError::Ambiguous { .. } | SupervisorError::Invalid { .. } => {
@@ -72,10 +95,42 @@ impl From<SupervisorError> for BerthError {
                 Some(remote) => remote.code,
                 None => ErrorCode::Unavailable,
             },
+            SupervisorError::LogStream { .. } => ErrorCode::Unavailable,
             SupervisorError::Io { .. } | SupervisorError::System { .. } => ErrorCode::Internal,
         };
-        BerthError::new(code, e.to_string())
+        BerthError {
+            reason,
+            ..BerthError::new(code, e.to_string())
+        }
     }
 }
 
 pub type Result<T, E = SupervisorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::ErrorReason;
+
+    #[test]
+    fn a_peer_error_keeps_its_code_and_reason_and_reads_without_the_code() {
+        let remote = BerthError::with_reason(
+            ErrorReason::CommandNotFound,
+            "create failed: container init: command: \"nope\": executable file not found",
+        );
+        let e: BerthError = SupervisorError::Peer {
+            name: "web".into(),
+            step: "creating the container's process".into(),
+            source: Box::new(BusError::Remote(remote)),
+        }
+        .into();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert_eq!(e.reason, Some(ErrorReason::CommandNotFound));
+        assert!(!e.message.contains("(not_found)"), "{}", e.message);
+        assert!(
+            e.message.starts_with("container web: creating"),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -188,6 +188,9 @@ fn list(s: &Supervisor, req: &ListRequest) -> ListReply {
     ListReply { containers }
 }
 
+/// `logs`: the history `req` selects, in the reply (when it fits) or streamed to
+/// `req.stream` (any size), with the live stream's epoch and sequence at the moment the files
+/// were opened, so that a follower joins the live lines without gap or repeat.
 async fn read_logs(s: &Supervisor, req: LogsRequest) -> Result<LogsReply, SupervisorError> {
     let c = s.resolve(&req.container)?;
     let parse = |what: &str, v: &Option<String>| match v {
@@ -201,32 +204,76 @@ async fn read_logs(s: &Supervisor, req: LogsRequest) -> Result<LogsReply, Superv
         until: parse("until", &req.until)?,
         tail: req.tail,
     };
+    let node = &s.ctx.config.node;
+    if let Some(sub) = &req.stream {
+        if !is_logs_stream_subject(node, sub) {
+            return Err(SupervisorError::invalid(
+                "stream",
+                format!(
+                    "{sub:?} is not a subject under {}",
+                    logs_stream_subject(node, "")
+                ),
+            ));
+        }
+    }
     let dir = s.dir_of(&c.id);
     let max_files = s.settings.log_max_files;
-    let subject = logs_subject(&s.ctx.config.node, &c.id);
-    let mut tailer = c.tailer.lock().await;
-    let (lines, epoch, seq, running) = match tailer.as_mut() {
-        Some(t) => {
-            // Publish what is pending first, so history and live lines meet exactly.
-            t.poll(s.ctx.bus.client()).await;
-            let lines = logs::read_history(&dir, max_files, Some(t.offset()), &q)
-                .map_err(|e| SupervisorError::io("read the log in", &dir, e))?;
-            (lines, t.epoch.clone(), t.seq, true)
-        }
-        None => {
-            let lines = logs::read_history(&dir, max_files, None, &q)
-                .map_err(|e| SupervisorError::io("read the log in", &dir, e))?;
-            (lines, String::new(), 0, false)
+    let subject = logs_subject(node, &c.id);
+    let opened = |live_end| {
+        logs::History::open(&dir, max_files, live_end, &c.log_readers)
+            .map_err(|e| SupervisorError::io("open the log in", &dir, e))
+    };
+    // The files are opened under the tailer's lock, after it published what is pending: the
+    // history ends exactly where the live lines go on. Then the lock is released, and the
+    // tailer publishes (and rotates) on while the history is read.
+    let (history, epoch, seq, running) = {
+        let mut tailer = c.tailer.lock().await;
+        match tailer.as_mut() {
+            Some(t) => {
+                t.poll(s.ctx.bus.client()).await;
+                (opened(Some(t.offset()))?, t.epoch.clone(), t.seq, true)
+            }
+            None => (opened(None)?, String::new(), 0, false),
         }
     };
-    Ok(LogsReply {
+    let mut reply = LogsReply {
         id: c.id.clone(),
-        lines,
+        lines: Vec::new(),
         subject,
         epoch,
         seq,
         running,
-    })
+        streamed: StreamedCount::default(),
+    };
+    match req.stream {
+        Some(to) => {
+            reply.streamed = logs::stream(s.ctx.bus.client(), &to, history, q)
+                .await
+                .map_err(|source| SupervisorError::LogStream {
+                    name: c.name.clone(),
+                    source,
+                })?;
+        }
+        None => {
+            let read =
+                tokio::task::spawn_blocking(move || history.collect(&q, LOGS_REPLY_MAX_BYTES))
+                    .await
+                    .map_err(|e| {
+                        SupervisorError::io("read the log in", &dir, std::io::Error::other(e))
+                    })?
+                    .map_err(|e| SupervisorError::io("read the log in", &dir, e))?;
+            reply.lines = read.ok_or_else(|| SupervisorError::State {
+                name: c.name.clone(),
+                id: c.id.clone(),
+                reason: format!(
+                    "its log history is more than {} KiB, too much for one reply: ask for it \
+                     as a stream (berth logs does), or for less (tail, since)",
+                    LOGS_REPLY_MAX_BYTES >> 10
+                ),
+            })?;
+        }
+    }
+    Ok(reply)
 }
 
 fn stats(s: &Supervisor, req: &StatsRequest) -> Result<StatsReply, SupervisorError> {

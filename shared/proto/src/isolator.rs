@@ -92,6 +92,33 @@ pub const SHIM_LOG_FILE: &str = "shim.log";
 pub const EXIT_NOT_FOUND: i32 = 127;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 
+/// A setup failure as the shim reports it to the isolator (a create's `ERR` report line, an
+/// exec's status pipe) and its init to the shim: one line of JSON, so that the code and the
+/// reason (a command not found, not executable) reach the client typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShimFailure {
+    pub message: String,
+    pub code: crate::ErrorCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<crate::ErrorReason>,
+}
+
+impl ShimFailure {
+    /// One line of JSON.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("plain data serializes")
+    }
+    /// The JSON of [`ShimFailure::encode`]; any other text (a shim of another version) is
+    /// taken as the message of an `unavailable` failure.
+    pub fn decode(text: &str) -> ShimFailure {
+        serde_json::from_str(text.trim()).unwrap_or_else(|_| ShimFailure {
+            message: text.trim().to_string(),
+            code: crate::ErrorCode::Unavailable,
+            reason: None,
+        })
+    }
+}
+
 /// The pids limit of a container whose spec gives none.
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 

@@ -16,6 +16,6 @@ pub mod subjects;
 pub mod supervisor;
 
 pub use envelope::{Reply, Request, SCHEMA_VERSION};
-pub use error::{BerthError, ErrorCode};
+pub use error::{BerthError, ErrorCode, ErrorReason};
 pub use event::Event;
 pub use subjects::Service;

@@ -12,6 +12,10 @@
 //!
 //! Live logs: while a container runs, every line the supervisor reads from its log file is
 //! published on the core NATS subject [`logs_subject`] as a [`LogMessage`].
+//!
+//! History of any size: a `logs` request naming a [`logs_stream_subject`] gets its lines as
+//! [`LogChunk`]s sent to that subject, each acknowledged by the reader, and then the reply,
+//! which counts what was sent.
 
 use crate::isolator::{DeviceMapping, MountSpec, NetworkMode, Resources};
 use crate::subjects::PREFIX;
@@ -53,6 +57,21 @@ pub const EV_HEALTH: &str = "health";
 /// `berth.v1.<node>.logs.<id>`.
 pub fn logs_subject(node: &str, id: &str) -> String {
     format!("{PREFIX}.{node}.logs.{id}")
+}
+
+/// A subject a reader receives one history stream on: `berth.v1.<node>.logs.stream.<token>`
+/// (`token`: random, the reader's own). Streams stay under the node's `logs.` subjects.
+pub fn logs_stream_subject(node: &str, token: &str) -> String {
+    format!("{PREFIX}.{node}.logs.stream.{token}")
+}
+
+/// Whether `subject` may carry a history stream of `node`: under [`logs_stream_subject`]'s
+/// prefix, one more token, no wildcard.
+pub fn is_logs_stream_subject(node: &str, subject: &str) -> bool {
+    let prefix = format!("{PREFIX}.{node}.logs.stream.");
+    subject.strip_prefix(&prefix).is_some_and(|token| {
+        !token.is_empty() && !token.contains(['.', '*', '>', ' ', '\t', '\r', '\n'])
+    })
 }
 
 /// What the user (or a spec) asks for beyond the image's own config.
@@ -505,6 +524,31 @@ pub struct LogsRequest {
     /// Only the last N lines (after `since`/`until`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tail: Option<usize>,
+    /// Send the lines to this subject ([`logs_stream_subject`]) as [`LogChunk`]s instead of in
+    /// the reply, which then has none and counts what was sent. Without it the history must
+    /// fit in one reply ([`LOGS_REPLY_MAX_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+/// The most bytes of log lines (as stored) a `logs` reply without a stream carries; a longer
+/// history is refused with `failed_precondition`.
+pub const LOGS_REPLY_MAX_BYTES: u64 = 512 << 10;
+
+/// One chunk of a streamed history, sent with a reply subject: the reader acknowledges it by
+/// publishing its `n` (JSON) there once it has written the lines. The supervisor sends a few
+/// chunks ahead of the acknowledgements and no more, so a slow reader slows the stream instead
+/// of making anyone buffer it. A `probe` (no lines) asks nothing: it is sent while the
+/// supervisor waits, to learn whether the reader is still subscribed (no responders: it is
+/// gone, and the stream ends).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// 1, 2, ... in order.
+    pub n: u64,
+    #[serde(default)]
+    pub lines: Vec<crate::isolator::LogLine>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -520,6 +564,18 @@ pub struct LogsReply {
     pub seq: u64,
     /// Whether the container is running (a follower may stop at once when it is not).
     pub running: bool,
+    /// With a stream: what was sent and acknowledged (chunks, lines, and bytes of the lines'
+    /// `log` text), so the reader knows it has all.
+    #[serde(default)]
+    pub streamed: StreamedCount,
+}
+
+/// What a history stream carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamedCount {
+    pub chunks: u64,
+    pub lines: u64,
+    pub bytes: u64,
 }
 
 /// A message on [`logs_subject`].
@@ -635,6 +691,21 @@ mod tests {
         })
         .unwrap();
         assert_eq!(j, r#"{"name":"on-failure","max_retries":3}"#);
+    }
+
+    #[test]
+    fn stream_subjects_stay_under_the_nodes_logs_subjects() {
+        let s = logs_stream_subject("n1", "ab12");
+        assert_eq!(s, "berth.v1.n1.logs.stream.ab12");
+        assert!(is_logs_stream_subject("n1", &s));
+        assert!(!is_logs_stream_subject("n2", &s));
+        assert!(!is_logs_stream_subject("n1", "berth.v1.n1.logs.stream.>"));
+        assert!(!is_logs_stream_subject("n1", "berth.v1.n1.logs.stream.a.b"));
+        assert!(!is_logs_stream_subject("n1", "berth.v1.n1.logs.stream."));
+        assert!(!is_logs_stream_subject(
+            "n1",
+            "berth.v1.n1.supervisor.create"
+        ));
     }
 
     #[test]

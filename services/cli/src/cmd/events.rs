@@ -25,14 +25,54 @@ pub struct Args {
     format: Option<String>,
 }
 
-/// A point in time from `10m` (ago) or RFC 3339.
+/// A point in time as Docker's `--since`/`--until` take it: a duration ago (`10m`, `1h30m`),
+/// an RFC 3339 time, a date and time without a zone (local time) or a date, or a Unix
+/// timestamp in seconds with an optional fraction (`1700000000.5`).
 pub fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
+        return Ok(t.with_timezone(&Utc));
     }
-    let d = humantime::parse_duration(s)
-        .map_err(|_| anyhow!("time {s:?}: expected a duration like 10m or an RFC 3339 time"))?;
-    Ok(chrono::Utc::now() - chrono::Duration::from_std(d)?)
+    if let Some(t) = unix_time(s) {
+        return Ok(t);
+    }
+    let local = |n: NaiveDateTime| chrono::Local.from_local_datetime(&n).earliest();
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Some(t) = NaiveDateTime::parse_from_str(s, f).ok().and_then(local) {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    if let Some(t) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(local)
+    {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(s).map_err(|_| {
+        anyhow!(
+            "time {s:?}: expected a duration like 10m, an RFC 3339 time, a date, or a Unix \
+             timestamp"
+        )
+    })?;
+    Ok(Utc::now() - chrono::Duration::from_std(d)?)
+}
+
+/// `1700000000` or `1700000000.123456789`: seconds since the epoch.
+fn unix_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 9 {
+        return None;
+    }
+    let nanos = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse::<u32>().ok()?
+    };
+    chrono::DateTime::from_timestamp(secs.parse().ok()?, nanos)
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
@@ -265,4 +305,24 @@ fn show(ev: &Event, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_as_docker_takes_them() {
+        let t = parse_time("1700000000").unwrap();
+        assert_eq!(t.to_rfc3339(), "2023-11-14T22:13:20+00:00");
+        let t = parse_time("1700000000.25").unwrap();
+        assert_eq!(t.timestamp_subsec_millis(), 250);
+        let t = parse_time("2024-01-02T03:04:05Z").unwrap();
+        assert_eq!(t.timestamp(), 1704164645);
+        let ago = chrono::Utc::now() - parse_time("10m").unwrap();
+        assert!((599..=601).contains(&ago.num_seconds()), "{ago}");
+        assert!(parse_time("2024-01-02").is_ok());
+        assert!(parse_time("2024-01-02T03:04:05").is_ok());
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("12.x").is_err());
+    }
 }

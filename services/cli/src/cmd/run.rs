@@ -510,36 +510,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let st: ContainerState = bus
         .request(&node, Service::Supervisor, CREATE, &req, &opts)
         .await?;
-    let mut interrupts = 0;
-    let code = loop {
-        tokio::select! {
-            m = logs.next() => {
-                let Some(m) = m else { bail!("the bus connection closed while following {}", st.name) };
-                match serde_json::from_slice::<LogMessage>(&m.payload) {
-                    Ok(LogMessage::Line { line, .. }) => print_line(&line, false),
-                    Ok(LogMessage::Exited { exit_code, restarting: false, removed, .. }) => {
-                        if removed {
-                            removed_events = None;
-                        }
-                        break exit_code;
-                    }
-                    Ok(LogMessage::Exited { .. }) => {}
-                    Err(_) => {}
-                }
-            }
-            _ = tokio::signal::ctrl_c() => {
-                interrupts += 1;
-                if interrupts > 1 {
-                    eprintln!("berth: detached; {} keeps running", st.name);
-                    return Err(exit(130));
-                }
-                let _ = ctx.call_mut::<_, ContainerState>(Service::Supervisor, KILL, &KillRequest {
-                    container: st.id.clone(),
-                    signal: Some("SIGINT".into()),
-                }).await;
-            }
-        }
-    };
+    let (code, removed) = attach(ctx, &mut logs, &st).await?;
+    if removed {
+        removed_events = None;
+    }
     // Removed before the exit was announced (the supervisor says so), or announced by an
     // event of its own.
     if let Some(sub) = removed_events.as_mut() {
@@ -563,6 +537,43 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         Ok(())
     } else {
         Err(exit(code))
+    }
+}
+
+/// Print the output of `st` from `logs` (its log subject, subscribed before it started) until
+/// it exits for good (no restart follows): its exit code, and whether the supervisor says it
+/// was removed (`--rm`). Ctrl-C sends it SIGINT; a second one detaches (exit 130).
+pub async fn attach(
+    ctx: &Ctx,
+    logs: &mut async_nats::Subscriber,
+    st: &ContainerState,
+) -> anyhow::Result<(i32, bool)> {
+    let mut interrupts = 0;
+    loop {
+        tokio::select! {
+            m = logs.next() => {
+                let Some(m) = m else { bail!("the bus connection closed while following {}", st.name) };
+                match serde_json::from_slice::<LogMessage>(&m.payload) {
+                    Ok(LogMessage::Line { line, .. }) => print_line(&line, false),
+                    Ok(LogMessage::Exited { exit_code, restarting: false, removed, .. }) => {
+                        return Ok((exit_code, removed));
+                    }
+                    Ok(LogMessage::Exited { .. }) => {}
+                    Err(_) => {}
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                if interrupts > 1 {
+                    eprintln!("berth: detached; {} keeps running", st.name);
+                    return Err(exit(130));
+                }
+                let _ = ctx.call_mut::<_, ContainerState>(Service::Supervisor, KILL, &KillRequest {
+                    container: st.id.clone(),
+                    signal: Some("SIGINT".into()),
+                }).await;
+            }
+        }
     }
 }
 
