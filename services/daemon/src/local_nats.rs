@@ -396,7 +396,9 @@ pub fn permissions(id: Identity) -> Option<Permissions> {
                 // A node named like a subject word must not turn a verb into an event.
                 publish_deny: [vec![events.clone()], idem_reads()].concat(),
                 subscribe,
-                responses: false,
+                // Acknowledging each chunk of a `logs` history (once per chunk received);
+                // no other reply subject of another identity may be published to.
+                responses: true,
             }
         }
         Identity::Monitor => Permissions {
