@@ -5,8 +5,8 @@
 
 use berth_bus::{RequestOptions, ServiceContext};
 use berth_proto::reconciler::{
-    self as rp, ApplyReply, ApplyRequest, DesiredRecord, HistoryReply, ProjectRequest,
-    RollbackRequest,
+    self as rp, ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, HistoryReply,
+    ProjectRequest, RollbackRequest, StaleBase,
 };
 use berth_proto::{BerthError, ErrorCode, Service};
 use berth_reconciler::desired::{Base, Desired};
@@ -80,6 +80,7 @@ async fn apply(bus: &berth_bus::Bus, project: &str, spec: Value) -> Result<Apply
             project: project.into(),
             spec,
             files: vec!["compose.yaml".into()],
+            base: None,
         },
         &opts(),
     )
@@ -119,6 +120,7 @@ async fn rollback(
         &RollbackRequest {
             project: project.into(),
             to,
+            base: None,
         },
         &opts(),
     )
@@ -245,8 +247,8 @@ async fn the_second_of_two_writers_from_one_revision_gets_a_conflict() {
     let e = b.write(&record("b1"), &bb).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
     assert_eq!(
-        e.message,
-        "another apply of race was stored first (this one started from revision 0); nothing was changed: apply again"
+        e.to_string(),
+        format!("another apply of race was stored first, nothing was changed (plan and apply again) (conflict): expected revision none, now {r1}")
     );
 
     // An existing project: both read revision r1; the second update is refused.
@@ -255,8 +257,12 @@ async fn the_second_of_two_writers_from_one_revision_gets_a_conflict() {
     let r2 = b.write(&record("b2"), &bb).await.unwrap();
     let e = a.write(&record("a2"), &ba).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::Conflict);
-    assert!(
-        e.message.contains(&format!("started from revision {r1}")),
+    assert_eq!(
+        StaleBase::from_error(&e),
+        Some(StaleBase {
+            expected: BaseRevision::At(r1),
+            now: BaseRevision::At(r2)
+        }),
         "{e:?}"
     );
 
@@ -301,6 +307,7 @@ async fn concurrent_applies_never_mix() {
                 project: "race".into(),
                 spec: s.clone(),
                 files: vec![],
+                base: None,
             },
             &opts(),
         )

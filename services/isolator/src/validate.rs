@@ -1,11 +1,12 @@
 //! Checks of a create request before anything is written: each error names the field.
 
 use crate::error::IsolatorError;
-use berth_proto::isolator::{ContainerSpec, MountKind, NetworkMode, RootfsMount};
+use berth_proto::isolator::{ContainerSpec, NetworkMode, RootfsMount};
+use berth_proto::validate;
 use std::path::Path;
 
 /// Docker's smallest memory limit.
-pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+pub use berth_proto::validate::MIN_MEMORY;
 
 fn bad(field: impl Into<String>, msg: impl Into<String>) -> IsolatorError {
     IsolatorError::invalid(field, msg)
@@ -23,31 +24,13 @@ pub fn id(id: &str) -> Result<(), IsolatorError> {
 
 /// A volume name: `[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 128 characters.
 pub fn volume_name(name: &str) -> Result<(), IsolatorError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if !ok {
-        return Err(bad(
-            "volume",
-            format!("{name:?} is not a valid volume name ([A-Za-z0-9][A-Za-z0-9_.-]*)"),
-        ));
-    }
-    Ok(())
+    validate::volume_name(name).map_err(|e| bad("volume", e))
 }
 
 /// A user spec (`uid`, `uid:gid`, `name`, `name:group`): its form, and every id in it within
 /// 0..=4294967294 (4294967295 would leave the process root: see the shim's `user`).
 pub fn user(field: &str, u: &str) -> Result<(), IsolatorError> {
-    if u.contains(['\0', '\n']) || u.split(':').count() > 2 {
-        return Err(bad(
-            field,
-            format!("{u:?} is not uid, uid:gid, name or name:group"),
-        ));
-    }
-    berth_shim::user::check_spec(u).map_err(|e| bad(field, e))
+    validate::user(u).map_err(|e| bad(field, e))
 }
 
 fn container_path(field: &str, p: &str) -> Result<(), IsolatorError> {
@@ -145,87 +128,36 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
             "no command: the image has no entrypoint or cmd and none was given",
         ));
     }
-    if let Some(a) = s.args.iter().find(|a| a.contains('\0')) {
-        return Err(bad("args", format!("{a:?} contains a NUL byte")));
+    // The checks the supervisor ran on the create request (berth_proto::validate), again on
+    // what it merged with the image's settings.
+    for a in &s.args {
+        validate::arg(a).map_err(|e| bad("args", e))?;
     }
     for e in &s.env {
-        if !e.contains('=') || e.starts_with('=') || e.contains('\0') {
-            return Err(bad("env", format!("{e:?} is not KEY=value")));
-        }
+        validate::env_entry(e).map_err(|e| bad("env", e))?;
     }
     if let Some(w) = &s.working_dir {
         if !w.is_empty() {
-            container_path("working_dir", w)?;
+            validate::container_path(w).map_err(|e| bad("working_dir", e))?;
         }
     }
     if let Some(h) = &s.hostname {
-        let ok = h.len() <= 64
-            && h.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
-        if !ok {
-            return Err(bad("hostname", format!("{h:?} is not a valid host name")));
-        }
+        validate::hostname(h).map_err(|e| bad("hostname", e))?;
     }
     if let Some(u) = &s.user {
         user("user", u)?;
     }
     for (i, m) in s.mounts.iter().enumerate() {
-        let f = format!("mounts[{i}]");
-        container_path(&format!("{f}.target"), &m.target)?;
-        if m.target.trim_end_matches('/').is_empty() {
-            return Err(bad(format!("{f}.target"), "cannot mount over /"));
-        }
-        match m.kind {
-            MountKind::Bind => {
-                if !m.source.starts_with('/') {
-                    return Err(bad(
-                        format!("{f}.source"),
-                        format!("{:?} is not an absolute host path", m.source),
-                    ));
-                }
-                if !Path::new(&m.source).exists() {
-                    return Err(bad(
-                        format!("{f}.source"),
-                        format!("bind source {} does not exist", m.source),
-                    ));
-                }
-            }
-            MountKind::Volume => volume_name(&m.source)?,
-            MountKind::Tmpfs => {
-                if m.size_bytes == Some(0) {
-                    return Err(bad(format!("{f}.size_bytes"), "must be above 0"));
-                }
-            }
+        validate::mount(m).map_err(|e| bad(format!("mounts[{i}].{}", e.field), e.reason))?;
+        if m.kind == berth_proto::isolator::MountKind::Bind && !Path::new(&m.source).exists() {
+            return Err(bad(
+                format!("mounts[{i}].source"),
+                format!("bind source {} does not exist", m.source),
+            ));
         }
     }
     let r = &s.resources;
-    if let Some(m) = r.memory_bytes {
-        if m < MIN_MEMORY {
-            return Err(bad(
-                "resources.memory_bytes",
-                format!("{m} is below the minimum of 6 MiB"),
-            ));
-        }
-    }
-    if let Some(c) = r.cpus {
-        if !(c > 0.0 && c.is_finite()) {
-            return Err(bad("resources.cpus", format!("{c} must be above 0")));
-        }
-    }
-    if let Some(sh) = r.cpu_shares {
-        if !(2..=262_144).contains(&sh) {
-            return Err(bad(
-                "resources.cpu_shares",
-                format!("{sh} is outside 2..262144"),
-            ));
-        }
-    }
-    if r.pids_limit == Some(0) {
-        return Err(bad(
-            "resources.pids_limit",
-            "0 would forbid the init itself; use -1 for unlimited",
-        ));
-    }
+    validate::resources(r).map_err(|e| bad(format!("resources.{}", e.field), e.reason))?;
     for u in &r.ulimits {
         if berth_shim::process::rlimit_resource(&u.name).is_none() {
             return Err(bad(

@@ -2,7 +2,7 @@
 //! written by compare-and-set.
 
 use async_nats::jetstream::kv::{self, Operation};
-use berth_proto::reconciler::{DesiredRecord, RevisionInfo};
+use berth_proto::reconciler::{BaseRevision, DesiredRecord, RevisionInfo, StaleBase};
 use berth_proto::BerthError;
 use futures::StreamExt;
 
@@ -28,6 +28,11 @@ impl Base {
             Base::New => None,
             Base::At(r, _) | Base::Deleted(r) => Some(*r),
         }
+    }
+
+    /// As a client names it: the revision, or none for a key never written.
+    pub fn as_base(&self) -> BaseRevision {
+        self.revision().map_or(BaseRevision::None, BaseRevision::At)
     }
 }
 
@@ -77,12 +82,29 @@ impl Desired {
     }
 
     /// Store `record` as the project's next revision, unless it equals the current one.
-    /// Returns (revision, changed). A concurrent writer makes this fail with `Conflict`.
-    pub async fn apply(&self, record: &DesiredRecord) -> Result<(u64, bool), BerthError> {
+    /// Returns (revision, changed). With `expected` (the revision the client planned
+    /// against), only if that is still the key's last revision; without, on the revision
+    /// read here. Either way a writer in between makes this fail with the typed conflict
+    /// ([`StaleBase`]) and store nothing. A spec equal to the current one is `changed: false`
+    /// whatever `expected` says: nothing would be lost.
+    pub async fn apply(
+        &self,
+        record: &DesiredRecord,
+        expected: Option<BaseRevision>,
+    ) -> Result<(u64, bool), BerthError> {
         let base = self.base(&record.project).await?;
         if let Base::At(rev, cur) = &base {
             if cur.spec == record.spec && record.rollback_of.is_none() {
                 return Ok((*rev, false));
+            }
+        }
+        if let Some(expected) = expected {
+            if expected != base.as_base() {
+                return Err(StaleBase {
+                    expected,
+                    now: base.as_base(),
+                }
+                .to_error(&record.project));
             }
         }
         Ok((self.write(record, &base).await?, true))
@@ -110,16 +132,16 @@ impl Desired {
         let bytes: bytes::Bytes = serde_json::to_vec(record)
             .map_err(|e| BerthError::internal(e.to_string()))?
             .into();
-        match base.revision() {
+        let stored = match base.revision() {
             Some(rev) => {
                 self.kv
                     .update(project.as_str(), bytes, rev)
                     .await
                     .map_err(|err| match err.kind() {
-                        kv::UpdateErrorKind::WrongLastRevision => conflict(project, rev),
-                        _ => BerthError::unavailable(format!(
+                        kv::UpdateErrorKind::WrongLastRevision => None,
+                        _ => Some(BerthError::unavailable(format!(
                             "storing desired state of {project}: {err}"
-                        )),
+                        ))),
                     })
             }
             None => self
@@ -127,11 +149,24 @@ impl Desired {
                 .create(project.as_str(), bytes)
                 .await
                 .map_err(|err| match err.kind() {
-                    kv::CreateErrorKind::AlreadyExists => conflict(project, 0),
-                    _ => BerthError::unavailable(format!(
+                    kv::CreateErrorKind::AlreadyExists => None,
+                    _ => Some(BerthError::unavailable(format!(
                         "storing desired state of {project}: {err}"
-                    )),
+                    ))),
                 }),
+        };
+        match stored {
+            Ok(rev) => Ok(rev),
+            Err(Some(e)) => Err(e),
+            // Lost the compare-and-set: name the revision that won.
+            Err(None) => {
+                let now = self.base(project).await?.as_base();
+                Err(StaleBase {
+                    expected: base.as_base(),
+                    now,
+                }
+                .to_error(project))
+            }
         }
     }
 
@@ -219,10 +254,4 @@ impl Desired {
         }
         Ok(out)
     }
-}
-
-fn conflict(project: &str, seen: u64) -> BerthError {
-    BerthError::conflict(format!(
-        "another apply of {project} was stored first (this one started from revision {seen}); nothing was changed: apply again"
-    ))
 }

@@ -14,8 +14,9 @@ pub mod translate;
 
 use berth_bus::{attrs, serve, Router, ServiceContext};
 use berth_proto::reconciler::{
-    self as rp, ApplyReply, ApplyRequest, DesiredRecord, DownReply, DownRequest, HistoryReply,
-    LsReply, PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus, RollbackRequest,
+    self as rp, ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, DownReply, DownRequest,
+    HistoryReply, LsReply, PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus,
+    RollbackRequest,
 };
 use berth_proto::{BerthError, Service};
 use converge::Converger;
@@ -54,7 +55,7 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
             let st = st.clone();
             move |r: ApplyRequest| {
                 let st = st.clone();
-                async move { apply(&st, r.project, r.spec, r.files, None).await }
+                async move { apply(&st, r.project, r.spec, r.files, None, r.base).await }
             }
         })
         .route(rp::PLAN, {
@@ -113,9 +114,10 @@ async fn apply(
     spec: serde_json::Value,
     files: Vec<String>,
     rollback_of: Option<u64>,
+    base: Option<BaseRevision>,
 ) -> Result<ApplyReply, BerthError> {
     // Refuse what the loop could not carry out, before storing anything.
-    translate::desired(&project, 0, &spec)?;
+    translate::check(&project, &translate::desired(&project, 0, &spec)?)?;
     let record = DesiredRecord {
         project: project.clone(),
         spec,
@@ -123,7 +125,7 @@ async fn apply(
         files,
         rollback_of,
     };
-    let (revision, changed) = st.desired.apply(&record).await?;
+    let (revision, changed) = st.desired.apply(&record, base).await?;
     if changed {
         st.ctx
             .bus
@@ -145,6 +147,8 @@ async fn apply(
 
 async fn dry_run(st: &State, r: PlanRequest) -> Result<PlanReply, BerthError> {
     let d = translate::desired(&r.project, 0, &r.spec)?;
+    translate::check(&r.project, &d)?;
+    let base = st.desired.base(&r.project).await?.as_base();
     let actual = st
         .converger
         .lock()
@@ -169,6 +173,7 @@ async fn dry_run(st: &State, r: PlanRequest) -> Result<PlanReply, BerthError> {
                 },
             })
             .collect(),
+        base: Some(base),
     })
 }
 
@@ -225,7 +230,15 @@ async fn rollback(st: &State, r: RollbackRequest) -> Result<ApplyReply, BerthErr
             })?,
     };
     let rec = target.1.clone().expect("filtered on Some");
-    apply(st, r.project, rec.spec, rec.files, Some(target.0.revision)).await
+    apply(
+        st,
+        r.project,
+        rec.spec,
+        rec.files,
+        Some(target.0.revision),
+        r.base,
+    )
+    .await
 }
 
 async fn ls(st: &State) -> Result<LsReply, BerthError> {

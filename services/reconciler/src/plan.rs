@@ -80,7 +80,7 @@ impl DesiredService {
     pub fn replica_name(&self, project: &str, n: u32) -> String {
         match &self.container_name {
             Some(c) if self.replicas <= 1 => c.clone(),
-            _ => format!("{project}-{}-{n}", self.name),
+            _ => berth_spec::replica_name(project, &self.name, n),
         }
     }
 

@@ -20,6 +20,19 @@ pub fn desired(
     translate(project, revision, &p)
 }
 
+/// Refuse what the supervisor would refuse at create (the same checks,
+/// `berth_proto::validate::create_request`), on the request of each service's last replica
+/// (the longest name). For a spec that did not come through the CLI's loader (an older
+/// client, a hand-made request): the loader already refused all of it with its position.
+pub fn check(project: &str, d: &DesiredProject) -> Result<(), BerthError> {
+    for s in &d.services {
+        let r = s.request_for(project, s.replicas.max(1));
+        berth_proto::validate::create_request(&r)
+            .map_err(|e| BerthError::invalid(format!("service {}: {e}", s.name)))?;
+    }
+    Ok(())
+}
+
 pub fn translate(project: &str, revision: u64, p: &Project) -> Result<DesiredProject, BerthError> {
     let mut services = Vec::new();
     let mut networks: Vec<ProjectNetwork> = Vec::new();
@@ -93,15 +106,7 @@ pub fn translate(project: &str, revision: u64, p: &Project) -> Result<DesiredPro
     })
 }
 
-/// How Compose names a project's network or volume on the node: its `name:`, the key itself
-/// when external, else `<project>_<key>`.
-fn node_name(project: &str, key: &str, name: Option<&String>, external: bool) -> String {
-    match name {
-        Some(n) => n.clone(),
-        None if external => key.to_string(),
-        None => format!("{project}_{key}"),
-    }
-}
+use berth_spec::{anonymous_volume, node_name};
 
 /// A project's network on the node (`<project>_default` for the implicit one).
 pub fn network_name(project: &str, p: &Project, n: &str) -> String {
@@ -176,16 +181,6 @@ pub fn volume_name(project: &str, p: &Project, v: &str) -> String {
         d.and_then(|d| d.name.as_ref()),
         d.is_some_and(|d| d.external),
     )
-}
-
-/// An anonymous volume belongs to the service (kept across replacements):
-/// `<project>_<service><target with '_' for every other character>`.
-fn anonymous_volume(project: &str, service: &str, target: &str) -> String {
-    let t: String = target
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("{project}_{service}{t}")
 }
 
 fn request(

@@ -7,8 +7,8 @@
 //! and an id field of `/etc/passwd` or `/etc/group` that is not a number are refused, naming
 //! the field and the value.
 
-/// The highest uid or gid a container may use.
-pub const MAX_ID: u32 = u32::MAX - 1;
+pub use berth_proto::validate::{parse_id, MAX_ID};
+use berth_proto::validate::numeric_id as numeric;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -19,46 +19,10 @@ pub struct User {
     pub home: String,
 }
 
-/// Parse a uid or gid: digits only, at most [`MAX_ID`]. `what` names the field in the error.
-pub fn parse_id(what: &str, text: &str) -> Result<u32, String> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        let why = if text.starts_with('-') && text.len() > 1 {
-            "is negative"
-        } else {
-            "is not a number"
-        };
-        return Err(format!("{what} {text:?} {why}"));
-    }
-    match text.parse::<u64>() {
-        Ok(n) if n <= u64::from(MAX_ID) => Ok(n as u32),
-        _ => Err(format!(
-            "{what} {text} is out of range (0 to {MAX_ID}; {} means \"unchanged\" to the kernel)",
-            u32::MAX
-        )),
-    }
-}
-
-/// Whether a part of a user spec is meant as a number (a name starts otherwise): digits,
-/// with a sign or not.
-fn numeric(part: &str) -> bool {
-    let digits = part.strip_prefix(['-', '+']).unwrap_or(part);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Check the numeric parts of a user spec (`uid`, `uid:gid`, `name:gid`, ...) without the
-/// container's files: what the isolator refuses before anything is made.
+/// Check a user spec (`uid`, `uid:gid`, `name:gid`, ...) without the container's files: what
+/// the isolator refuses before anything is made ([`berth_proto::validate::user`]).
 pub fn check_spec(spec: &str) -> Result<(), String> {
-    let (u, g) = match spec.trim().split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec.trim(), None),
-    };
-    if numeric(u) {
-        parse_id("uid", u)?;
-    }
-    if let Some(g) = g.filter(|g| numeric(g)) {
-        parse_id("gid", g)?;
-    }
-    Ok(())
+    berth_proto::validate::user(spec)
 }
 
 struct Passwd<'a> {

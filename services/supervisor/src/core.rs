@@ -313,14 +313,12 @@ impl Supervisor {
     // ----- create -----------------------------------------------------------------------------
 
     pub async fn create(self: &Arc<Self>, req: CreateRequest) -> Result<ContainerState> {
-        // As Docker refuses it: a container removed at its exit is never restarted (and its
+        // Everything that can be checked before pulling or preparing anything (the same checks
+        // `berth plan` and `apply` run on a spec; berth_proto::validate). Among them, as
+        // Docker refuses it: a container removed at its exit is never restarted (and its
         // volatile root filesystem could not be mounted again).
-        if req.auto_remove && req.restart != RestartPolicy::No {
-            return Err(SupervisorError::invalid(
-                "restart",
-                format!("{} cannot be combined with auto_remove (--rm)", req.restart),
-            ));
-        }
+        berth_proto::validate::create_request(&req)
+            .map_err(|e| SupervisorError::invalid(e.field, e.reason))?;
         let id = match &req.id {
             None => berth_bus::random_hex(64),
             Some(id) => {

@@ -33,15 +33,8 @@ pub fn args(req: &CreateRequest, image: &ImageRuntimeConfig) -> Result<Vec<Strin
 pub fn env(image: &[String], options: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::new();
     for (i, e) in options.iter().enumerate() {
-        match e.split_once('=') {
-            Some((k, _)) if !k.is_empty() => {}
-            _ => {
-                return Err(format!(
-                    "environment entry {} ({e:?}) must be KEY=value",
-                    i + 1
-                ))
-            }
-        }
+        berth_proto::validate::env_entry(e)
+            .map_err(|why| format!("environment entry {}: {why}", i + 1))?;
     }
     for e in image.iter().chain(options.iter()) {
         let key = e.split_once('=').map(|(k, _)| k).unwrap_or(e);
@@ -79,19 +72,11 @@ pub fn healthcheck(
         },
         (None, None) => return Ok(None),
     };
-    match hc.test.first().map(String::as_str) {
-        Some("NONE") => return Ok(None),
-        Some("CMD") if hc.test.len() >= 2 => {}
-        Some("CMD-SHELL") if hc.test.len() == 2 => {}
-        _ => {
-            return Err(format!(
-                "health check test {:?} must be [\"CMD\", arg...], [\"CMD-SHELL\", \"command\"] or [\"NONE\"]",
-                hc.test
-            ))
-        }
-    }
-    if hc.interval_ms == Some(0) || hc.timeout_ms == Some(0) {
-        return Err("health check interval and timeout must be above 0".into());
+    // The same checks the spec loader runs on `healthcheck`.
+    berth_proto::validate::healthcheck_test(&hc.test)?;
+    berth_proto::validate::healthcheck(&hc)?;
+    if hc.test.first().map(String::as_str) == Some("NONE") {
+        return Ok(None);
     }
     hc.test.shrink_to_fit();
     Ok(Some(hc))

@@ -185,29 +185,9 @@ pub fn random_name() -> String {
     )
 }
 
-/// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 128 characters.
-pub fn check_name(name: &str) -> Result<(), String> {
-    let mut chars = name.chars();
-    let Some(first) = chars.next() else {
-        return Err("a container name cannot be empty".into());
-    };
-    if !first.is_ascii_alphanumeric() {
-        return Err(format!(
-            "container name {name:?} must start with a letter or a digit"
-        ));
-    }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || "_.-".contains(*c))) {
-        return Err(format!(
-            "container name {name:?} contains {bad:?}: only letters, digits, '_', '.' and '-' are allowed"
-        ));
-    }
-    if name.len() > 128 {
-        return Err(format!(
-            "container name {name:?} is longer than 128 characters"
-        ));
-    }
-    Ok(())
-}
+/// Docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, here at most 128 characters (the same check
+/// the spec loader runs on `container_name`).
+pub use berth_proto::validate::container_name as check_name;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,6 @@
 use nix::sys::signal::Signal;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::str::FromStr;
 use tokio::io::unix::AsyncFd;
 
 /// A pidfd of a process.
@@ -77,17 +76,8 @@ pub fn alive(pid: u32) -> bool {
 
 /// `SIGTERM`, `TERM`, `term` or a number.
 pub fn parse_signal(s: &str) -> Result<Signal, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"));
-    }
-    let up = t.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    Signal::from_str(&name).map_err(|_| format!("unknown signal {s:?}"))
+    let n = berth_proto::validate::signal(s)?;
+    Signal::try_from(n).map_err(|_| format!("{n} is not a signal number"))
 }
 
 #[cfg(test)]

@@ -113,20 +113,8 @@ impl NetworkRecord {
 
 /// A network name: 1-64 of `[A-Za-z0-9_.-]`, starting with a letter or digit.
 pub fn check_name(name: &str) -> Result<(), NetError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(NetError::invalid(
-            "network name",
-            format!("{name:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
-        ))
-    }
+    // The same check the spec loader runs on a project's network names.
+    berth_proto::validate::network_name(name).map_err(|e| NetError::invalid("network name", e))
 }
 
 fn short_hash(parts: &[&str], n: usize) -> String {

@@ -14,6 +14,7 @@ pub mod reconciler;
 pub mod reference;
 pub mod subjects;
 pub mod supervisor;
+pub mod validate;
 
 pub use envelope::{Reply, Request, SCHEMA_VERSION};
 pub use error::{BerthError, ErrorCode, ErrorReason};

@@ -7,6 +7,7 @@ use crate::interpolate::{interpolate, parse_env_file};
 use crate::model::*;
 use crate::service::{service, valid_name, Declared};
 use crate::tree;
+use berth_proto::validate;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -466,12 +467,65 @@ fn validate(ctx: &mut Ctx, doc: &Value, opts: &LoadOptions) -> Result<Project, S
             format!("dependency cycle: {}", cycle.join(" -> ")),
         ));
     }
-    Ok(Project {
+    let project = Project {
         name,
         services,
         volumes,
         networks,
-    })
+    };
+    node_names(ctx, &project)?;
+    Ok(project)
+}
+
+/// The names the project's containers, volumes and networks take on the node must be names
+/// the supervisor and the isolator take (the same checks, `berth_proto::validate`).
+fn node_names(ctx: &Ctx, p: &Project) -> Result<(), SpecError> {
+    for key in p.volumes.keys() {
+        // At its `name:` when it has one.
+        let at = Path::root().k("volumes").k(key).k("name");
+        validate::volume_name(&p.volume_on_node(key))
+            .map_err(|e| ctx.err(&at, format!("volume {key}: the name on the node: {e}")))?;
+    }
+    for key in p.networks.keys() {
+        let at = Path::root().k("networks").k(key).k("name");
+        validate::network_name(&p.network_on_node(key))
+            .map_err(|e| ctx.err(&at, format!("network {key}: the name on the node: {e}")))?;
+    }
+    for (sname, s) in &p.services {
+        let at = Path::root().k("services").k(sname);
+        if s.container_name.is_none() {
+            let longest = replica_name(&p.name, sname, s.replicas.max(1));
+            validate::container_name(&longest).map_err(|e| {
+                ctx.err(
+                    &at,
+                    format!("service {sname}: the name of its containers: {e}"),
+                )
+            })?;
+        }
+        if s.network_mode.is_none() {
+            let key = s
+                .networks
+                .keys()
+                .next()
+                .map(String::as_str)
+                .unwrap_or("default");
+            validate::network_name(&p.network_on_node(key))
+                .map_err(|e| ctx.err(&at, format!("service {sname}: the network it joins: {e}")))?;
+        }
+        for (i, v) in s.volumes.iter().enumerate() {
+            if v.kind == MountType::Volume && v.source.is_empty() {
+                validate::volume_name(&anonymous_volume(&p.name, sname, &v.target)).map_err(
+                    |e| {
+                        ctx.err(
+                            &at.k("volumes").k(i),
+                            format!("volumes: anonymous volume: {e}"),
+                        )
+                    },
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// As Compose: `-p`, else `COMPOSE_PROJECT_NAME`, else `name:`, each of which must already be

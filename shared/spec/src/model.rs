@@ -240,7 +240,55 @@ impl Service {
     }
 }
 
+/// How Compose names a project's network or volume on the node: its `name:`, the key itself
+/// when external, else `<project>_<key>`.
+pub fn node_name(project: &str, key: &str, name: Option<&String>, external: bool) -> String {
+    match name {
+        Some(n) => n.clone(),
+        None if external => key.to_string(),
+        None => format!("{project}_{key}"),
+    }
+}
+
+/// An anonymous volume belongs to the service (kept across replacements):
+/// `<project>_<service><target with '_' for every other character>`.
+pub fn anonymous_volume(project: &str, service: &str, target: &str) -> String {
+    let t: String = target
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{project}_{service}{t}")
+}
+
+/// The name of replica `n` (from 1) of a service without `container_name`, as Compose names
+/// it: `<project>-<service>-<n>`.
+pub fn replica_name(project: &str, service: &str, n: u32) -> String {
+    format!("{project}-{service}-{n}")
+}
+
 impl Project {
+    /// The project's volume `key` on the node.
+    pub fn volume_on_node(&self, key: &str) -> String {
+        let d = self.volumes.get(key);
+        node_name(
+            &self.name,
+            key,
+            d.and_then(|d| d.name.as_ref()),
+            d.is_some_and(|d| d.external),
+        )
+    }
+
+    /// The project's network `key` on the node (`<project>_default` for the implicit one).
+    pub fn network_on_node(&self, key: &str) -> String {
+        let d = self.networks.get(key);
+        node_name(
+            &self.name,
+            key,
+            d.and_then(|d| d.name.as_ref()),
+            d.is_some_and(|d| d.external),
+        )
+    }
+
     /// Service names in an order that starts every dependency before its dependants
     /// (alphabetical among equals, so the order is stable).
     pub fn start_order(&self) -> Vec<String> {

@@ -6,6 +6,8 @@ use crate::interpolate::parse_env_file;
 use crate::model::*;
 use crate::ports::{check_expose, long_port, parse_port};
 use crate::units::parse_size;
+use berth_proto::supervisor::RestartPolicy;
+use berth_proto::validate;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
@@ -109,57 +111,6 @@ pub const COMPOSE_ONLY_SERVICE_KEYS: &[&str] = &[
     "userns_mode",
     "uts",
     "volumes_from",
-];
-
-/// Linux capabilities, without the `CAP_` prefix.
-const CAPABILITIES: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "PERFMON",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYSLOG",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "WAKE_ALARM",
-];
-
-const SIGNALS: &[&str] = &[
-    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "IOT", "BUS", "FPE", "KILL", "USR1", "SEGV",
-    "USR2", "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU",
-    "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "POLL", "PWR", "SYS",
 ];
 
 /// Compose's rule for names (containers, profiles): `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -321,6 +272,8 @@ pub(crate) fn service(
                     format!("service {name}: image {i:?} contains a space"),
                 ));
             }
+            // What the puller would refuse (the same parser), refused before anything is stored.
+            validate::image(i).map_err(|e| ctx.err(&p("image"), format!("image: {e}")))?;
             i.clone()
         }
         Some(other) => {
@@ -405,10 +358,13 @@ pub(crate) fn service(
                     "the target {target:?} must be an absolute path"
                 )));
             }
+            validate::mount_target(target).map_err(fail)?;
             for o in opts.split(',').filter(|o| !o.is_empty()) {
                 match o.split_once('=') {
                     Some(("size", sz)) => {
-                        parse_size(sz).map_err(fail)?;
+                        if parse_size(sz).map_err(fail)? == 0 {
+                            return Err(fail("size=0: a tmpfs size must be above 0".into()));
+                        }
                     }
                     Some(("mode", md)) => {
                         u32::from_str_radix(md, 8)
@@ -429,19 +385,9 @@ pub(crate) fn service(
     }
     if let Some(x) = m.get("restart") {
         let r = ctx.string(x, &p("restart"))?;
-        let ok = matches!(
-            r.as_str(),
-            "no" | "always" | "unless-stopped" | "on-failure"
-        ) || r
-            .strip_prefix("on-failure:")
-            .map(|n| n.parse::<u32>().is_ok())
-            .unwrap_or(false);
-        if !ok {
-            return Err(ctx.err(
-                &p("restart"),
-                format!("restart {r:?}: expected no, always, unless-stopped or on-failure[:max]"),
-            ));
-        }
+        // The supervisor's own parser of restart policies.
+        r.parse::<RestartPolicy>()
+            .map_err(|e| ctx.err(&p("restart"), format!("restart: {e}")))?;
         s.restart = Some(r);
     }
     if let Some(x) = m.get("healthcheck") {
@@ -471,12 +417,8 @@ pub(crate) fn service(
     }
     if let Some(x) = m.get("container_name") {
         let c = ctx.string(x, &p("container_name"))?;
-        if !valid_name(&c) {
-            return Err(ctx.err(
-                &p("container_name"),
-                format!("container_name {c:?} must be letters, digits, '_', '.' or '-', starting with a letter or digit"),
-            ));
-        }
+        validate::container_name(&c)
+            .map_err(|e| ctx.err(&p("container_name"), format!("container_name: {e}")))?;
         if s.replicas > 1 {
             return Err(ctx.err(
                 &p("container_name"),
@@ -508,6 +450,12 @@ pub(crate) fn service(
                 format!("service {name}: network_mode and networks cannot be combined"),
             ));
         }
+        if !s.ports.is_empty() && nm != "bridge" {
+            return Err(ctx.err(
+                &p("ports"),
+                format!("ports are published from a bridge network, not with network_mode {nm:?}"),
+            ));
+        }
         s.network_mode = Some(nm);
     }
     for (key, slot) in [
@@ -527,21 +475,18 @@ pub(crate) fn service(
                 format!("working_dir {w:?} must be an absolute path"),
             ));
         }
+        validate::container_path(w)
+            .map_err(|e| ctx.err(&p("working_dir"), format!("working_dir: {e}")))?;
+    }
+    if let Some(h) = &s.hostname {
+        validate::hostname(h).map_err(|e| ctx.err(&p("hostname"), e))?;
+    }
+    if let Some(u) = &s.user {
+        validate::user(u).map_err(|e| ctx.err(&p("user"), e))?;
     }
     if let Some(sig) = &s.stop_signal {
-        let bare = sig.strip_prefix("SIG").unwrap_or(sig);
-        let ok = SIGNALS.contains(&bare)
-            || sig.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n))
-            || bare
-                .strip_prefix("RTMIN+")
-                .or_else(|| bare.strip_prefix("RTMAX-"))
-                .is_some_and(|n| n.parse::<u8>().is_ok());
-        if !ok {
-            return Err(ctx.err(
-                &p("stop_signal"),
-                format!("stop_signal {sig:?} is not a signal (e.g. SIGTERM, SIGINT, 15)"),
-            ));
-        }
+        validate::signal(sig)
+            .map_err(|e| ctx.err(&p("stop_signal"), format!("stop_signal: {e}")))?;
     }
     if let Some(x) = m.get("read_only") {
         s.read_only = ctx.boolean(x, &p("read_only"))?;
@@ -553,14 +498,8 @@ pub(crate) fn service(
         if let Some(x) = m.get(key) {
             *slot = ctx.strings(x, &p(key))?;
             for (i, c) in slot.iter().enumerate() {
-                let bare = c.to_ascii_uppercase();
-                let bare = bare.strip_prefix("CAP_").unwrap_or(&bare);
-                if bare != "ALL" && !CAPABILITIES.contains(&bare) {
-                    return Err(ctx.err(
-                        &p(key).k(i),
-                        format!("{key}: {c:?} is not a Linux capability"),
-                    ));
-                }
+                validate::capability(c)
+                    .map_err(|e| ctx.err(&p(key).k(i), format!("{key}: {e}")))?;
             }
         }
     }
@@ -648,6 +587,19 @@ fn list<'a>(ctx: &Ctx, v: &'a Value, path: &Path) -> Result<&'a [Value], SpecErr
 }
 
 fn command(ctx: &Ctx, v: &Value, path: &Path) -> Result<Option<Vec<String>>, SpecError> {
+    let words = words(ctx, v, path)?;
+    for (i, a) in words.iter().flatten().enumerate() {
+        let at = if v.is_array() {
+            path.k(i)
+        } else {
+            path.clone()
+        };
+        validate::arg(a).map_err(|e| ctx.err(&at, format!("{}: {e}", path.last())))?;
+    }
+    Ok(words)
+}
+
+fn words(ctx: &Ctx, v: &Value, path: &Path) -> Result<Option<Vec<String>>, SpecError> {
     match v {
         Value::Null => Ok(None),
         Value::String(s) => split_words(s)
@@ -745,6 +697,8 @@ fn environment(
     }
     if let Some(x) = m.get("environment") {
         for (k, val) in ctx.kv(x, &at.k("environment"))? {
+            validate::env_entry(&format!("{k}={}", val.as_deref().unwrap_or_default()))
+                .map_err(|e| ctx.err(&at.k("environment").k(&k), format!("environment: {e}")))?;
             match val {
                 Some(v) => {
                     s.environment.insert(k, v);
@@ -791,16 +745,8 @@ fn healthcheck(ctx: &mut Ctx, name: &str, v: &Value) -> Result<Option<Healthchec
         Some(Value::String(s)) if !s.trim().is_empty() => vec!["CMD-SHELL".to_string(), s.clone()],
         Some(t @ Value::Array(_)) => {
             let l = ctx.strings(t, &base.k("test"))?;
-            match l.first().map(String::as_str) {
-                Some("NONE") => l,
-                Some("CMD") | Some("CMD-SHELL") if l.len() > 1 => l,
-                _ => {
-                    return Err(ctx.err(
-                        &base.k("test"),
-                        "healthcheck test must be [\"CMD\", args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
-                    ))
-                }
-            }
+            validate::healthcheck_test(&l).map_err(|e| ctx.err(&base.k("test"), e))?;
+            l
         }
         None => return Err(ctx.err(&base, format!("service {name}: healthcheck needs a `test`"))),
         Some(other) => {
@@ -1057,7 +1003,14 @@ fn deploy(ctx: &mut Ctx, name: &str, v: &Value, s: &mut Service) -> Result<(), S
                 &["devices"],
             )?;
             if let Some(x) = l.get("memory") {
-                s.limits.memory_bytes = Some(ctx.size(x, &lp.k("memory"))?);
+                let m = ctx.size(x, &lp.k("memory"))?;
+                validate::memory_bytes(m).map_err(|e| {
+                    ctx.err(
+                        &lp.k("memory"),
+                        format!("deploy.resources.limits.memory: {e}"),
+                    )
+                })?;
+                s.limits.memory_bytes = Some(m);
             }
             if let Some(x) = l.get("cpus") {
                 let t = ctx.string(x, &lp.k("cpus"))?;
@@ -1220,10 +1173,12 @@ fn volume_mount(
                 check_named(ctx, src)?;
                 (MountType::Volume, src.to_string())
             };
+            let target = clean_target(dst);
+            validate::mount_target(&target).map_err(|e| fail(ctx, format!("{spec:?}: {e}")))?;
             Ok(VolumeMount {
                 kind,
                 source,
-                target: clean_target(dst),
+                target,
                 read_only,
                 tmpfs_size: None,
             })
@@ -1357,16 +1312,26 @@ fn volume_mount(
                     ));
                 }
                 if let Some(sz) = t.get("size") {
-                    tmpfs_size = Some(ctx.size(sz, &path.k("tmpfs").k("size"))?);
+                    let n = ctx.size(sz, &path.k("tmpfs").k("size"))?;
+                    if n == 0 {
+                        return Err(ctx.err(
+                            &path.k("tmpfs").k("size"),
+                            "volumes: a tmpfs size must be above 0",
+                        ));
+                    }
+                    tmpfs_size = Some(n);
                 }
                 if let Some(md) = t.get("mode") {
                     ctx.uint(md, &path.k("tmpfs").k("mode"), 0o7777)?;
                 }
             }
+            let target = clean_target(&target);
+            validate::mount_target(&target)
+                .map_err(|e| ctx.err(&path.k("target"), format!("volumes: {e}")))?;
             Ok(VolumeMount {
                 kind,
                 source,
-                target: clean_target(&target),
+                target,
                 read_only,
                 tmpfs_size,
             })

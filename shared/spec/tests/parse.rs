@@ -273,7 +273,7 @@ fn several_files_merge_as_compose_merges_them() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "over.yaml:3:5: service w: restart \"whenever\": expected no, always, unless-stopped or on-failure[:max]"
+        "over.yaml:3:5: service w: restart: unknown restart policy \"whenever\": expected no, always, unless-stopped, on-failure[:max]"
     );
 }
 
@@ -366,12 +366,18 @@ fn profiles_and_project_names() {
 
 #[test]
 fn unset_variables_warn() {
-    let l = load_one("services:\n  w:\n    image: busybox:${NOPE}\n").unwrap();
+    let l = load_one("services:\n  w:\n    image: busybox${NOPE}\n").unwrap();
     assert_eq!(
         l.warnings,
         ["compose.yaml: the NOPE variable is not set; using an empty string"]
     );
-    assert_eq!(l.project.services["w"].image, "busybox:");
+    assert_eq!(l.project.services["w"].image, "busybox");
+    // An empty tag is not a reference the puller takes: refused where it is written.
+    let e = load_one("services:\n  w:\n    image: busybox:${NOPE}\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "compose.yaml:3:5: service w: image: invalid reference \"busybox:\": the tag after ':' is empty"
+    );
 }
 
 #[test]

@@ -1,10 +1,13 @@
-//! `berth apply -f FILE [-p NAME] [--wait]`: store the spec as the project's next revision; the
-//! reconciler converges toward it. With `--wait`, return once converged (or fail with why).
+//! `berth apply -f FILE [-p NAME] [--base REV] [--wait]`: store the spec as the project's next
+//! revision; the reconciler converges toward it. With `--wait`, return once converged (or fail
+//! with why). The spec is stored only on top of the revision it was planned against (`--base`,
+//! else the project's revision read just before): if another apply was stored in between, this
+//! one fails with the conflict naming both revisions and stores nothing.
 
 use crate::cmd::compose::SpecArgs;
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail};
-use berth_proto::reconciler::{self as rp, ApplyReply, ApplyRequest, LsReply};
+use berth_proto::reconciler::{self as rp, ApplyReply, ApplyRequest, BaseRevision, LsReply};
 use berth_proto::{subjects, Event, Service};
 use futures::StreamExt;
 use std::time::Duration;
@@ -16,6 +19,10 @@ pub struct Args {
     /// Wait until the project has converged (or a step fails).
     #[arg(long)]
     wait: bool,
+    /// Store only if the project is still at this revision (as `berth plan` showed it), or
+    /// `none` for a project never applied. Default: the revision read just before applying.
+    #[arg(long, value_name = "REV|none")]
+    base: Option<BaseRevision>,
     /// How long --wait waits.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     wait_timeout: Duration,
@@ -36,6 +43,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     } else {
         None
     };
+    let base = match a.base {
+        Some(b) => b,
+        None => crate::cmd::history::current_base(ctx, &name).await?,
+    };
     let reply: ApplyReply = ctx
         .call_mut(
             Service::Reconciler,
@@ -44,6 +55,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 project: name.clone(),
                 spec: serde_json::to_value(&project)?,
                 files,
+                base: Some(base),
             },
         )
         .await?;

@@ -1,8 +1,9 @@
 //! `berth history PROJECT`: the stored revisions of a project's desired state.
 
 use crate::ctx::Ctx;
-use berth_proto::reconciler::{self as rp, HistoryReply, ProjectRequest};
-use berth_proto::Service;
+use berth_bus::BusError;
+use berth_proto::reconciler::{self as rp, BaseRevision, HistoryReply, ProjectRequest};
+use berth_proto::{ErrorCode, Service};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,4 +38,33 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     }
     crate::output::print_table(&t);
     Ok(())
+}
+
+/// The revision a change of `project` builds on, as the reconciler has it now: its key's last
+/// revision (a take-down counts), or none for a project never applied. `apply` and `rollback`
+/// send it, so that a change stored by someone else in between is a conflict, not lost.
+pub async fn current_base(ctx: &Ctx, project: &str) -> anyhow::Result<BaseRevision> {
+    let r: Result<HistoryReply, _> = ctx
+        .call(
+            Service::Reconciler,
+            rp::HISTORY,
+            &ProjectRequest {
+                project: project.to_string(),
+            },
+        )
+        .await;
+    match r {
+        Ok(h) => Ok(h
+            .revisions
+            .last()
+            .map_or(BaseRevision::None, |i| BaseRevision::At(i.revision))),
+        Err(e)
+            if e.downcast_ref::<BusError>()
+                .and_then(|b| b.remote())
+                .is_some_and(|r| r.code == ErrorCode::NotFound) =>
+        {
+            Ok(BaseRevision::None)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -1,5 +1,6 @@
 //! `berth plan -f FILE`: what `apply` would create, replace, remove or start, and why.
-//! Exits 0 when nothing would change, 2 when something would.
+//! Exits 0 when nothing would change, 2 when something would. Says which revision it planned
+//! against (`apply --base REV` stores only on top of it).
 
 use crate::cmd::compose::SpecArgs;
 use crate::ctx::{exit, Ctx};
@@ -26,7 +27,22 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .await?;
     if ctx.json() {
         crate::output::print_json(&reply)?;
-    } else if reply.steps.is_empty() {
+    } else {
+        if let Some(b) = reply.base {
+            // What `apply --base` takes to store exactly on top of what was planned against.
+            eprintln!("project {}: planned against revision {b}", reply.project);
+        }
+        print_steps(&reply);
+    }
+    if reply.steps.is_empty() {
+        Ok(())
+    } else {
+        Err(exit(2))
+    }
+}
+
+fn print_steps(reply: &PlanReply) {
+    if reply.steps.is_empty() {
         println!("project {}: no change", reply.project);
     } else {
         let mut t = crate::output::table(&["ACTION", "CONTAINER", "WHY"]);
@@ -38,10 +54,5 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             ]);
         }
         crate::output::print_table(&t);
-    }
-    if reply.steps.is_empty() {
-        Ok(())
-    } else {
-        Err(exit(2))
     }
 }

@@ -1,4 +1,6 @@
-//! `berth rollback PROJECT [--to REV]`: apply an earlier revision again (as a new revision).
+//! `berth rollback PROJECT [--to REV]`: apply an earlier revision again (as a new revision),
+//! on top of the project's revision read just before (another change stored in between makes
+//! it fail with the conflict naming both revisions, as `apply`).
 
 use crate::ctx::Ctx;
 use berth_proto::reconciler::{self as rp, ApplyReply, RollbackRequest};
@@ -14,6 +16,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let base = crate::cmd::history::current_base(ctx, &a.project).await?;
     let r: ApplyReply = ctx
         .call_mut(
             Service::Reconciler,
@@ -21,6 +24,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             &RollbackRequest {
                 project: a.project,
                 to: a.to,
+                base: Some(base),
             },
         )
         .await?;
