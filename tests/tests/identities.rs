@@ -479,3 +479,38 @@ async fn a_deleted_stream_and_bucket_come_back_under_a_running_berthd() {
         );
     }
 }
+
+/// The server lets a connection answer a request it received for two minutes only; a reply
+/// that comes later (a long `stop`, `pull`, `apply --wait` or `logs`) must still reach the CLI.
+#[test]
+fn a_reply_after_more_than_two_minutes_reaches_the_cli() {
+    let d = Berthd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    berth_tests::images::container_rootfs(&root);
+    let name = berth_tests::unique("slowstop");
+    let o = d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--rootfs",
+        root.to_str().unwrap(),
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let began = Instant::now();
+    let o = d.berth(&["stop", "-t", "130", &name]);
+    let took = began.elapsed();
+    let _ = d.berth_as(&d.admin_creds(), &["rm", "-f", &name]);
+    assert!(o.status.success(), "after {took:?}: {}", stderr(&o));
+    assert!(took >= Duration::from_secs(125), "stopped after {took:?}");
+    let log = d.nats_log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("Publish Violation") && l.contains("_INBOX")),
+        "{log}"
+    );
+}

@@ -402,15 +402,24 @@ fn start_attached_exits_with_dockers_codes() {
     let o = e.berth(&["start", "-a", "five"]);
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert_eq!(stdout(&o), "hello-five\n");
-    // A container whose command is not there stays created (127 at its run), and again 127.
+    // A run whose command is not there exits 127 and leaves no container (a failed create
+    // leaves nothing).
     e.names.borrow_mut().push("bad".into());
     let root = e.root();
     let o = e.berth(&["run", "-d", "--name", "bad", "--rootfs", &root, "nope"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
-    assert_eq!(e.status("bad"), "created");
+    assert!(plain_error(&o).contains("\"nope\""), "{}", stderr(&o));
+    assert_eq!(e.status("bad"), "", "a failed run leaves no container");
+    // A container whose command has gone since (it removed itself in its own layer): its
+    // `start -a` exits 127 too.
+    let script = std::path::Path::new(&root).join("selfdel");
+    std::fs::write(&script, "#!/bin/sh\nrm -f /selfdel\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    e.run_detached("bad", &["/selfdel"]);
+    e.wait_exited("bad", Duration::from_secs(30));
     let o = e.berth(&["start", "-a", "bad"]);
     assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
-    assert!(plain_error(&o).contains("\"nope\""));
+    assert!(plain_error(&o).contains("/selfdel"), "{}", stderr(&o));
     // 125: no such container; -a with two.
     let o = e.berth(&["start", "-a", "nobox"]);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));

@@ -586,3 +586,95 @@ fn a_container_is_announced_created_once_with_its_process() {
     assert!(a["image"].is_string(), "{a}");
     ok(&d, &["rm", "-f", &name]);
 }
+
+/// Unmounts (lazily) a file system a test mounted, when the test ends, pass or fail.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// An image archive (`docker-archive`, made by skopeo) of a busybox layer and, when
+/// `extra_bytes` is set, a layer of that many random bytes.
+fn image_archive(work: &Path, tag: &str, extra_bytes: Option<usize>) -> PathBuf {
+    let layout = berth_tests::images::Layout::new();
+    let base = work.join(format!("{tag}-base"));
+    berth_tests::images::container_rootfs(&base);
+    let mut layers = vec![base.clone()];
+    if let Some(n) = extra_bytes {
+        let extra = work.join(format!("{tag}-extra"));
+        std::fs::create_dir_all(&extra).unwrap();
+        berth_tests::images::random_file(&extra.join("blob"), n);
+        layers.push(extra);
+    }
+    let refs: Vec<&Path> = layers.iter().map(PathBuf::as_path).collect();
+    layout.build(tag, berth_tests::layers::host_arch(), &refs);
+    let archive = work.join(format!("{tag}.tar"));
+    let st = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:{tag}", layout.path().display()))
+        .arg(format!(
+            "docker-archive:{}:berth/{tag}:v1",
+            archive.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success(), "skopeo copy");
+    archive
+}
+
+/// The content store's file system fills up during a load: the load fails with one line
+/// saying so, nothing partial is kept (no ingest file, no snapshot in progress, no image),
+/// and once there is room the next load works.
+#[test]
+fn a_load_that_fills_the_disk_fails_clearly_and_keeps_nothing_partial() {
+    if !berth_tests::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut d = Berthd::start();
+    d.terminate(Duration::from_secs(10));
+    let content = d.data_root().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    nix::mount::mount(
+        Some(berth_tests::unique("berth-full").as_str()),
+        &content,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=6m"),
+    )
+    .expect("mount a small tmpfs on the content store");
+    let _unmount = MountGuard(content.clone());
+    d.spawn();
+    let work = tempfile::tempdir().unwrap();
+    let big = image_archive(work.path(), "full", Some(12 << 20));
+    let o = d.berth(&["load", "-i", big.to_str().unwrap()]);
+    assert!(!o.status.success(), "a 12 MiB layer fit in 6 MiB");
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let ingest = content.join("ingest");
+    let left: Vec<_> = std::fs::read_dir(&ingest)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "partial downloads left: {left:?}");
+    let snapshots: Vec<_> = std::fs::read_dir(d.data_root().join("snapshots"))
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !snapshots
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with(".tmp-")),
+        "{snapshots:?}"
+    );
+    assert!(!ok(&d, &["images"]).contains("berth/full"));
+    // Room for a small image: it loads and runs.
+    let small = image_archive(work.path(), "fits", None);
+    ok(&d, &["load", "-i", small.to_str().unwrap()]);
+    assert_eq!(
+        ok(&d, &["run", "--rm", "berth/fits:v1", "echo", "ran"]).trim(),
+        "ran"
+    );
+}

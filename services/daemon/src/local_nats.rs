@@ -336,6 +336,15 @@ fn service_permissions(id: Identity, creates: &[String], buckets: &[&str]) -> Pe
     for b in buckets {
         publish.push(format!("$KV.{b}.>"));
     }
+    // Replies to every identity's requests, however long they took (the server's response
+    // permission lapses after two minutes; a `pull`, a `stop`, an `apply --wait` or a long
+    // `logs` may answer later).
+    for other in Identity::ALL {
+        publish.push(format!(
+            "{}.>",
+            other.inbox_prefix().as_deref().unwrap_or("_INBOX")
+        ));
+    }
     Permissions {
         publish,
         publish_deny: vec![],

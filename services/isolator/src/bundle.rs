@@ -270,7 +270,7 @@ mod tests {
         let names = &seccomp["syscalls"][0]["names"];
         assert!(names.as_array().unwrap().iter().any(|n| n == "read"));
         s.seccomp = false;
-        let c = oci_config(&s, "h", Path::new("/b"), Path::new("/v")).unwrap();
+        let c = oci_config(&s, &[], "h", Path::new("/b"), Path::new("/v")).unwrap();
         assert!(serde_json::to_value(&c).unwrap()["linux"]["seccomp"].is_null());
     }
 

@@ -7,8 +7,8 @@
 //! and an id field of `/etc/passwd` or `/etc/group` that is not a number are refused, naming
 //! the field and the value.
 
-pub use berth_proto::validate::{parse_id, MAX_ID};
 use berth_proto::validate::numeric_id as numeric;
+pub use berth_proto::validate::{parse_id, MAX_ID};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -500,8 +500,18 @@ pub async fn stream(
     q: Query,
 ) -> Result<StreamedCount, StreamError> {
     let bus = |e: &dyn std::fmt::Display| StreamError::Bus(e.to_string());
+    // One reply subject per chunk and probe (`<inbox>.<k>`): a reader with response
+    // permissions may answer each message it receives once.
     let inbox = client.new_inbox();
-    let mut acks = client.subscribe(inbox.clone()).await.map_err(|e| bus(&e))?;
+    let mut acks = client
+        .subscribe(format!("{inbox}.*"))
+        .await
+        .map_err(|e| bus(&e))?;
+    let mut replies = 0u64;
+    let mut reply_to = || {
+        replies += 1;
+        format!("{inbox}.{replies}")
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<LogLine>>>(2);
     let reader = tokio::task::spawn_blocking(move || {
         let read = || -> std::io::Result<()> {
@@ -561,7 +571,7 @@ pub async fn stream(
                         let chunk = LogChunk { n: count.chunks, lines, probe: false };
                         let payload = serde_json::to_vec(&chunk).expect("chunks serialize");
                         if let Err(e) = client
-                            .publish_with_reply(subject.to_string(), inbox.clone(), payload.into())
+                            .publish_with_reply(subject.to_string(), reply_to(), payload.into())
                             .await
                         {
                             break Err(bus(&e));
@@ -601,7 +611,7 @@ pub async fn stream(
                 };
                 let payload = serde_json::to_vec(&probe).expect("chunks serialize");
                 if let Err(e) = client
-                    .publish_with_reply(subject.to_string(), inbox.clone(), payload.into())
+                    .publish_with_reply(subject.to_string(), reply_to(), payload.into())
                     .await
                 {
                     break Err(bus(&e));

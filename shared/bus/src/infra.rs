@@ -35,12 +35,7 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 4] = [
-        Part::Events,
-        Part::Desired,
-        Part::Actual,
-        Part::Idempotency,
-    ];
+    pub const ALL: [Part; 4] = [Part::Events, Part::Desired, Part::Actual, Part::Idempotency];
 
     /// The JetStream stream behind it.
     pub fn stream(self) -> String {
@@ -97,11 +92,7 @@ impl Part {
                 let (bucket, history, max_age) = match self {
                     Part::Desired => (subjects::KV_DESIRED, DESIRED_HISTORY, Duration::ZERO),
                     Part::Actual => (subjects::KV_ACTUAL, 1, Duration::ZERO),
-                    _ => (
-                        subjects::KV_IDEMPOTENCY,
-                        1,
-                        crate::server::IDEMPOTENCY_TTL,
-                    ),
+                    _ => (subjects::KV_IDEMPOTENCY, 1, crate::server::IDEMPOTENCY_TTL),
                 };
                 if js.get_key_value(bucket).await.is_ok() {
                     return Ok(());

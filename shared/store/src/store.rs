@@ -229,7 +229,8 @@ impl ContentStore {
 
 /// Writes one blob into `ingest/`, hashing as it goes; [`IngestWriter::commit`] verifies it and
 /// makes it visible. Dropping the writer without committing keeps the partial download for a
-/// later writer to resume; [`IngestWriter::abort`] discards it.
+/// later writer to resume; [`IngestWriter::abort`] discards it, and so does a write that finds
+/// the file system full (the space goes back at once).
 #[derive(Debug)]
 pub struct IngestWriter {
     file: Flock<File>,
@@ -368,7 +369,20 @@ impl Write for IngestWriter {
             }
         }
         let mut f: &File = &self.file;
-        let n = f.write(buf)?;
+        let n = match f.write(buf) {
+            Ok(n) => n,
+            Err(e) if is_out_of_space(&e) => {
+                // The download cannot finish here, and what it wrote holds the space another
+                // write needs: give the space back now (the file is unlinked, and emptied
+                // because this writer still holds it open) rather than keep it for a resume.
+                let _ = fs::remove_file(&self.path);
+                let _ = self.file.set_len(0);
+                self.hasher = Sha256::new();
+                self.offset = 0;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
         Ok(n)
@@ -377,6 +391,12 @@ impl Write for IngestWriter {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Whether a write failed for want of space: the file system is full (`ENOSPC`) or the
+/// owner's quota is (`EDQUOT`).
+fn is_out_of_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(nix::libc::EDQUOT)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {

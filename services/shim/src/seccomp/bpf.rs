@@ -338,7 +338,7 @@ pub fn run(prog: &[Insn], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
             ARCH => arch,
             o if o >= ARGS => {
                 let i = ((o - ARGS) / 8) as usize;
-                if (o - ARGS) % 8 == 0 {
+                if (o - ARGS).is_multiple_of(8) {
                     args[i] as u32
                 } else {
                     (args[i] >> 32) as u32
