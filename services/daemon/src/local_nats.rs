@@ -5,7 +5,7 @@
 
 use berth_bus::{Credentials, Identity, NodeConfig};
 use berth_proto::{subjects, Service};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -512,25 +512,14 @@ fn mkdir_private(dir: &Path) -> Result<(), LocalNatsError> {
         })
 }
 
-/// Write a 0600 file by atomic rename.
+/// Write a 0600 file atomically, surviving a power loss.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LocalNatsError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let w = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    w().map_err(|source| LocalNatsError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    berth_files::atomic_write_mode(path, bytes, 0o600, berth_files::Durability::PowerLoss).map_err(
+        |source| LocalNatsError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 fn tail(path: &Path) -> String {

@@ -349,62 +349,23 @@ pub fn exec(
     request_json: &str,
     timeout: Option<Duration>,
 ) -> Result<ExecOutput, IsolatorError> {
-    use std::io::Read;
     let bin = shim_bin();
     let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", "")(e.into()))?;
     let mut cmd = exec_command(id, bundle, run_dir, request_json, &w);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
+    let child = cmd.spawn().map_err(|source| IsolatorError::ShimSpawn {
         path: bin.clone(),
         source,
     })?;
     drop(w);
-    let pid = child.id();
-    let reader = |p: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut v);
-            }
-            v
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let mut timed_out = false;
-    let status = match timeout.map(|t| rx.recv_timeout(t)) {
-        Some(Ok(s)) => s,
-        waited => {
-            if waited.is_some() {
-                timed_out = true;
-                stop_exec(pid);
-            }
-            rx.recv().map_err(|_| {
-                io("wait for", bin.clone())(std::io::Error::other("the waiter went away"))
-            })?
-        }
-    }
-    .map_err(io("wait for", bin.clone()))?;
+    // On the deadline the shim is asked to stop (SIGTERM: it kills the command and reports).
+    let ran = berth_files::wait_collect(child, timeout, stop_exec, None)
+        .map_err(io("wait for", bin.clone()))?;
     let error = read_status(&r);
-    let stdout = out.join().unwrap_or_default();
-    let mut stderr = err.join().unwrap_or_default();
-    if timed_out {
+    let mut stderr = ran.stderr;
+    if ran.timed_out {
         stderr.extend_from_slice(
             format!(
                 "berth: the command ran longer than {:?} and was killed\n",
@@ -414,8 +375,8 @@ pub fn exec(
         );
     }
     Ok(ExecOutput {
-        code: exit_code(status),
-        stdout,
+        code: exit_code(ran.status),
+        stdout: ran.stdout,
         stderr,
         error,
     })

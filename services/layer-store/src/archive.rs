@@ -562,13 +562,12 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
             reason: "name at least one image".into(),
         });
     }
-    let parent = path
-        .parent()
-        .filter(|p| p.is_dir())
-        .ok_or_else(|| LayerStoreError::Invalid {
+    if !path.parent().is_some_and(|p| p.is_dir()) {
+        return Err(LayerStoreError::Invalid {
             what: "path",
             reason: format!("the directory of {} does not exist", path.display()),
-        })?;
+        });
+    }
     let refs = ls.content.refs()?;
     let mut named: Vec<Named> = Vec::new();
     for name in &req.images {
@@ -591,11 +590,7 @@ pub fn save(ls: &LayerStore, req: &SaveRequest) -> Result<SaveReply> {
             None => named.push(Named { img, refs: want }),
         }
     }
-    let fname = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{fname}.tmp-{}", berth_bus::random_hex(4)));
+    let tmp = berth_files::temp_path(&path).map_err(io("name a file beside", &path))?;
     let r = write_archive(ls, &named, &tmp);
     if let Err(e) = r {
         let _ = std::fs::remove_file(&tmp);

@@ -295,7 +295,7 @@ impl LayerStore {
     /// Delete what releases left in the trash, in the background.
     fn empty_trash(&self) {
         if let Ok(left) = self.trash() {
-            berth_bus::janitor::remove_later(left);
+            berth_files::janitor::remove_later(left);
         }
     }
 
@@ -361,21 +361,17 @@ impl LayerStore {
         Ok(st)
     }
 
-    /// Write a container's record (temporary file, rename; with `durable`, fsync first): it
+    /// Write a container's record atomically (with `durable`, surviving a power loss): it
     /// keeps the image's snapshots from gc and `rmi` for as long as the container exists.
     fn write_record(&self, id: &str, rec: &ContainerRec, durable: bool) -> Result<()> {
         let p = self.record_path(id);
-        let tmp = self.own.join(RECORDS_DIR).join(format!(".{id}.json.tmp"));
         let bytes = serde_json::to_vec(rec).expect("records serialize");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&bytes).map_err(io("write", &tmp))?;
-            if durable {
-                f.sync_all().map_err(io("sync", &tmp))?;
-            }
-        }
-        std::fs::rename(&tmp, &p).map_err(io("rename", &p))
+        let durability = if durable {
+            berth_files::Durability::PowerLoss
+        } else {
+            berth_files::Durability::Process
+        };
+        berth_files::atomic_write(&p, &bytes, durability).map_err(io("write", &p))
     }
 
     pub fn container(&self, id: &str) -> Result<Option<ContainerRec>> {
@@ -908,7 +904,7 @@ impl LayerStore {
                 Err(e) => return Err(io("move to the trash", &from)(e)),
             }
         }
-        berth_bus::janitor::remove_later(moved);
+        berth_files::janitor::remove_later(moved);
         // The container dir is shared with the supervisor: removed only when empty.
         let _ = std::fs::remove_dir(&cdir);
         if had {

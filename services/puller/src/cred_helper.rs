@@ -12,10 +12,9 @@
 //! mean "none". The helper runs with this process's environment (for `pass`: `GNUPGHOME`,
 //! `PASSWORD_STORE_DIR`), so in `berthd` it is the daemon's.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use berth_files::Finished;
+use std::process::Command;
+use std::time::Duration;
 
 /// How long a helper may take to answer (one that waits for a pinentry nobody sees is
 /// stopped).
@@ -68,70 +67,24 @@ impl std::fmt::Debug for Found {
 /// Run `docker-credential-<name> <action>` with `input` on stdin; its stdout when it succeeds.
 fn run(name: &str, action: &str, input: &[u8]) -> Result<Vec<u8>, HelperError> {
     let prog = program(name);
-    let mut child = match Command::new(&prog)
-        .arg(action)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
+    let mut cmd = Command::new(&prog);
+    cmd.arg(action);
+    let out = match berth_files::run_with_timeout(&mut cmd, input, TIMEOUT) {
+        Ok(Finished::Exited(o)) => o,
+        Ok(Finished::TimedOut) => {
+            return Err(HelperError::Failed(format!(
+                "{prog} {action} did not answer within {} s",
+                TIMEOUT.as_secs()
+            )))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(HelperError::Missing),
         Err(e) => {
             return Err(HelperError::Failed(format!(
-                "{prog} {action}: cannot start it: {e}"
+                "{prog} {action}: cannot run it: {e}"
             )))
         }
     };
-    // The input is small (a URL or one JSON object): it fits the pipe, so this never blocks.
-    // A helper that exits without reading it makes this fail; its status tells what happened.
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input);
-    }
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut buf);
-            }
-            let _ = tx.send(buf);
-        });
-        rx
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            Ok(None) => {
-                // Our own child, by its pid.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HelperError::Failed(format!(
-                    "{prog} {action} did not answer within {} s",
-                    TIMEOUT.as_secs()
-                )));
-            }
-            Err(e) => return Err(HelperError::Failed(format!("{prog} {action}: wait: {e}"))),
-        }
-    };
-    // A process the helper left behind may hold the pipes open: do not wait for it long.
-    let collect = |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(2)).ok();
-    let stdout = collect(out).unwrap_or_default();
-    let stderr = collect(err).unwrap_or_default();
+    let (status, stdout, stderr) = (out.status, out.stdout, out.stderr);
     if status.success() {
         return Ok(stdout);
     }

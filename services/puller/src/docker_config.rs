@@ -11,8 +11,7 @@ use crate::cred_helper::{self, Found, HelperError};
 use crate::error::PullError;
 use base64::Engine;
 use serde_json::{Map, Value};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The key Docker uses for Docker Hub in `auths`.
@@ -233,23 +232,10 @@ fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), PullError> {
         std::fs::create_dir_all(dir).map_err(|e| bad(format!("create directory: {e}")))?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
-    let tmp = dir.join(format!(".config.json.{}", std::process::id()));
-    let body = serde_json::to_vec_pretty(&Value::Object(m.clone())).expect("json serializes");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| bad(format!("create {}: {e}", tmp.display())))?;
-    f.write_all(&body)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| bad(format!("write {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        bad(format!("replace: {e}"))
-    })
+    let mut body = serde_json::to_vec_pretty(&Value::Object(m.clone())).expect("json serializes");
+    body.push(b'\n');
+    berth_files::atomic_write_mode(path, &body, 0o600, berth_files::Durability::PowerLoss)
+        .map_err(|e| bad(format!("write: {e}")))
 }
 
 /// Record credentials for `host` as `docker login` does: through the registry's credential

@@ -22,8 +22,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2, getpid, read, sethostname, write, Pid};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
+use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,21 +105,12 @@ pub fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, ShimErro
 /// the file and the directory too. Pid files skip the fsyncs: the run dir is on tmpfs
 /// normally, and a pid means nothing after a reboot anyway.
 pub fn write_replace(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(data)?;
-        if durable {
-            f.sync_all()?;
-        }
-    }
-    std::fs::rename(&tmp, path)?;
-    if durable {
-        if let Some(d) = path.parent() {
-            File::open(d)?.sync_all()?;
-        }
-    }
-    Ok(())
+    let durability = if durable {
+        berth_files::Durability::PowerLoss
+    } else {
+        berth_files::Durability::Process
+    };
+    berth_files::atomic_write(path, data, durability)
 }
 
 fn limits(spec: &ContainerSpec) -> Limits {

@@ -1222,11 +1222,11 @@ impl Supervisor {
             }
         }
         // Out of the way at once (one rename each), deleted later at the lowest priority
-        // (`berth_bus::janitor`); what is left of them is swept at the next start.
+        // (`berth_files::janitor`); what is left of them is swept at the next start.
         let run_dir = self.run_dir(&c.id);
         let run_trash = self.ctx.config.run_dir.join(trash_name(&c.id));
         match std::fs::rename(&run_dir, &run_trash) {
-            Ok(()) => berth_bus::janitor::remove_later([run_trash]),
+            Ok(()) => berth_files::janitor::remove_later([run_trash]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&run_dir);
@@ -1235,7 +1235,7 @@ impl Supervisor {
         let dir = self.dir(&c.id);
         let trash = self.ctx.config.containers_dir().join(trash_name(&c.id));
         match std::fs::rename(&dir, &trash) {
-            Ok(()) => berth_bus::janitor::remove_later([trash]),
+            Ok(()) => berth_files::janitor::remove_later([trash]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 inner.removing = false;
@@ -1408,7 +1408,7 @@ impl Supervisor {
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         // Run directories of removals the supervisor did not finish.
         if let Ok(run) = std::fs::read_dir(&self.ctx.config.run_dir) {
-            berth_bus::janitor::remove_later(
+            berth_files::janitor::remove_later(
                 run.flatten()
                     .filter(|e| e.file_name().to_string_lossy().starts_with(TRASH_PREFIX))
                     .map(|e| e.path()),
@@ -1426,7 +1426,7 @@ impl Supervisor {
             let dir = ent.path();
             if ent.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
                 // A removal the supervisor did not finish.
-                berth_bus::janitor::remove_later([dir]);
+                berth_files::janitor::remove_later([dir]);
                 continue;
             }
             if !crate::record::exists(&dir) {

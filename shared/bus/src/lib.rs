@@ -8,7 +8,6 @@ pub mod error;
 pub mod host;
 pub mod identity;
 pub mod infra;
-pub mod janitor;
 pub mod server;
 
 pub use client::{Bus, ConnectOptions, Credentials, RequestOptions};

@@ -108,15 +108,24 @@ pub fn rules(bridge: &str, subnet: Ipv4Net) -> Vec<(&'static str, &'static str, 
     ]
 }
 
+/// How long one `iptables` call may take, waiting for the xtables lock (`-w`) included.
+const IPTABLES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn run(args: &[String]) -> Result<std::process::Output, NetError> {
-    Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(|e| NetError::Iptables {
-            args: args.join(" "),
-            reason: format!("cannot run iptables: {e}"),
-        })
+    let failed = |reason: String| NetError::Iptables {
+        args: args.join(" "),
+        reason,
+    };
+    let mut cmd = Command::new("iptables");
+    cmd.arg("-w").args(args);
+    match berth_files::run_with_timeout(&mut cmd, b"", IPTABLES_TIMEOUT) {
+        Ok(berth_files::Finished::Exited(out)) => Ok(out),
+        Ok(berth_files::Finished::TimedOut) => Err(failed(format!(
+            "iptables did not finish within {} s (another program holding the xtables lock?)",
+            IPTABLES_TIMEOUT.as_secs()
+        ))),
+        Err(e) => Err(failed(format!("cannot run iptables: {e}"))),
+    }
 }
 
 fn must(args: Vec<String>) -> Result<(), NetError> {

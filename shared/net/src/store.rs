@@ -8,7 +8,6 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -191,16 +190,12 @@ impl Store {
         self.path(name).exists()
     }
 
-    /// Write a record: temporary file, fsync, rename, fsync of the directory.
+    /// Write a record atomically, surviving a power loss.
     pub fn save(&self, _lock: &StoreLock, rec: &NetworkRecord) -> Result<(), NetError> {
         let p = self.path(&rec.name);
-        let tmp = self.dir.join(format!(".{}.json.tmp", rec.name));
         let data = serde_json::to_vec_pretty(rec).expect("plain data serializes");
-        let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&data).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(io("rename into place", &p))?;
-        sync_dir(&self.dir)
+        berth_files::atomic_write(&p, &data, berth_files::Durability::PowerLoss)
+            .map_err(io("write", &p))
     }
 
     pub fn delete(&self, _lock: &StoreLock, name: &str) -> Result<(), NetError> {
@@ -258,9 +253,7 @@ pub fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<File>, NetError> {
 }
 
 fn sync_dir(d: &Path) -> Result<(), NetError> {
-    File::open(d)
-        .and_then(|f| f.sync_all())
-        .map_err(io("fsync directory", d))
+    berth_files::sync_dir(d).map_err(io("fsync directory", d))
 }
 
 /// IPv4 routes of the host (from `/proc/net/route`) other than default routes.

@@ -91,9 +91,12 @@ impl Lease {
             owner: Owner::current(),
         };
         let path = dir.join(format!("{name}.json"));
-        let tmp = dir.join(format!(".{name}.json.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec(&file).expect("lease serializes"))?;
-        std::fs::rename(&tmp, &path)?;
+        // A lease protects a running process's blobs: it means nothing after a reboot.
+        berth_files::atomic_write(
+            &path,
+            &serde_json::to_vec(&file).expect("lease serializes"),
+            berth_files::Durability::Process,
+        )?;
         Ok(Lease { path })
     }
 

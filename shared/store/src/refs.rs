@@ -2,13 +2,12 @@
 //! holding an exclusive `flock` on `<root>/refs.lock`, so concurrent writers never lose an
 //! update and readers always see a whole file.
 
-use crate::store::sync_dir;
 use crate::{ContentStore, Digest, StoreError};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
 const REFS_VERSION: u32 = 1;
@@ -61,18 +60,13 @@ impl ContentStore {
 
     fn save_refs(&self, refs: BTreeMap<String, Digest>) -> Result<(), StoreError> {
         let p = self.refs_path();
-        let tmp = self.root().join("refs.json.tmp");
         let body = serde_json::to_vec_pretty(&RefsFile {
             v: REFS_VERSION,
             refs,
         })
         .expect("refs serialize");
-        let mut f = File::create(&tmp).map_err(StoreError::io("create", &tmp))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(StoreError::io("write", &tmp))?;
-        fs::rename(&tmp, &p).map_err(StoreError::io("replace", &p))?;
-        sync_dir(self.root())
+        berth_files::atomic_write(&p, &body, berth_files::Durability::PowerLoss)
+            .map_err(StoreError::io("replace", &p))
     }
 
     fn update_refs<T>(

@@ -400,9 +400,7 @@ fn is_out_of_space(e: &io::Error) -> bool {
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("sync directory", dir))
+    berth_files::sync_dir(dir).map_err(StoreError::io("sync directory", dir))
 }
 
 #[cfg(test)]
