@@ -85,10 +85,10 @@ impl Env {
     }
 
     fn login(&self, host: &str, user: &str, password: &str) {
-        berth_puller::docker_config::store(
+        berth_docker::config::store(
             &self.docker_config(),
             host,
-            &berth_puller::docker_config::Credentials {
+            &berth_docker::config::Credentials {
                 username: user.into(),
                 password: password.into(),
             },

@@ -63,10 +63,10 @@ impl Env {
     }
 
     fn login(&self, host: &str, user: &str, password: &str) {
-        berth_puller::docker_config::store(
+        berth_docker::config::store(
             &self.dir.path().join("docker").join("config.json"),
             host,
-            &berth_puller::docker_config::Credentials {
+            &berth_docker::config::Credentials {
                 username: user.into(),
                 password: password.into(),
             },

@@ -6,11 +6,11 @@
 //! plain HTTP (unless the registry is insecure), and every request retried by one policy
 //! (`crate::retry`).
 
-use crate::docker_config::Credentials;
 use crate::error::{is_transient_status, PullError};
 use crate::retry::{parse_retry_after, retry, RetryPolicy};
 use crate::settings::RegistrySettings;
 use base64::Engine;
+use berth_docker::Credentials;
 use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::header::{

@@ -15,8 +15,8 @@ pub enum PullError {
     #[error("registry settings {}: {reason}", path.display())]
     Settings { path: PathBuf, reason: String },
 
-    #[error("docker config {}: {reason}", path.display())]
-    DockerConfig { path: PathBuf, reason: String },
+    #[error("{0}")]
+    DockerConfig(#[from] berth_docker::ConfigError),
 
     #[error("{registry}: cannot connect: {reason}")]
     Connect { registry: String, reason: String },
@@ -147,7 +147,7 @@ impl PullError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PullError::Reference(_) | PullError::Platform { .. } => ErrorCode::InvalidArgument,
-            PullError::Settings { .. } | PullError::DockerConfig { .. } => {
+            PullError::Settings { .. } | PullError::DockerConfig(_) => {
                 ErrorCode::FailedPrecondition
             }
             PullError::Connect { .. } | PullError::Network { .. } => ErrorCode::Unavailable,

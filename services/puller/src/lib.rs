@@ -4,8 +4,6 @@
 //! `image.pull-failed`. See docs/puller.md.
 
 pub mod client;
-pub mod cred_helper;
-pub mod docker_config;
 pub mod error;
 pub mod manifest;
 pub mod platform;

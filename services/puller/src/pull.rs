@@ -4,13 +4,13 @@
 //! the manifest and the reference.
 
 use crate::client::{EndpointSpec, RegistryClient};
-use crate::docker_config;
 use crate::error::PullError;
 use crate::manifest::{self, Parsed};
 use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::retry::Attempts;
 use crate::settings::Settings;
+use berth_docker::config as docker_config;
 use berth_proto::puller::{LayerState, PullReply, ResolveReply};
 use berth_proto::reference::Reference;
 use berth_store::lease::Lease;

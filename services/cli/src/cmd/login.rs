@@ -5,9 +5,9 @@
 
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail, Context};
+use berth_docker::config::{self as docker_config, Credentials, Stored};
 use berth_proto::puller::{LoginReply, LoginRequest, LOGIN};
 use berth_proto::Service;
-use berth_puller::docker_config::{self, Credentials, Stored};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]

@@ -4,7 +4,7 @@
 use crate::cmd::login::server_host;
 use crate::ctx::Ctx;
 use anyhow::anyhow;
-use berth_puller::docker_config;
+use berth_docker::config as docker_config;
 
 #[derive(clap::Args)]
 pub struct Args {

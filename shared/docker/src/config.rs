@@ -8,11 +8,19 @@
 //! mode 0600; with a helper, `auths` keeps only an empty entry for the registry).
 
 use crate::cred_helper::{self, Found, HelperError};
-use crate::error::PullError;
 use base64::Engine;
 use serde_json::{Map, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// A Docker config file that cannot be read, parsed or written, or whose credential helper
+/// failed: the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("docker config {}: {reason}", path.display())]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub reason: String,
+}
 
 /// The key Docker uses for Docker Hub in `auths`.
 pub const DOCKER_HUB_KEY: &str = "https://index.docker.io/v1/";
@@ -66,8 +74,8 @@ pub fn key_for(host: &str) -> String {
     }
 }
 
-fn read_file(path: &Path) -> Result<Map<String, Value>, PullError> {
-    let bad = |reason: String| PullError::DockerConfig {
+fn read_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let bad = |reason: String| ConfigError {
         path: path.to_path_buf(),
         reason,
     };
@@ -93,12 +101,12 @@ fn helper_for(
     path: &Path,
     m: &Map<String, Value>,
     host: &str,
-) -> Result<Option<(String, String)>, PullError> {
-    let bad = |reason: String| PullError::DockerConfig {
+) -> Result<Option<(String, String)>, ConfigError> {
+    let bad = |reason: String| ConfigError {
         path: path.to_path_buf(),
         reason,
     };
-    let named = |v: &Value, what: String| -> Result<Option<(String, String)>, PullError> {
+    let named = |v: &Value, what: String| -> Result<Option<(String, String)>, ConfigError> {
         let name = v
             .as_str()
             .ok_or_else(|| bad(format!("{what} is not a string")))?;
@@ -128,7 +136,7 @@ fn helper_for(
 }
 
 /// A helper's failure as the error of the config file that named it.
-fn helper_error(path: &Path, name: &str, what: &str, e: HelperError) -> PullError {
+fn helper_error(path: &Path, name: &str, what: &str, e: HelperError) -> ConfigError {
     let reason = match e {
         HelperError::Missing => format!(
             "credential helper {} (named by {what}) is not installed: not found in PATH",
@@ -141,7 +149,7 @@ fn helper_error(path: &Path, name: &str, what: &str, e: HelperError) -> PullErro
         ),
         HelperError::Failed(reason) => format!("credential helper (named by {what}): {reason}"),
     };
-    PullError::DockerConfig {
+    ConfigError {
         path: path.to_path_buf(),
         reason,
     }
@@ -159,7 +167,7 @@ pub enum Stored {
 /// The credentials recorded for registry `host` (`docker.io` matches Docker Hub's key): from
 /// its credential helper when the file names one (as Docker does, the helper's answer is the
 /// only one then), else from `auths`. Runs the helper, so it may block for a while.
-pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, PullError> {
+pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, ConfigError> {
     let m = read_file(path)?;
     if let Some((name, what)) = helper_for(path, &m, host)? {
         let server = key_for(host);
@@ -179,7 +187,7 @@ pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, PullError>
     let Some(Value::Object(auths)) = m.get("auths") else {
         return Ok(None);
     };
-    let bad = |key: &str, reason: &str| PullError::DockerConfig {
+    let bad = |key: &str, reason: &str| ConfigError {
         path: path.to_path_buf(),
         reason: format!("auths.{key:?}: {reason}"),
     };
@@ -220,8 +228,8 @@ pub fn lookup(path: &Path, host: &str) -> Result<Option<Credentials>, PullError>
     }
 }
 
-fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), PullError> {
-    let bad = |reason: String| PullError::DockerConfig {
+fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), ConfigError> {
+    let bad = |reason: String| ConfigError {
         path: path.to_path_buf(),
         reason,
     };
@@ -241,7 +249,7 @@ fn write_file(path: &Path, m: &Map<String, Value>) -> Result<(), PullError> {
 /// Record credentials for `host` as `docker login` does: through the registry's credential
 /// helper when the file names one (`auths` then keeps an empty entry, no secret), else base64
 /// in `auths`.
-pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<Stored, PullError> {
+pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<Stored, ConfigError> {
     let mut m = read_file(path)?;
     let helper = helper_for(path, &m, host)?;
     let key = key_for(host);
@@ -253,7 +261,7 @@ pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<Stored, Pul
         .entry("auths")
         .or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(auths) = auths else {
-        return Err(PullError::DockerConfig {
+        return Err(ConfigError {
             path: path.to_path_buf(),
             reason: "\"auths\" is not an object".into(),
         });
@@ -278,7 +286,7 @@ pub fn store(path: &Path, host: &str, creds: &Credentials) -> Result<Stored, Pul
 
 /// Forget the credentials of `host`: erased from its credential helper (when the helper has
 /// some) and its `auths` entries removed. `false` when there were none.
-pub fn remove(path: &Path, host: &str) -> Result<bool, PullError> {
+pub fn remove(path: &Path, host: &str) -> Result<bool, ConfigError> {
     let mut m = read_file(path)?;
     let mut removed = false;
     if let Some((name, what)) = helper_for(path, &m, host)? {
