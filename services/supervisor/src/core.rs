@@ -812,27 +812,20 @@ impl Supervisor {
             None => (255, false, now_rfc3339()),
         };
         let rec = &mut inner.rec;
-        // A run long enough resets the backoff.
-        let ran = rec
-            .state
-            .started_at
-            .as_deref()
-            .and_then(crate::logs::parse_time)
-            .zip(crate::logs::parse_time(&finished))
-            .map(|(a, b)| (b - a).num_milliseconds().max(0) as u64)
-            .unwrap_or(0);
-        if ran >= self.settings.restart_backoff_reset_ms {
-            rec.backoff_step = 0;
-        }
-        let restart = !inner.removing
-            && !rec.manually_stopped
-            && match rec.request.restart {
-                RestartPolicy::No => false,
-                RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
-                RestartPolicy::OnFailure { max_retries } => {
-                    code != 0 && max_retries.is_none_or(|m| rec.state.restart_count < m)
-                }
-            };
+        let decision = crate::restart::decide(
+            &crate::restart::Exit {
+                policy: &rec.request.restart,
+                exit_code: code,
+                ran: crate::restart::run_length(rec.state.started_at.as_deref(), &finished),
+                restart_count: rec.state.restart_count,
+                backoff_step: rec.backoff_step,
+                manually_stopped: rec.manually_stopped,
+                removing: inner.removing,
+            },
+            &self.settings,
+        );
+        let restart = decision.restart;
+        rec.backoff_step = decision.backoff_step;
         if !restart
             && rec.request.auto_remove
             && rec.request.rootfs.is_none()
@@ -859,10 +852,7 @@ impl Supervisor {
             ContainerStatus::Exited
         };
         rec.exit_reported = false;
-        let delay = self.settings.backoff(rec.backoff_step);
-        if restart {
-            rec.backoff_step = rec.backoff_step.saturating_add(1);
-        }
+        let delay = decision.delay;
         // A container removed at its exit goes now: its record stays as it was saved at the
         // create (recovery finishes the removal), and its followers hear of the exit once it
         // is removed, in one message.

@@ -12,6 +12,7 @@ pub mod names;
 pub mod orphans;
 pub mod process;
 pub mod record;
+pub mod restart;
 pub mod settings;
 
 use crate::core::Supervisor;
