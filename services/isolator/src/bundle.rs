@@ -5,8 +5,8 @@
 
 use crate::error::IsolatorError;
 use berth_cgroups::DeviceType;
+use berth_proto::isolator::Device;
 use berth_proto::isolator::{ContainerSpec, MountKind, NetworkMode, DEFAULT_PIDS_LIMIT};
-use berth_shim::devices::Device;
 use berth_shim::rootfs::{MASKED, READ_ONLY};
 use serde_json::{json, Value};
 use std::path::Path;

@@ -89,7 +89,7 @@ pub fn rootfs(r: &RootfsMount) -> Result<(), IsolatorError> {
 
 /// The spec's devices, checked and resolved on this host: each host path must be a
 /// character or block device.
-pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_shim::devices::Device>, IsolatorError> {
+pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_proto::isolator::Device>, IsolatorError> {
     let mut out = Vec::with_capacity(s.devices.len());
     for (i, d) in s.devices.iter().enumerate() {
         let f = format!("devices[{i}]");

@@ -10,11 +10,10 @@
 
 use crate::error::{ShimError, Step};
 use berth_cgroups::{Access, DeviceRule, DeviceType};
-use berth_proto::isolator::DeviceMapping;
+use berth_proto::isolator::{Device, DeviceMapping};
 use nix::errno::Errno;
 use nix::sys::stat::{fchmodat, makedev, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
-use serde::{Deserialize, Serialize};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// The nodes every container's `/dev` has: (name, major, minor). All 0666, as in every engine.
@@ -55,34 +54,18 @@ pub fn default_rules() -> Vec<DeviceRule> {
     rules
 }
 
-/// A host device resolved for a container: what its node and its rule need.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub container_path: String,
-    pub block: bool,
-    pub major: u32,
-    pub minor: u32,
-    /// Permission bits of the host's node (`0o660`), given to the container's.
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// `rwm` letters.
-    pub permissions: String,
-}
-
-impl Device {
-    pub fn rule(&self) -> DeviceRule {
-        DeviceRule {
-            kind: if self.block {
-                DeviceType::Block
-            } else {
-                DeviceType::Char
-            },
-            major: Some(self.major),
-            minor: Some(self.minor),
-            // Checked when it was resolved; nothing allowed if not.
-            access: Access::parse(&self.permissions).unwrap_or(Access::MKNOD),
-        }
+/// The cgroup rule of a resolved device.
+pub fn rule(d: &Device) -> DeviceRule {
+    DeviceRule {
+        kind: if d.block {
+            DeviceType::Block
+        } else {
+            DeviceType::Char
+        },
+        major: Some(d.major),
+        minor: Some(d.minor),
+        // Checked when it was resolved; nothing allowed if not.
+        access: Access::parse(&d.permissions).unwrap_or(Access::MKNOD),
     }
 }
 
@@ -123,7 +106,7 @@ pub fn resolve_all(ms: &[DeviceMapping]) -> Result<Vec<Device>, ShimError> {
 /// The rules of a container given `devices`: the defaults, then one rule per device.
 pub fn rules(devices: &[Device]) -> Vec<DeviceRule> {
     let mut r = default_rules();
-    r.extend(devices.iter().map(Device::rule));
+    r.extend(devices.iter().map(rule));
     r
 }
 
@@ -242,7 +225,7 @@ mod tests {
         };
         let d = resolve(&m("/dev/null")).unwrap();
         assert_eq!((d.block, d.major, d.minor), (false, 1, 3));
-        assert_eq!(d.rule().v1_line(), "c 1:3 r");
+        assert_eq!(rule(&d).v1_line(), "c 1:3 r");
         let e = resolve(&m("/etc/hostname")).unwrap_err();
         assert!(e.contains("not a character or block device"), "{e}");
         let e = resolve(&m("/nonexistent/dev")).unwrap_err();

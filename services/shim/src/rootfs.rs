@@ -46,7 +46,7 @@ pub struct Paths<'a> {
 }
 
 /// The container's own devices (`--device`), resolved on the host.
-pub type Devices<'a> = &'a [crate::devices::Device];
+pub type Devices<'a> = &'a [berth_proto::isolator::Device];
 
 fn nodev() -> MsFlags {
     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC

@@ -21,8 +21,9 @@
 //! while it waited is removed by the isolator's sweep (`berth_cgroups::sweep_standby`).
 
 use crate::error::{ShimError, Step};
-use crate::run::{RunArgs, REPORT_FD};
+use crate::run::REPORT_FD;
 use berth_cgroups::{Cgroup, Layout, Limits, STANDBY_PREFIX};
+use berth_proto::isolator::RunArgs;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, getpid, pipe2, read, write, ForkResult, Pid};
