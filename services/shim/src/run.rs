@@ -384,11 +384,11 @@ fn start(
             // The placeholder has the default device rules already (the init, born inside,
             // may be opening /dev/null now: they are never denied meanwhile); the
             // container's own devices are added.
-            let own: Vec<_> = devices.iter().map(crate::devices::rule).collect();
+            let own: Vec<_> = devices.iter().map(berth_policy::devices::rule).collect();
             cg.allow_devices(&own)?;
         } else {
             // A new cgroup, the init not in it yet.
-            cg.set_devices(&crate::devices::rules(&devices))?;
+            cg.set_devices(&berth_policy::devices::rules(&devices))?;
         }
         Ok::<_, ShimError>((spec, cg))
     })();
@@ -540,7 +540,7 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
     }
     let spec = ctx.spec;
-    let host = process::hostname(spec);
+    let host = berth_policy::process::hostname(spec);
     sethostname(&host).step(|| format!("sethostname {host}"))?;
 
     let root = rootfs::mount_overlay(ctx.rootfs, &ctx.args.bundle.join(ROOTFS_DIR))?;

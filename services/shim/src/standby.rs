@@ -116,7 +116,7 @@ pub fn prepare(preinit: fn(&PreInit) -> i32) -> Result<Standby, ShimError> {
             .map_err(|e| ShimError::invalid("standby cgroup", e.to_string()))?;
         // The default device rules, before the pre-init joins: the container's init is born
         // under them and they never change while it runs (its own devices are added).
-        if let Err(e) = cg.set_devices(&crate::devices::default_rules()) {
+        if let Err(e) = cg.set_devices(&berth_policy::devices::default_rules()) {
             let _ = cg.remove(std::time::Duration::from_secs(1));
             return Err(ShimError::invalid("standby cgroup", e.to_string()));
         }
