@@ -404,7 +404,7 @@ fn the_v2_device_program_allows_the_defaults_and_refuses_the_rest() {
 
     let cg = TempCgroup(unified.join(berth_tests::unique("berth-devtest")));
     std::fs::create_dir(&cg.0).unwrap();
-    berth_cgroups::devices::attach_program(&cg.0, &berth_shim::devices::default_rules()).unwrap();
+    berth_cgroups::devices::attach_program(&cg.0, &berth_policy::devices::default_rules()).unwrap();
     let o = sh_in(Some(&cg.0), &script);
     assert_eq!(
         stdout(&o),

@@ -5,9 +5,9 @@
 
 use crate::error::IsolatorError;
 use berth_cgroups::DeviceType;
+use berth_policy::rootfs::{MASKED, READ_ONLY};
+use berth_proto::isolator::Device;
 use berth_proto::isolator::{ContainerSpec, MountKind, NetworkMode, DEFAULT_PIDS_LIMIT};
-use berth_shim::devices::Device;
-use berth_shim::rootfs::{MASKED, READ_ONLY};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -48,7 +48,7 @@ fn rlimit_type(name: &str) -> String {
 /// the container's own devices), as runc takes them.
 fn device_rules(devices: &[Device]) -> Vec<Value> {
     let mut v = vec![json!({"allow": false, "access": "rwm"})];
-    for r in berth_shim::devices::rules(devices) {
+    for r in berth_policy::devices::rules(devices) {
         let mut o = json!({"allow": true, "access": r.access.to_string()});
         o["type"] = json!(match r.kind {
             DeviceType::All => "a",
@@ -74,7 +74,7 @@ pub fn oci_config(
     bundle: &Path,
     volumes: &Path,
 ) -> Result<oci_spec::runtime::Spec, IsolatorError> {
-    let caps = berth_shim::caps::resolve(&spec.cap_add, &spec.cap_drop)
+    let caps = berth_policy::caps::resolve(&spec.cap_add, &spec.cap_drop)
         .map_err(|e| IsolatorError::invalid("capabilities", e))?;
     let mut cap_names: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
     cap_names.sort();
@@ -167,12 +167,12 @@ pub fn oci_config(
         "maskedPaths": MASKED,
         "readonlyPaths": READ_ONLY,
     });
-    if let Some(seccomp) = berth_shim::seccomp::oci(spec, &caps).map_err(IsolatorError::Oci)? {
+    if let Some(seccomp) = berth_policy::seccomp::oci(spec, &caps).map_err(IsolatorError::Oci)? {
         linux["seccomp"] = seccomp;
     }
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(format!("PATH={}", berth_shim::process::DEFAULT_PATH));
+        env.push(format!("PATH={}", berth_policy::process::DEFAULT_PATH));
     }
     let rlimits: Vec<Value> = r
         .ulimits

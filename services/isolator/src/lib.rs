@@ -218,11 +218,11 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     undo.armed = true;
     undo.mkdir(&bundle)?;
     undo.mkdir(&run_dir)?;
-    let hostname = berth_shim::process::hostname(spec);
+    let hostname = berth_policy::process::hostname(spec);
     let volumes_dir = cfg.volumes_dir();
     for m in &spec.mounts {
         if m.kind == MountKind::Volume {
-            let d = berth_shim::rootfs::volume_dir(&volumes_dir, &m.source);
+            let d = berth_policy::rootfs::volume_dir(&volumes_dir, &m.source);
             if !d.exists() {
                 undo.mkdir(&d)?;
             }

@@ -3,7 +3,7 @@
 //! collected.
 
 use crate::error::{io, IsolatorError};
-use berth_proto::isolator::{ContainerSpec, RootfsMount, ShimFailure};
+use berth_proto::isolator::{ContainerSpec, Inline, RootfsMount, RunArgs, ShimFailure};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -65,7 +65,7 @@ pub struct Launch<'a> {
     pub spec: &'a ContainerSpec,
     pub rootfs: &'a RootfsMount,
     /// `spec.devices`, resolved on this host.
-    pub devices: &'a [berth_shim::devices::Device],
+    pub devices: &'a [berth_proto::isolator::Device],
 }
 
 /// A shim waiting for its container (see the shim's `standby.rs`): its first process has
@@ -147,7 +147,8 @@ pub fn refill() {
         )
         .unwrap_or(false)
         {
-            let _ = berth_shim::run::set_nice(0, 19);
+            // SAFETY: setpriority of this thread; no memory is passed.
+            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
         }
         loop {
             if STANDBY.lock().unwrap().len() >= STANDBY_SHIMS {
@@ -172,7 +173,7 @@ pub fn dismiss_standby() {
 
 /// Start the shim for a container and wait for its report. Blocking.
 pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
-    let args = berth_shim::run::RunArgs {
+    let args = RunArgs {
         id: l.id.to_string(),
         bundle: l.bundle.to_path_buf(),
         run_dir: l.run_dir.to_path_buf(),
@@ -180,7 +181,7 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
         log: l.log.to_path_buf(),
         // SAFETY: getpriority of this process; no memory is passed.
         nice: unsafe { libc::getpriority(libc::PRIO_PROCESS, std::process::id()) },
-        container: Some(berth_shim::run::Inline {
+        container: Some(Inline {
             spec: l.spec.clone(),
             rootfs: l.rootfs.clone(),
             devices: l.devices.to_vec(),
@@ -193,7 +194,8 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
     let waiting = STANDBY.lock().unwrap().pop();
     // A waiting shim runs at the lowest priority (`refill`) until it has its container.
     let shim = match waiting.filter(|s| {
-        let _ = berth_shim::run::set_nice(s.pid, args.nice);
+        // SAFETY: setpriority of the waiting shim; no memory is passed.
+        let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, s.pid, args.nice) };
         send(&s.sock, &line).is_ok()
     }) {
         Some(s) => s,

@@ -89,7 +89,7 @@ pub fn rootfs(r: &RootfsMount) -> Result<(), IsolatorError> {
 
 /// The spec's devices, checked and resolved on this host: each host path must be a
 /// character or block device.
-pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_shim::devices::Device>, IsolatorError> {
+pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_proto::isolator::Device>, IsolatorError> {
     let mut out = Vec::with_capacity(s.devices.len());
     for (i, d) in s.devices.iter().enumerate() {
         let f = format!("devices[{i}]");
@@ -115,7 +115,7 @@ pub fn devices(s: &ContainerSpec) -> Result<Vec<berth_shim::devices::Device>, Is
                 format!("{:?} is not an absolute host path", d.host_path),
             ));
         }
-        out.push(berth_shim::devices::resolve(d).map_err(|e| bad(format!("{f}.host_path"), e))?);
+        out.push(berth_policy::devices::resolve(d).map_err(|e| bad(format!("{f}.host_path"), e))?);
     }
     Ok(out)
 }
@@ -159,7 +159,7 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
     let r = &s.resources;
     validate::resources(r).map_err(|e| bad(format!("resources.{}", e.field), e.reason))?;
     for u in &r.ulimits {
-        if berth_shim::process::rlimit_resource(&u.name).is_none() {
+        if berth_policy::process::rlimit_resource(&u.name).is_none() {
             return Err(bad(
                 "resources.ulimits",
                 format!("unknown ulimit {:?}", u.name),
@@ -173,9 +173,9 @@ pub fn spec(s: &ContainerSpec) -> Result<(), IsolatorError> {
         }
     }
     let caps =
-        berth_shim::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
+        berth_policy::caps::resolve(&s.cap_add, &s.cap_drop).map_err(|e| bad("capabilities", e))?;
     if s.seccomp && s.seccomp_profile.is_some() {
-        berth_shim::seccomp::check(s, &caps).map_err(|e| bad("seccomp profile", e))?;
+        berth_policy::seccomp::check(s, &caps).map_err(|e| bad("seccomp profile", e))?;
     }
     match &s.network {
         NetworkMode::Bridge(b) => {

@@ -95,7 +95,7 @@ fn enter(a: &ExecArgs) -> Result<i32, ShimError> {
         setns(fd.as_fd(), *flag).step(|| format!("join the {ns} namespace"))?;
     }
     drop(fds);
-    let host = process::hostname(&spec);
+    let host = berth_policy::process::hostname(&spec);
     let mut env = spec.env.clone();
     for e in &a.request.env {
         let key = e.split('=').next().unwrap_or_default();

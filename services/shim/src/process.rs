@@ -7,6 +7,7 @@ use crate::error::{ShimError, Step};
 use crate::fsutil::{ensure_in, Kind};
 use crate::seccomp;
 use crate::user::{self, User};
+use berth_policy::process::{rlimit_resource, DEFAULT_PATH};
 use berth_proto::isolator::{ContainerSpec, Rlimit, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use berth_proto::ErrorReason;
 use caps::CapsHashSet;
@@ -16,8 +17,6 @@ use nix::unistd::{fchdir, setgroups, setresgid, setresuid, Gid, Uid};
 use std::ffi::CString;
 use std::os::fd::AsFd;
 
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// What the process will be, resolved inside the container (after `pivot_root` or `setns`).
 pub struct Prepared {
     pub path: CString,
@@ -25,7 +24,7 @@ pub struct Prepared {
     pub envp: Vec<CString>,
     pub user: User,
     pub caps: CapsHashSet,
-    pub seccomp: Option<seccomp::Program>,
+    pub seccomp: Option<berth_policy::seccomp::Program>,
     pub no_new_privs: bool,
     pub rlimits: Vec<Rlimit>,
 }
@@ -38,14 +37,6 @@ pub struct ProcessSpec<'a> {
     pub user: Option<&'a str>,
     pub working_dir: Option<&'a str>,
     pub hostname: &'a str,
-}
-
-/// Docker's container hostname: the spec's, else the id's first 12 characters.
-pub fn hostname(spec: &ContainerSpec) -> String {
-    spec.hostname
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| spec.id.chars().take(12).collect())
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString, ShimError> {
@@ -137,9 +128,10 @@ pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimEr
         default_env(&mut env, "TERM", "xterm");
     }
     let path = lookup(&p.args[0], &env)?;
-    let caps = capset::resolve(&spec.cap_add, &spec.cap_drop)
+    let caps = berth_policy::caps::resolve(&spec.cap_add, &spec.cap_drop)
         .map_err(|e| ShimError::refused("capabilities", e))?;
-    let seccomp = seccomp::program(spec, &caps)?;
+    let seccomp = berth_policy::seccomp::program(spec, &caps)
+        .map_err(|e| ShimError::invalid("seccomp", e))?;
     Ok(Prepared {
         path: cstr(&path, "command")?,
         argv: p
@@ -156,29 +148,6 @@ pub fn prepare(spec: &ContainerSpec, p: &ProcessSpec) -> Result<Prepared, ShimEr
         seccomp,
         no_new_privs: spec.no_new_privileges,
         rlimits: spec.resources.ulimits.clone(),
-    })
-}
-
-/// Map a Docker ulimit name to its resource.
-pub fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
-    Some(match name {
-        "as" => libc::RLIMIT_AS,
-        "core" => libc::RLIMIT_CORE,
-        "cpu" => libc::RLIMIT_CPU,
-        "data" => libc::RLIMIT_DATA,
-        "fsize" => libc::RLIMIT_FSIZE,
-        "locks" => libc::RLIMIT_LOCKS,
-        "memlock" => libc::RLIMIT_MEMLOCK,
-        "msgqueue" => libc::RLIMIT_MSGQUEUE,
-        "nice" => libc::RLIMIT_NICE,
-        "nofile" => libc::RLIMIT_NOFILE,
-        "nproc" => libc::RLIMIT_NPROC,
-        "rss" => libc::RLIMIT_RSS,
-        "rtprio" => libc::RLIMIT_RTPRIO,
-        "rttime" => libc::RLIMIT_RTTIME,
-        "sigpending" => libc::RLIMIT_SIGPENDING,
-        "stack" => libc::RLIMIT_STACK,
-        _ => return None,
     })
 }
 

@@ -5,6 +5,7 @@
 
 use crate::error::{ShimError, Step};
 use crate::fsutil::{ensure_in, fd_path, is_dir, open_in, Kind};
+use berth_policy::rootfs::{volume_dir, MASKED, READ_ONLY};
 use berth_proto::isolator::{
     ContainerSpec, MountKind, MountSpec, RootfsMount, HOSTNAME_FILE, HOSTS_FILE, RESOLV_FILE,
 };
@@ -15,38 +16,13 @@ use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// Docker's masked paths: hidden behind `/dev/null` (files) or an empty read-only tmpfs.
-pub const MASKED: [&str; 12] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-
-/// Docker's read-only paths.
-pub const READ_ONLY: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 pub struct Paths<'a> {
     pub bundle: &'a Path,
     pub volumes: &'a Path,
 }
 
 /// The container's own devices (`--device`), resolved on the host.
-pub type Devices<'a> = &'a [crate::devices::Device];
+pub type Devices<'a> = &'a [berth_proto::isolator::Device];
 
 fn nodev() -> MsFlags {
     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
@@ -264,11 +240,6 @@ pub fn populate(
         remount_ro(root, p, nodev())?;
     }
     Ok(())
-}
-
-/// The host directory of volume `name`.
-pub fn volume_dir(volumes: &Path, name: &str) -> PathBuf {
-    volumes.join(name)
 }
 
 fn user_mount(root: &OwnedFd, m: &MountSpec, paths: &Paths) -> Result<(), ShimError> {

@@ -4,7 +4,6 @@
 //! init is set up and blocked on the start FIFO, then copies the init's output into the log,
 //! waits for it to end, records the exit status and removes the cgroup.
 
-use crate::devices::Device;
 use crate::error::{ShimError, Step};
 use crate::log::{now_rfc3339, LogWriter};
 use crate::process::{self, ProcessSpec};
@@ -12,65 +11,40 @@ use crate::rootfs::{self, Paths};
 use crate::standby::{self, PreInit, Standby};
 use berth_cgroups::{Cgroup, Limits};
 use berth_proto::isolator::{
-    ContainerSpec, ExitStatus, NetworkMode, RootfsMount, ShimFailure, DEFAULT_PIDS_LIMIT,
-    EXIT_FILE, INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE,
-    START_FIFO,
+    ContainerSpec, Device, ExitStatus, NetworkMode, RootfsMount, RunArgs, ShimFailure,
+    DEFAULT_PIDS_LIMIT, EXIT_FILE, INIT_PID_FILE, LOG_FILE, ROOTFS_DIR, ROOTFS_FILE, SHIM_PID_FILE,
+    SPEC_FILE, START_FIFO,
 };
 use nix::sched::{clone, setns, unshare, CloneFlags};
 use nix::sys::signal::{kill, signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{dup2, getpid, read, sethostname, write, Pid};
-use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The fd on which the shim reads its container (one JSON line of `RunArgs`) and answers
 /// `OK <shim_pid> <init_pid>` or `ERR <message>`: a socket whose other end is the isolator's.
 pub const REPORT_FD: i32 = 3;
 
-/// The container itself, sent along with [`RunArgs`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Inline {
-    pub spec: ContainerSpec,
-    pub rootfs: RootfsMount,
-    /// `spec.devices` resolved on the host by the isolator (type, numbers, mode, owner), so
-    /// that the node and the cgroup rule come from one look at the host's node.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub devices: Vec<Device>,
+/// What a [`RunArgs`] says of its container: what the isolator sent, else read from the
+/// bundle.
+trait Container {
+    fn spec(&self) -> Result<Cow<'_, ContainerSpec>, ShimError>;
+    /// The spec's devices, resolved (by the isolator, else here).
+    fn devices(&self) -> Result<Cow<'_, [Device]>, ShimError>;
+    fn rootfs(&self) -> Result<Cow<'_, RootfsMount>, ShimError>;
 }
 
-/// The container a waiting shim is given.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunArgs {
-    pub id: String,
-    pub bundle: PathBuf,
-    pub run_dir: PathBuf,
-    pub volumes: PathBuf,
-    /// The shim's own log (its stdout and stderr from then on).
-    pub log: PathBuf,
-    /// The priority (nice value) the shim and the container run at: the isolator's. A
-    /// waiting shim and its pre-init were made at the lowest, so that topping the standby
-    /// shims up takes no processor time from the containers being started.
-    #[serde(default)]
-    pub nice: i32,
-    /// The spec and root filesystem, so that neither the shim nor its pre-init reads and
-    /// parses them from the bundle (where the isolator writes them meanwhile, for `exec` and
-    /// other tools). `None`: read from the bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<Inline>,
-}
-
-impl RunArgs {
+impl Container for RunArgs {
     fn spec(&self) -> Result<Cow<'_, ContainerSpec>, ShimError> {
         match &self.container {
             Some(c) => Ok(Cow::Borrowed(&c.spec)),
             None => read_json(&self.bundle.join(SPEC_FILE)).map(Cow::Owned),
         }
     }
-    /// The spec's devices, resolved (by the isolator, else here).
     fn devices(&self) -> Result<Cow<'_, [Device]>, ShimError> {
         match &self.container {
             Some(c) if c.devices.len() == c.spec.devices.len() => Ok(Cow::Borrowed(&c.devices)),
@@ -410,11 +384,11 @@ fn start(
             // The placeholder has the default device rules already (the init, born inside,
             // may be opening /dev/null now: they are never denied meanwhile); the
             // container's own devices are added.
-            let own: Vec<_> = devices.iter().map(Device::rule).collect();
+            let own: Vec<_> = devices.iter().map(berth_policy::devices::rule).collect();
             cg.allow_devices(&own)?;
         } else {
             // A new cgroup, the init not in it yet.
-            cg.set_devices(&crate::devices::rules(&devices))?;
+            cg.set_devices(&berth_policy::devices::rules(&devices))?;
         }
         Ok::<_, ShimError>((spec, cg))
     })();
@@ -566,7 +540,7 @@ fn init_setup(ctx: &InitCtx) -> Result<(), ShimError> {
         setns(fd.as_fd(), CloneFlags::CLONE_NEWNET).step(|| "join the network namespace".into())?;
     }
     let spec = ctx.spec;
-    let host = process::hostname(spec);
+    let host = berth_policy::process::hostname(spec);
     sethostname(&host).step(|| format!("sethostname {host}"))?;
 
     let root = rootfs::mount_overlay(ctx.rootfs, &ctx.args.bundle.join(ROOTFS_DIR))?;

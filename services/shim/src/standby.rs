@@ -21,8 +21,9 @@
 //! while it waited is removed by the isolator's sweep (`berth_cgroups::sweep_standby`).
 
 use crate::error::{ShimError, Step};
-use crate::run::{RunArgs, REPORT_FD};
+use crate::run::REPORT_FD;
 use berth_cgroups::{Cgroup, Layout, Limits, STANDBY_PREFIX};
+use berth_proto::isolator::RunArgs;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, getpid, pipe2, read, write, ForkResult, Pid};
@@ -115,7 +116,7 @@ pub fn prepare(preinit: fn(&PreInit) -> i32) -> Result<Standby, ShimError> {
             .map_err(|e| ShimError::invalid("standby cgroup", e.to_string()))?;
         // The default device rules, before the pre-init joins: the container's init is born
         // under them and they never change while it runs (its own devices are added).
-        if let Err(e) = cg.set_devices(&crate::devices::default_rules()) {
+        if let Err(e) = cg.set_devices(&berth_policy::devices::default_rules()) {
             let _ = cg.remove(std::time::Duration::from_secs(1));
             return Err(ShimError::invalid("standby cgroup", e.to_string()));
         }

@@ -119,6 +119,39 @@ impl ShimFailure {
     }
 }
 
+/// The container itself, sent to the shim along with [`RunArgs`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Inline {
+    pub spec: ContainerSpec,
+    pub rootfs: RootfsMount,
+    /// `spec.devices` resolved on the host by the isolator (type, numbers, mode, owner), so
+    /// that the node and the cgroup rule come from one look at the host's node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+}
+
+/// The container a waiting shim is given: one JSON line from the isolator on the shim's
+/// report fd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunArgs {
+    pub id: String,
+    pub bundle: std::path::PathBuf,
+    pub run_dir: std::path::PathBuf,
+    pub volumes: std::path::PathBuf,
+    /// The shim's own log (its stdout and stderr from then on).
+    pub log: std::path::PathBuf,
+    /// The priority (nice value) the shim and the container run at: the isolator's. A
+    /// waiting shim and its pre-init were made at the lowest, so that topping the standby
+    /// shims up takes no processor time from the containers being started.
+    #[serde(default)]
+    pub nice: i32,
+    /// The spec and root filesystem, so that neither the shim nor its pre-init reads and
+    /// parses them from the bundle (where the isolator writes them meanwhile, for `exec` and
+    /// other tools). `None`: read from the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Inline>,
+}
+
 /// The pids limit of a container whose spec gives none.
 pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
 
@@ -276,6 +309,23 @@ pub struct DeviceMapping {
     pub container_path: String,
     /// Letters from `rwm` (read, write, mknod), each at most once.
     #[serde(default = "all_device_permissions")]
+    pub permissions: String,
+}
+
+/// A host device resolved for a container (a [`DeviceMapping`] looked up on the host): what
+/// its node and its cgroup rule need. The isolator resolves it and sends it to the shim in
+/// [`Inline`], so that the node and the rule come from one look at the host's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    pub container_path: String,
+    pub block: bool,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits of the host's node (`0o660`), given to the container's.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `rwm` letters.
     pub permissions: String,
 }
 

@@ -1,5 +1,6 @@
 //! Seccomp: which profile a container gets, resolved against its capabilities, the
-//! architecture and the kernel, compiled to BPF and installed.
+//! architecture and the kernel, and compiled to BPF (the shim installs it: `berth-shim`'s
+//! `seccomp.rs`).
 //!
 //! - berth's default profile ([`default`]): Docker's default allow-list as a Rust table.
 //! - A user's profile in Docker's JSON format ([`profile`]), from `--security-opt
@@ -20,7 +21,6 @@ pub mod default;
 pub mod profile;
 pub mod syscalls;
 
-use crate::error::ShimError;
 use berth_proto::isolator::ContainerSpec;
 use bpf::{Insn, Resolved, Rule};
 use caps::{Capability, CapsHashSet};
@@ -171,13 +171,12 @@ pub struct Program {
 }
 
 /// The filter for `spec` and a container holding `caps` (`None`: unconfined).
-pub fn program(spec: &ContainerSpec, caps: &CapsHashSet) -> Result<Option<Program>, ShimError> {
-    let Some(p) = profile_of(spec).map_err(|e| ShimError::invalid("seccomp", e))? else {
+pub fn program(spec: &ContainerSpec, caps: &CapsHashSet) -> Result<Option<Program>, String> {
+    let Some(p) = profile_of(spec)? else {
         return Ok(None);
     };
-    let arch = Arch::native().map_err(|e| ShimError::invalid("seccomp", e))?;
-    let insns = bpf::compile(&resolve(&p, caps, arch, kernel()))
-        .map_err(|e| ShimError::invalid("seccomp", e))?;
+    let arch = Arch::native()?;
+    let insns = bpf::compile(&resolve(&p, caps, arch, kernel()))?;
     Ok(Some(Program {
         insns,
         flags: p.flags,
@@ -274,35 +273,6 @@ pub fn oci(spec: &ContainerSpec, caps: &CapsHashSet) -> Result<Option<Value>, St
         v["defaultErrnoRet"] = json!(errno);
     }
     Ok(Some(v))
-}
-
-/// Install `prog` on the calling thread. Without no_new_privs this needs CAP_SYS_ADMIN.
-pub fn install(prog: &Program) -> Result<(), ShimError> {
-    #[repr(C)]
-    struct SockFprog {
-        len: u16,
-        filter: *const Insn,
-    }
-    let fprog = SockFprog {
-        len: prog.insns.len() as u16,
-        filter: prog.insns.as_ptr(),
-    };
-    // SAFETY: the kernel copies the program; `fprog` and `prog` outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            prog.flags,
-            &fprog as *const SockFprog,
-        )
-    };
-    if rc != 0 {
-        return Err(ShimError::Sys {
-            step: "install the seccomp filter".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
