@@ -5,8 +5,8 @@
 
 use berth_bus::{RequestOptions, ServiceContext};
 use berth_proto::reconciler::{
-    self as rp, ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, HistoryReply,
-    ProjectRequest, RollbackRequest, StaleBase,
+    ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, HistoryReply, ProjectRequest,
+    RollbackRequest, StaleBase,
 };
 use berth_proto::{BerthError, ErrorCode, Service};
 use berth_reconciler::desired::{Base, Desired};
@@ -73,9 +73,7 @@ fn opts() -> RequestOptions {
 }
 
 async fn apply(bus: &berth_bus::Bus, project: &str, spec: Value) -> Result<ApplyReply, BerthError> {
-    bus.call(
-        Service::Reconciler,
-        rp::APPLY,
+    bus.ask_local::<berth_proto::reconciler::verbs::Apply>(
         &ApplyRequest {
             project: project.into(),
             spec,
@@ -93,9 +91,7 @@ async fn apply(bus: &berth_bus::Bus, project: &str, spec: Value) -> Result<Apply
 }
 
 async fn history(bus: &berth_bus::Bus, project: &str) -> Result<HistoryReply, BerthError> {
-    bus.call(
-        Service::Reconciler,
-        rp::HISTORY,
+    bus.ask_local::<berth_proto::reconciler::verbs::History>(
         &ProjectRequest {
             project: project.into(),
         },
@@ -114,9 +110,7 @@ async fn rollback(
     project: &str,
     to: Option<u64>,
 ) -> Result<ApplyReply, BerthError> {
-    bus.call(
-        Service::Reconciler,
-        rp::ROLLBACK,
+    bus.ask_local::<berth_proto::reconciler::verbs::Rollback>(
         &RollbackRequest {
             project: project.into(),
             to,
@@ -299,10 +293,8 @@ async fn concurrent_applies_never_mix() {
         .map(|i| spec("race", &[&format!("s{i}"), "common"], &i.to_string()))
         .collect();
     let results = futures::future::join_all(buses.iter().zip(&specs).map(|(bus, s)| async move {
-        bus.request::<_, ApplyReply>(
+        bus.ask::<berth_proto::reconciler::verbs::Apply>(
             "_",
-            Service::Reconciler,
-            rp::APPLY,
             &ApplyRequest {
                 project: "race".into(),
                 spec: s.clone(),

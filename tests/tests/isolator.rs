@@ -104,7 +104,7 @@ impl Harness {
         let t = Instant::now();
         let r = self
             .bus
-            .call(Service::Isolator, CREATE, &req, &opts())
+            .ask_local::<berth_proto::isolator::verbs::Create>(&req, &opts())
             .await;
         eprintln!("create of {} took {:?}", spec.id, t.elapsed());
         r
@@ -180,7 +180,9 @@ impl Harness {
             stream: None,
             timeout_ms: None,
         };
-        self.bus.call(Service::Isolator, EXEC, &req, &opts()).await
+        self.bus
+            .ask_local::<berth_proto::isolator::verbs::Exec>(&req, &opts())
+            .await
     }
 }
 
@@ -498,16 +500,14 @@ async fn bind_mounts_and_named_volumes_keep_data() {
 
     let list: VolumesReply = h
         .bus
-        .call(Service::Isolator, VOLUMES, &VolumesRequest {}, &opts())
+        .ask_local::<berth_proto::isolator::verbs::Volumes>(&VolumesRequest {}, &opts())
         .await
         .unwrap();
     let v = list.volumes.iter().find(|v| v.name == vol).expect("listed");
     assert!(v.used_by.is_empty());
     let _: VolumeRemoveReply = h
         .bus
-        .call(
-            Service::Isolator,
-            VOLUME_REMOVE,
+        .ask_local::<berth_proto::isolator::verbs::VolumeRemove>(
             &VolumeRemoveRequest {
                 name: vol.clone(),
                 force: false,

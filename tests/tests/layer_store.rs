@@ -45,9 +45,7 @@ impl Svc {
         // Wait until it answers.
         for _ in 0..100 {
             if bus
-                .call::<_, ImagesReply>(
-                    Service::LayerStore,
-                    IMAGES,
+                .ask_local::<berth_proto::layer_store::verbs::Images>(
                     &ImagesRequest {},
                     &RequestOptions::timeout(Duration::from_secs(2)),
                 )

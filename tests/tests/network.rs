@@ -707,7 +707,7 @@ async fn isolator_containers_on_a_bridge_network() {
     use berth_bus::RequestOptions;
     use berth_proto::isolator::*;
     use berth_proto::network::*;
-    use berth_proto::Service;
+
     need_root!();
     let shim = berth_tests::bin_dir().join("berth-shim");
     if !shim.exists() {
@@ -732,9 +732,7 @@ async fn isolator_containers_on_a_bridge_network() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let info: NetworkInfo = loop {
         match bus
-            .call(
-                Service::Isolator,
-                NETWORK_CREATE,
+            .ask_local::<berth_proto::isolator::verbs::NetworkCreate>(
                 &NetworkCreateRequest {
                     name: "app_default".into(),
                     subnet: None,
@@ -775,9 +773,7 @@ async fn isolator_containers_on_a_bridge_network() {
     for s in [&web, &client] {
         let t = Instant::now();
         let r: CreateReply = bus
-            .call(
-                Service::Isolator,
-                CREATE,
+            .ask_local::<berth_proto::isolator::verbs::Create>(
                 // Released by the isolator itself once its network is attached.
                 &CreateRequest {
                     spec: s.clone(),
@@ -809,9 +805,7 @@ async fn isolator_containers_on_a_bridge_network() {
     // The published port answers on the host's loopback; `ports` reports it.
     assert!(http_get(&format!("127.0.0.1:{port}"), "served by web\n").starts_with("HTTP/1."));
     let p: PortsReply = bus
-        .call(
-            Service::Isolator,
-            PORTS,
+        .ask_local::<berth_proto::isolator::verbs::Ports>(
             &PortsRequest {
                 container: "app-web-1".into(),
             },
@@ -828,9 +822,7 @@ async fn isolator_containers_on_a_bridge_network() {
         d
     };
     let e = bus
-        .call::<_, CreateReply>(
-            Service::Isolator,
-            CREATE,
+        .ask_local::<berth_proto::isolator::verbs::Create>(
             &CreateRequest {
                 spec: dup.clone(),
                 rootfs: rootfs.container(&dup.id),
@@ -854,9 +846,7 @@ async fn isolator_containers_on_a_bridge_network() {
         "container dir left"
     );
     let i: NetworkInfo = bus
-        .call(
-            Service::Isolator,
-            NETWORK_INSPECT,
+        .ask_local::<berth_proto::isolator::verbs::NetworkInspect>(
             &NetworkInspectRequest {
                 name: "app_default".into(),
             },
@@ -867,9 +857,7 @@ async fn isolator_containers_on_a_bridge_network() {
     assert!(!i.endpoints.iter().any(|e| e.container_name == "app-web-2"));
     // Removal is refused while web runs; once it has ended, the sweep releases it.
     let e = bus
-        .call::<_, NetworkRemoveReply>(
-            Service::Isolator,
-            NETWORK_REMOVE,
+        .ask_local::<berth_proto::isolator::verbs::NetworkRemove>(
             &NetworkRemoveRequest {
                 name: "app_default".into(),
             },
@@ -893,9 +881,7 @@ async fn isolator_containers_on_a_bridge_network() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = bus
-            .call::<_, NetworkRemoveReply>(
-                Service::Isolator,
-                NETWORK_REMOVE,
+            .ask_local::<berth_proto::isolator::verbs::NetworkRemove>(
                 &NetworkRemoveRequest {
                     name: "app_default".into(),
                 },

@@ -659,9 +659,7 @@ async fn gc_during_a_pull_takes_nothing_from_it() {
     for _ in 0..100 {
         match env
             .bus
-            .call(
-                Service::LayerStore,
-                berth_proto::layer_store::GC,
+            .ask_local::<berth_proto::layer_store::verbs::Gc>(
                 &berth_proto::layer_store::GcRequest { all: false },
                 &RequestOptions::timeout(Duration::from_secs(10)),
             )

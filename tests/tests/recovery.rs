@@ -12,7 +12,6 @@
 use berth_bus::{Bus, ConnectOptions, RequestOptions};
 use berth_cgroups::{Cgroup, Layout};
 use berth_proto::supervisor::{ContainerOptions, ContainerState, CreateRequest, ListReply};
-use berth_proto::Service;
 use berth_tests::daemon::{stderr, stdout, Berthd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -431,12 +430,7 @@ async fn a_create_retried_after_a_restart_gets_its_first_reply() {
     };
     let bus = connect(&d).await;
     let first: ContainerState = bus
-        .call(
-            Service::Supervisor,
-            berth_proto::supervisor::CREATE,
-            &req,
-            &opts,
-        )
+        .ask_local::<berth_proto::supervisor::verbs::Create>(&req, &opts)
         .await
         .expect("create");
     drop(bus);
@@ -446,19 +440,12 @@ async fn a_create_retried_after_a_restart_gets_its_first_reply() {
     d.spawn();
     let bus = connect(&d).await;
     let again: ContainerState = bus
-        .call(
-            Service::Supervisor,
-            berth_proto::supervisor::CREATE,
-            &req,
-            &opts,
-        )
+        .ask_local::<berth_proto::supervisor::verbs::Create>(&req, &opts)
         .await
         .expect("the retried create");
     assert_eq!(again, first);
     let list: ListReply = bus
-        .call(
-            Service::Supervisor,
-            berth_proto::supervisor::LIST,
+        .ask_local::<berth_proto::supervisor::verbs::List>(
             &berth_proto::supervisor::ListRequest {
                 all: true,
                 ..Default::default()

@@ -116,9 +116,7 @@ impl Node {
         while Instant::now() < deadline {
             let r: Result<ListReply, _> = self
                 .bus
-                .call(
-                    Service::Supervisor,
-                    LIST,
+                .ask_local::<berth_proto::supervisor::verbs::List>(
                     &ListRequest::default(),
                     &RequestOptions::timeout(Duration::from_secs(2)),
                 )

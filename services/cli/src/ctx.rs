@@ -2,9 +2,7 @@
 //! connection, and how errors become one plain line and an exit code.
 
 use berth_bus::{Bus, BusError, ConnectOptions, NodeConfig, RequestOptions};
-use berth_proto::Service;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use berth_proto::Verb;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -232,31 +230,21 @@ impl Ctx {
             .await
     }
 
-    /// A request to `service` on the addressed node, with the global timeout.
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        service: Service,
-        verb: &str,
-        body: &Req,
-    ) -> anyhow::Result<Resp> {
+    /// The declared verb `V` on the addressed node, with the global timeout.
+    pub async fn call<V: Verb>(&self, body: &V::Request) -> anyhow::Result<V::Reply> {
         let node = self.node()?;
         let bus = self.bus().await?;
         Ok(bus
-            .request(&node, service, verb, body, &self.request_options(false))
+            .ask::<V>(&node, body, &self.request_options(false))
             .await?)
     }
 
-    /// A state-changing request: carries an idempotency key.
-    pub async fn call_mut<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        service: Service,
-        verb: &str,
-        body: &Req,
-    ) -> anyhow::Result<Resp> {
+    /// A state-changing verb: carries an idempotency key.
+    pub async fn call_mut<V: Verb>(&self, body: &V::Request) -> anyhow::Result<V::Reply> {
         let node = self.node()?;
         let bus = self.bus().await?;
         Ok(bus
-            .request(&node, service, verb, body, &self.request_options(true))
+            .ask::<V>(&node, body, &self.request_options(true))
             .await?)
     }
 

@@ -59,7 +59,7 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         tracing::warn!(%e, "the init layer is not there: containers make their mount points");
     }
     let router = Router::new()
-        .route(CREATE, move |req: CreateRequest| {
+        .verb::<berth_proto::isolator::verbs::Create, _, _>(move |req: CreateRequest| {
             // `container.created` is the supervisor's to announce (with the shim's and the
             // init's pids from this reply), once per container.
             let cfg = c1.config.clone();
@@ -70,7 +70,7 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                     .map_err(BerthError::from)
             }
         })
-        .route(EXEC, move |req: ExecRequest| {
+        .verb::<berth_proto::isolator::verbs::Exec, _, _>(move |req: ExecRequest| {
             let cfg = c2.clone();
             let ctx = c_exec.clone();
             async move {
@@ -85,7 +85,7 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                     .map_err(BerthError::from)
             }
         })
-        .route(VOLUMES, move |_: VolumesRequest| {
+        .verb::<berth_proto::isolator::verbs::Volumes, _, _>(move |_: VolumesRequest| {
             let cfg = c3.clone();
             async move {
                 tokio::task::spawn_blocking(move || volumes::list(&cfg))
@@ -94,15 +94,17 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                     .map_err(BerthError::from)
             }
         })
-        .route(VOLUME_REMOVE, move |req: VolumeRemoveRequest| {
-            let cfg = c4.clone();
-            async move {
-                tokio::task::spawn_blocking(move || volumes::remove(&cfg, &req))
-                    .await
-                    .map_err(|e| BerthError::internal(e.to_string()))?
-                    .map_err(BerthError::from)
-            }
-        });
+        .verb::<berth_proto::isolator::verbs::VolumeRemove, _, _>(
+            move |req: VolumeRemoveRequest| {
+                let cfg = c4.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || volumes::remove(&cfg, &req))
+                        .await
+                        .map_err(|e| BerthError::internal(e.to_string()))?
+                        .map_err(BerthError::from)
+                }
+            },
+        );
     network::start(&ctx).await;
     let router = network::routes(router, &ctx.config);
     serve(&ctx, Service::Isolator, router).await?;

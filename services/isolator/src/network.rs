@@ -121,22 +121,26 @@ pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
         cfg.clone(),
     );
     router
-        .route(NETWORK_CREATE, move |req: NetworkCreateRequest| {
-            let n = net(&c1);
-            async move {
-                n.create(&req.name, req.subnet.as_deref())
-                    .await
-                    .map_err(err)
-            }
-        })
-        .route(NETWORK_REMOVE, move |req: NetworkRemoveRequest| {
-            let n = net(&c2);
-            async move {
-                n.remove(&req.name).await.map_err(err)?;
-                Ok::<_, BerthError>(NetworkRemoveReply { name: req.name })
-            }
-        })
-        .route(NETWORKS, move |_: NetworksRequest| {
+        .verb::<berth_proto::isolator::verbs::NetworkCreate, _, _>(
+            move |req: NetworkCreateRequest| {
+                let n = net(&c1);
+                async move {
+                    n.create(&req.name, req.subnet.as_deref())
+                        .await
+                        .map_err(err)
+                }
+            },
+        )
+        .verb::<berth_proto::isolator::verbs::NetworkRemove, _, _>(
+            move |req: NetworkRemoveRequest| {
+                let n = net(&c2);
+                async move {
+                    n.remove(&req.name).await.map_err(err)?;
+                    Ok::<_, BerthError>(NetworkRemoveReply { name: req.name })
+                }
+            },
+        )
+        .verb::<berth_proto::isolator::verbs::Networks, _, _>(move |_: NetworksRequest| {
             let n = net(&c3);
             async move {
                 Ok::<_, BerthError>(NetworksReply {
@@ -144,11 +148,13 @@ pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
                 })
             }
         })
-        .route(NETWORK_INSPECT, move |req: NetworkInspectRequest| {
-            let n = net(&c4);
-            async move { n.inspect(&req.name).map_err(err) }
-        })
-        .route(PORTS, move |req: PortsRequest| {
+        .verb::<berth_proto::isolator::verbs::NetworkInspect, _, _>(
+            move |req: NetworkInspectRequest| {
+                let n = net(&c4);
+                async move { n.inspect(&req.name).map_err(err) }
+            },
+        )
+        .verb::<berth_proto::isolator::verbs::Ports, _, _>(move |req: PortsRequest| {
             let n = net(&c5);
             async move {
                 match n.ports(&req.container).map_err(err)? {

@@ -48,66 +48,74 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
     let ls = Arc::new(LayerStore::open(&ctx.config.data_root)?);
     let router = Router::new();
     let (l, b) = (ls.clone(), ctx.bus.clone());
-    let router = router.route(PREPARE, move |req: PrepareRequest| {
-        let (ls, bus) = (l.clone(), b.clone());
-        async move {
-            let r = req.clone();
-            let (reply, made) = blocking(move || ls.prepare(&r)).await?;
-            emit_unpacked(&bus, &req.image, &made).await;
-            bus.emit(
-                "snapshot",
-                EVENT_PREPARED,
-                &req.container_id,
-                attrs! {
-                    "image" => req.image.clone(),
-                    "digest" => reply.image_digest.clone(),
-                    "layers" => reply.rootfs.lowerdirs.len(),
-                },
-            )
-            .await;
-            Ok::<_, BerthError>(reply)
-        }
-    });
+    let router = router.verb::<berth_proto::layer_store::verbs::Prepare, _, _>(
+        move |req: PrepareRequest| {
+            let (ls, bus) = (l.clone(), b.clone());
+            async move {
+                let r = req.clone();
+                let (reply, made) = blocking(move || ls.prepare(&r)).await?;
+                emit_unpacked(&bus, &req.image, &made).await;
+                bus.emit(
+                    "snapshot",
+                    EVENT_PREPARED,
+                    &req.container_id,
+                    attrs! {
+                        "image" => req.image.clone(),
+                        "digest" => reply.image_digest.clone(),
+                        "layers" => reply.rootfs.lowerdirs.len(),
+                    },
+                )
+                .await;
+                Ok::<_, BerthError>(reply)
+            }
+        },
+    );
     let l = ls.clone();
-    let router = router.route(RELEASE, move |req: ReleaseRequest| {
-        let ls = l.clone();
-        async move {
-            blocking(move || ls.release(&req.container_id)).await?;
-            Ok::<_, BerthError>(serde_json::json!({}))
-        }
-    });
+    let router = router.verb::<berth_proto::layer_store::verbs::Release, _, _>(
+        move |req: ReleaseRequest| {
+            let ls = l.clone();
+            async move {
+                blocking(move || ls.release(&req.container_id)).await?;
+                Ok::<_, BerthError>(berth_proto::Empty {})
+            }
+        },
+    );
     let l = ls.clone();
-    let router = router.route(IMAGES, move |_: ImagesRequest| {
-        let ls = l.clone();
-        async move { blocking(move || ls.images()).await }
-    });
+    let router =
+        router.verb::<berth_proto::layer_store::verbs::Images, _, _>(move |_: ImagesRequest| {
+            let ls = l.clone();
+            async move { blocking(move || ls.images()).await }
+        });
     let l = ls.clone();
-    let router = router.route(INSPECT, move |req: InspectRequest| {
-        let ls = l.clone();
-        async move { blocking(move || ls.inspect(&req.image)).await }
-    });
+    let router = router.verb::<berth_proto::layer_store::verbs::Inspect, _, _>(
+        move |req: InspectRequest| {
+            let ls = l.clone();
+            async move { blocking(move || ls.inspect(&req.image)).await }
+        },
+    );
     let (l, b) = (ls.clone(), ctx.bus.clone());
-    let router = router.route(REMOVE, move |req: RemoveRequest| {
-        let (ls, bus) = (l.clone(), b.clone());
-        async move {
-            let r = req.clone();
-            let reply = blocking(move || ls.remove(&r)).await?;
-            bus.emit(
-                "image",
-                EVENT_REMOVED,
-                &req.image,
-                attrs! {
-                    "untagged" => reply.untagged.clone(),
-                    "deleted" => reply.deleted.len(),
-                    "space_freed" => reply.space_freed,
-                },
-            )
-            .await;
-            Ok::<_, BerthError>(reply)
-        }
-    });
+    let router =
+        router.verb::<berth_proto::layer_store::verbs::Remove, _, _>(move |req: RemoveRequest| {
+            let (ls, bus) = (l.clone(), b.clone());
+            async move {
+                let r = req.clone();
+                let reply = blocking(move || ls.remove(&r)).await?;
+                bus.emit(
+                    "image",
+                    EVENT_REMOVED,
+                    &req.image,
+                    attrs! {
+                        "untagged" => reply.untagged.clone(),
+                        "deleted" => reply.deleted.len(),
+                        "space_freed" => reply.space_freed,
+                    },
+                )
+                .await;
+                Ok::<_, BerthError>(reply)
+            }
+        });
     let (l, b) = (ls.clone(), ctx.bus.clone());
-    let router = router.route(GC, move |req: GcRequest| {
+    let router = router.verb::<berth_proto::layer_store::verbs::Gc, _, _>(move |req: GcRequest| {
         let (ls, bus) = (l.clone(), b.clone());
         async move {
             let reply = blocking(move || ls.gc(&req)).await?;
@@ -119,32 +127,34 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         }
     });
     let l = ls.clone();
-    let router = router.route(DF, move |_: DfRequest| {
+    let router = router.verb::<berth_proto::layer_store::verbs::Df, _, _>(move |_: DfRequest| {
         let ls = l.clone();
         async move { blocking(move || ls.df()).await }
     });
     let (l, b) = (ls.clone(), ctx.bus.clone());
-    let router = router.route(LOAD, move |req: LoadRequest| {
-        let (ls, bus) = (l.clone(), b.clone());
-        async move {
-            let reply = blocking(move || archive::load(&ls, &req)).await?;
-            for i in &reply.images {
-                bus.emit(
-                    "image",
-                    EVENT_LOADED,
-                    &i.reference,
-                    attrs! {"digest" => i.digest.clone(), "format" => reply.format.clone()},
-                )
-                .await;
+    let router =
+        router.verb::<berth_proto::layer_store::verbs::Load, _, _>(move |req: LoadRequest| {
+            let (ls, bus) = (l.clone(), b.clone());
+            async move {
+                let reply = blocking(move || archive::load(&ls, &req)).await?;
+                for i in &reply.images {
+                    bus.emit(
+                        "image",
+                        EVENT_LOADED,
+                        &i.reference,
+                        attrs! {"digest" => i.digest.clone(), "format" => reply.format.clone()},
+                    )
+                    .await;
+                }
+                Ok::<_, BerthError>(reply)
             }
-            Ok::<_, BerthError>(reply)
-        }
-    });
+        });
     let l = ls.clone();
-    let router = router.route(SAVE, move |req: SaveRequest| {
-        let ls = l.clone();
-        async move { blocking(move || archive::save(&ls, &req)).await }
-    });
+    let router =
+        router.verb::<berth_proto::layer_store::verbs::Save, _, _>(move |req: SaveRequest| {
+            let ls = l.clone();
+            async move { blocking(move || archive::save(&ls, &req)).await }
+        });
     serve(&ctx, Service::LayerStore, router).await?;
     Ok(())
 }

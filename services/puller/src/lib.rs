@@ -15,7 +15,7 @@ pub mod settings;
 use berth_bus::{attrs, serve, Bus, Router, ServiceContext};
 use berth_proto::puller::{
     LoginReply, LoginRequest, PullReply, PullRequest, ResolveReply, ResolveRequest, EVENT_PULLED,
-    EVENT_PULLING, EVENT_PULL_FAILED, LOGIN, PULL, RESOLVE,
+    EVENT_PULLING, EVENT_PULL_FAILED,
 };
 use berth_proto::reference::Reference;
 use berth_proto::{BerthError, Service};
@@ -35,21 +35,21 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
     let store = ContentStore::open(ctx.config.content_dir())?;
     let puller = Arc::new(Puller::new(store, ctx.config.data_root.clone()));
     let router = Router::new()
-        .route(PULL, {
+        .verb::<berth_proto::puller::verbs::Pull, _, _>({
             let (p, bus) = (puller.clone(), ctx.bus.clone());
             move |req: PullRequest| {
                 let (p, bus) = (p.clone(), bus.clone());
                 async move { pull(&p, &bus, req).await }
             }
         })
-        .route(RESOLVE, {
+        .verb::<berth_proto::puller::verbs::Resolve, _, _>({
             let p = puller.clone();
             move |req: ResolveRequest| {
                 let p = p.clone();
                 async move { resolve(&p, req).await.map_err(BerthError::from) }
             }
         })
-        .route(LOGIN, {
+        .verb::<berth_proto::puller::verbs::Login, _, _>({
             let p = puller.clone();
             move |req: LoginRequest| {
                 let p = p.clone();

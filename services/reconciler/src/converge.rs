@@ -6,15 +6,14 @@
 
 use crate::plan::{plan, Action, DesiredProject, Plan, LABEL_PROJECT};
 use berth_bus::{attrs, Bus, BusError, RequestOptions};
-use berth_proto::isolator;
+use berth_proto::isolator::{self, verbs as iv};
 use berth_proto::network::{
-    NetworkCreateRequest, NetworkInfo, NetworkInspectRequest, NetworkRemoveReply,
-    NetworkRemoveRequest, DEFAULT_NETWORK, NETWORK_CREATE, NETWORK_INSPECT, NETWORK_REMOVE,
+    NetworkCreateRequest, NetworkInspectRequest, NetworkRemoveRequest, DEFAULT_NETWORK,
 };
 use berth_proto::supervisor::{
-    self, ContainerState, ListReply, ListRequest, RemoveRequest, Target,
+    self, verbs as sv, ContainerState, ListReply, ListRequest, RemoveRequest, Target,
 };
-use berth_proto::{ErrorCode, Service};
+use berth_proto::{ErrorCode, Verb};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -28,10 +27,54 @@ struct Failure {
     next_at: Instant,
 }
 
+/// A step's call that failed: the serving service's error code when it answered with one
+/// (compared as a code, never as text), and the message. Shown as `<code>: <message>`.
+#[derive(Debug)]
+struct StepError {
+    code: Option<ErrorCode>,
+    message: String,
+}
+
+impl StepError {
+    fn is(&self, code: ErrorCode) -> bool {
+        self.code == Some(code)
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "{}: {}", c.as_str(), self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl From<BusError> for StepError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Remote(r) => StepError {
+                code: Some(r.code),
+                message: r.message,
+            },
+            other => StepError {
+                code: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<StepError> for String {
+    fn from(e: StepError) -> String {
+        e.to_string()
+    }
+}
+
 /// Removing what is already gone is not a failure.
-fn gone_is_fine<T>(r: Result<T, String>) -> Result<(), String> {
+fn gone_is_fine<T>(r: Result<T, StepError>) -> Result<(), StepError> {
     match r {
-        Err(e) if !e.starts_with("not_found:") => Err(e),
+        Err(e) if !e.is(ErrorCode::NotFound) => Err(e),
         _ => Ok(()),
     }
 }
@@ -92,10 +135,8 @@ impl Converger {
         };
         let r: ListReply = self
             .bus
-            .request(
+            .ask::<sv::List>(
                 &self.node,
-                Service::Supervisor,
-                supervisor::LIST,
                 &req,
                 &RequestOptions::timeout(Duration::from_secs(10)),
             )
@@ -244,29 +285,22 @@ impl Converger {
             }
             Action::Remove { id, .. } => self.remove(id).await,
             Action::Start { id, .. } => self
-                .call::<_, serde_json::Value>(
-                    supervisor::START,
-                    &Target {
-                        container: id.clone(),
-                    },
-                )
+                .call::<sv::Start>(&Target {
+                    container: id.clone(),
+                })
                 .await
-                .map(|_| ()),
+                .map(|_| ())
+                .map_err(String::from),
         }
     }
 
     async fn create(&self, req: supervisor::CreateRequest) -> Result<(), String> {
-        match self
-            .call::<_, serde_json::Value>(supervisor::CREATE, &req)
-            .await
-        {
+        match self.call::<sv::Create>(&req).await {
             Ok(_) => Ok(()),
             // Created meanwhile (a restarted reconciler, a concurrent pass): the next pass sees
             // it. Any other conflict (a host port taken) failed the create, which left nothing.
-            Err(e) if e.starts_with("conflict:") && self.exists(req.name.as_deref()).await => {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if e.is(ErrorCode::Conflict) && self.exists(req.name.as_deref()).await => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -279,10 +313,8 @@ impl Converger {
             ..Default::default()
         };
         self.bus
-            .request::<_, ListReply>(
+            .ask::<sv::List>(
                 &self.node,
-                Service::Supervisor,
-                supervisor::LIST,
                 &req,
                 &RequestOptions::timeout(Duration::from_secs(10)),
             )
@@ -306,15 +338,13 @@ impl Converger {
 
     async fn remove(&self, id: &str) -> Result<(), String> {
         gone_is_fine(
-            self.call::<_, serde_json::Value>(
-                supervisor::REMOVE,
-                &RemoveRequest {
-                    container: id.to_string(),
-                    force: true,
-                },
-            )
+            self.call::<sv::Remove>(&RemoveRequest {
+                container: id.to_string(),
+                force: true,
+            })
             .await,
         )
+        .map_err(String::from)
     }
 
     /// Make the project's own bridge networks (a network that exists is left as it is);
@@ -326,26 +356,18 @@ impl Converger {
                 if n.name == DEFAULT_NETWORK {
                     continue;
                 }
-                self.call_to::<_, NetworkInfo>(
-                    Service::Isolator,
-                    NETWORK_INSPECT,
-                    &NetworkInspectRequest {
-                        name: n.name.clone(),
-                    },
-                )
+                self.call::<iv::NetworkInspect>(&NetworkInspectRequest {
+                    name: n.name.clone(),
+                })
                 .await
                 .map_err(|e| format!("external network {}: {e}", n.name))?;
                 continue;
             }
             match self
-                .call_to::<_, NetworkInfo>(
-                    Service::Isolator,
-                    NETWORK_CREATE,
-                    &NetworkCreateRequest {
-                        name: n.name.clone(),
-                        subnet: None,
-                    },
-                )
+                .call::<iv::NetworkCreate>(&NetworkCreateRequest {
+                    name: n.name.clone(),
+                    subnet: None,
+                })
                 .await
             {
                 Ok(_) => {
@@ -358,7 +380,7 @@ impl Converger {
                         )
                         .await;
                 }
-                Err(e) if e.starts_with("conflict:") => {}
+                Err(e) if e.is(ErrorCode::Conflict) => {}
                 Err(e) => return Err(format!("creating network {}: {e}", n.name)),
             }
         }
@@ -389,63 +411,25 @@ impl Converger {
             let req = NetworkRemoveRequest {
                 name: net.name.clone(),
             };
-            gone_is_fine(
-                self.call_to::<_, NetworkRemoveReply>(Service::Isolator, NETWORK_REMOVE, &req)
-                    .await,
-            )
-            .map_err(|e| format!("removing network {}: {e}", net.name))?;
+            gone_is_fine(self.call::<iv::NetworkRemove>(&req).await)
+                .map_err(|e| format!("removing network {}: {e}", net.name))?;
         }
         for v in d.volumes.iter().filter(|_| volumes) {
             let req = isolator::VolumeRemoveRequest {
                 name: v.clone(),
                 force: false,
             };
-            gone_is_fine(
-                self.call_to::<_, serde_json::Value>(
-                    Service::Isolator,
-                    isolator::VOLUME_REMOVE,
-                    &req,
-                )
-                .await,
-            )
-            .map_err(|e| format!("removing volume {v}: {e}"))?;
+            gone_is_fine(self.call::<iv::VolumeRemove>(&req).await)
+                .map_err(|e| format!("removing volume {v}: {e}"))?;
         }
         Ok(n)
     }
 
-    async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        verb: &str,
-        body: &Req,
-    ) -> Result<Resp, String> {
-        self.call_to(Service::Supervisor, verb, body).await
-    }
-
-    async fn call_to<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
-        &self,
-        service: Service,
-        verb: &str,
-        body: &Req,
-    ) -> Result<Resp, String> {
-        self.bus
-            .request(
-                &self.node,
-                service,
-                verb,
-                body,
-                &RequestOptions::mutating(self.timeout),
-            )
-            .await
-            .map_err(|e| match e {
-                BusError::Remote(r) => {
-                    let code = match r.code {
-                        ErrorCode::Conflict => "conflict",
-                        ErrorCode::NotFound => "not_found",
-                        other => other.as_str(),
-                    };
-                    format!("{code}: {}", r.message)
-                }
-                other => other.to_string(),
-            })
+    /// A declared verb on this node, as a state-changing request; the error keeps its code.
+    async fn call<V: Verb>(&self, body: &V::Request) -> Result<V::Reply, StepError> {
+        Ok(self
+            .bus
+            .ask::<V>(&self.node, body, &RequestOptions::mutating(self.timeout))
+            .await?)
     }
 }

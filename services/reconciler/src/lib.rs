@@ -14,9 +14,8 @@ pub mod translate;
 
 use berth_bus::{attrs, serve, Router, ServiceContext};
 use berth_proto::reconciler::{
-    self as rp, ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, DownReply, DownRequest,
-    HistoryReply, LsReply, PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus,
-    RollbackRequest,
+    ApplyReply, ApplyRequest, BaseRevision, DesiredRecord, DownReply, DownRequest, HistoryReply,
+    LsReply, PlanReply, PlanRequest, PlanStep, ProjectRequest, ProjectStatus, RollbackRequest,
 };
 use berth_proto::{BerthError, Service};
 use converge::Converger;
@@ -51,28 +50,28 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
     });
 
     let router = Router::new()
-        .route(rp::APPLY, {
+        .verb::<berth_proto::reconciler::verbs::Apply, _, _>({
             let st = st.clone();
             move |r: ApplyRequest| {
                 let st = st.clone();
                 async move { apply(&st, r.project, r.spec, r.files, None, r.base).await }
             }
         })
-        .route(rp::PLAN, {
+        .verb::<berth_proto::reconciler::verbs::Plan, _, _>({
             let st = st.clone();
             move |r: PlanRequest| {
                 let st = st.clone();
                 async move { dry_run(&st, r).await }
             }
         })
-        .route(rp::DOWN, {
+        .verb::<berth_proto::reconciler::verbs::Down, _, _>({
             let st = st.clone();
             move |r: DownRequest| {
                 let st = st.clone();
                 async move { down(&st, r.project, r.volumes).await }
             }
         })
-        .route(rp::HISTORY, {
+        .verb::<berth_proto::reconciler::verbs::History, _, _>({
             let st = st.clone();
             move |r: ProjectRequest| {
                 let st = st.clone();
@@ -85,16 +84,16 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                 }
             }
         })
-        .route(rp::ROLLBACK, {
+        .verb::<berth_proto::reconciler::verbs::Rollback, _, _>({
             let st = st.clone();
             move |r: RollbackRequest| {
                 let st = st.clone();
                 async move { rollback(&st, r).await }
             }
         })
-        .route(rp::LS, {
+        .verb::<berth_proto::reconciler::verbs::Ls, _, _>({
             let st = st.clone();
-            move |_r: serde_json::Value| {
+            move |_r: berth_proto::Empty| {
                 let st = st.clone();
                 async move { ls(&st).await }
             }

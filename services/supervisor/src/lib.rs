@@ -55,12 +55,14 @@ fn be(e: SupervisorError) -> BerthError {
 
 fn router(sup: Arc<Supervisor>) -> Router {
     let s = sup.clone();
-    let r = Router::new().route(CREATE, move |req: CreateRequest| {
-        let s = s.clone();
-        async move { s.create(req).await.map_err(be) }
-    });
+    let r = Router::new().verb::<berth_proto::supervisor::verbs::Create, _, _>(
+        move |req: CreateRequest| {
+            let s = s.clone();
+            async move { s.create(req).await.map_err(be) }
+        },
+    );
     let s = sup.clone();
-    let r = r.route(START, move |req: StartRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Start, _, _>(move |req: StartRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -68,7 +70,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(STOP, move |req: StopRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Stop, _, _>(move |req: StopRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -76,7 +78,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(RESTART, move |req: RestartRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Restart, _, _>(move |req: RestartRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -84,7 +86,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(KILL, move |req: KillRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Kill, _, _>(move |req: KillRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -93,7 +95,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(REMOVE, move |req: RemoveRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Remove, _, _>(move |req: RemoveRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -102,7 +104,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(PAUSE, move |req: PauseRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Pause, _, _>(move |req: PauseRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -110,7 +112,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(UNPAUSE, move |req: PauseRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Unpause, _, _>(move |req: PauseRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -118,12 +120,12 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(LIST, move |req: ListRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::List, _, _>(move |req: ListRequest| {
         let s = s.clone();
         async move { Ok::<_, BerthError>(list(&s, &req)) }
     });
     let s = sup.clone();
-    let r = r.route(INSPECT, move |req: InspectRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Inspect, _, _>(move |req: InspectRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -140,17 +142,17 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup.clone();
-    let r = r.route(LOGS, move |req: LogsRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Logs, _, _>(move |req: LogsRequest| {
         let s = s.clone();
         async move { read_logs(&s, req).await.map_err(be) }
     });
     let s = sup.clone();
-    let r = r.route(STATS, move |req: StatsRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Stats, _, _>(move |req: StatsRequest| {
         let s = s.clone();
         async move { stats(&s, &req).map_err(be) }
     });
     let s = sup.clone();
-    let r = r.route(EXEC, move |req: ExecRequest| {
+    let r = r.verb::<berth_proto::supervisor::verbs::Exec, _, _>(move |req: ExecRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;
@@ -161,7 +163,7 @@ fn router(sup: Arc<Supervisor>) -> Router {
         }
     });
     let s = sup;
-    r.route(WAIT, move |req: WaitRequest| {
+    r.verb::<berth_proto::supervisor::verbs::Wait, _, _>(move |req: WaitRequest| {
         let s = s.clone();
         async move {
             let c = s.resolve(&req.container).map_err(be)?;

@@ -3,7 +3,7 @@
 use crate::error::BusError;
 use async_nats::jetstream;
 use berth_proto::envelope::IDEMPOTENCY_HEADER;
-use berth_proto::{subjects, Event, Reply, Request, Service, SCHEMA_VERSION};
+use berth_proto::{subjects, Event, Reply, Request, Service, Verb, SCHEMA_VERSION};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -292,6 +292,27 @@ impl Bus {
                 return;
             }
         }
+    }
+
+    /// Send the declared verb `V` to its service on `node`: the request and the reply are the
+    /// verb's types, the ones the service's router serves it with.
+    pub async fn ask<V: Verb>(
+        &self,
+        node: &str,
+        body: &V::Request,
+        opts: &RequestOptions,
+    ) -> Result<V::Reply, BusError> {
+        self.request(node, V::SERVICE, V::NAME, body, opts).await
+    }
+
+    /// [`Bus::ask`] on this client's own node.
+    pub async fn ask_local<V: Verb>(
+        &self,
+        body: &V::Request,
+        opts: &RequestOptions,
+    ) -> Result<V::Reply, BusError> {
+        let node = self.node.clone();
+        self.ask::<V>(&node, body, opts).await
     }
 
     /// Like [`Bus::request`] to this client's own node.

@@ -6,7 +6,7 @@ use crate::{Bus, NodeConfig};
 use async_nats::jetstream::kv;
 use berth_proto::envelope::{version_mismatch, VersionProbe, IDEMPOTENCY_HEADER};
 use berth_proto::info::ServiceInfo;
-use berth_proto::{subjects, BerthError, Reply, Service, SCHEMA_VERSION};
+use berth_proto::{subjects, BerthError, Reply, Service, Verb, SCHEMA_VERSION};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -37,6 +37,9 @@ type Handler = Arc<dyn Fn(Value) -> BoxFut + Send + Sync>;
 #[derive(Default, Clone)]
 pub struct Router {
     routes: HashMap<String, Handler>,
+    /// The verbs added by type ([`Router::verb`]): [`serve`] checks they are the service's
+    /// declared verbs, all of them.
+    typed: Vec<(Service, &'static str)>,
 }
 
 impl Router {
@@ -44,7 +47,19 @@ impl Router {
         Self::default()
     }
 
-    /// Add a verb whose body decodes to `Req` and whose answer is `Resp`.
+    /// Serve the declared verb `V`: its request decoded as `V::Request`, `f`'s answer sent as
+    /// `V::Reply`. Services add every verb this way.
+    pub fn verb<V: Verb, F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(V::Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<V::Reply, BerthError>> + Send + 'static,
+    {
+        self.typed.push((V::SERVICE, V::NAME));
+        self.route(V::NAME, f)
+    }
+
+    /// Add a verb by name, whose body decodes to `Req` and whose answer is `Resp`: for tests of
+    /// the bus itself (an echo service); a service declares its verbs and uses [`Router::verb`].
     pub fn route<Req, Resp, F, Fut>(mut self, verb: &str, f: F) -> Self
     where
         Req: DeserializeOwned + Send + 'static,
@@ -152,11 +167,42 @@ struct AnyRequest {
 
 /// Serve `router` for `service` until `ctx.shutdown` is cancelled, then stop taking work,
 /// finish the requests in flight and return.
+/// A router with typed verbs must serve exactly the verbs its service declares (a verb left
+/// out would answer "no such verb" to callers that compile against it).
+fn check_declared(
+    service: Service,
+    typed: &[(Service, &'static str)],
+) -> Result<(), crate::BusError> {
+    if typed.is_empty() {
+        return Ok(());
+    }
+    let wrong = |what: String| {
+        Err(crate::BusError::Remote(BerthError::internal(format!(
+            "the {} router {what}",
+            service.name()
+        ))))
+    };
+    if let Some((s, v)) = typed.iter().find(|(s, _)| *s != service) {
+        return wrong(format!("serves {v}, a verb of the {} service", s.name()));
+    }
+    let served: std::collections::BTreeSet<&str> = typed.iter().map(|(_, v)| *v).collect();
+    let declared: std::collections::BTreeSet<&str> = berth_proto::verb::declared(service)
+        .iter()
+        .copied()
+        .collect();
+    if served != declared {
+        let missing: Vec<_> = declared.difference(&served).collect();
+        return wrong(format!("does not serve the declared verbs {missing:?}"));
+    }
+    Ok(())
+}
+
 pub async fn serve(
     ctx: &ServiceContext,
     service: Service,
     router: Router,
 ) -> Result<(), crate::BusError> {
+    check_declared(service, &router.typed)?;
     let bus = &ctx.bus;
     let subject = subjects::service_wildcard(bus.node(), service);
     let mut sub = bus
@@ -294,4 +340,42 @@ fn encode(r: Result<Value, BerthError>) -> Bytes {
     serde_json::to_vec(&reply)
         .expect("replies serialize")
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::puller::verbs as pv;
+    use berth_proto::supervisor::verbs as sv;
+    use berth_proto::Empty;
+
+    fn puller_router() -> Router {
+        Router::new()
+            .verb::<pv::Pull, _, _>(|_| async { Err(BerthError::internal("unused")) })
+            .verb::<pv::Resolve, _, _>(|_| async { Err(BerthError::internal("unused")) })
+    }
+
+    #[test]
+    fn a_router_serves_exactly_its_services_declared_verbs() {
+        // Two of the puller's three verbs: the third is named.
+        let r = puller_router();
+        let e = check_declared(Service::Puller, &r.typed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("login"), "{e}");
+        // All three: accepted.
+        let r = puller_router()
+            .verb::<pv::Login, _, _>(|_| async { Err(BerthError::internal("unused")) });
+        check_declared(Service::Puller, &r.typed).unwrap();
+        assert_eq!(r.verbs(), ["login", "pull", "resolve"]);
+        // A verb of another service on this router.
+        let r = r.verb::<sv::Wait, _, _>(|_| async { Err(BerthError::internal("unused")) });
+        let e = check_declared(Service::Puller, &r.typed)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wait") && e.contains("supervisor"), "{e}");
+        // Untyped routes (the bus's own tests) are not checked.
+        let r = Router::new().route("echo", |e: Empty| async move { Ok::<_, BerthError>(e) });
+        check_declared(Service::Puller, &r.typed).unwrap();
+    }
 }

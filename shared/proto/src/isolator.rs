@@ -546,6 +546,22 @@ pub struct VolumeRemoveReply {
     pub name: String,
 }
 
+/// The isolator's verbs (see [`crate::verb`]), its networks' included.
+pub mod verbs {
+    use super::*;
+    use crate::network::*;
+    crate::verbs! { crate::Service::Isolator;
+        Create = CREATE, CreateRequest => CreateReply;
+        Exec = EXEC, ExecRequest => ExecReply;
+        Volumes = VOLUMES, VolumesRequest => VolumesReply;
+        VolumeRemove = VOLUME_REMOVE, VolumeRemoveRequest => VolumeRemoveReply;
+        NetworkCreate = NETWORK_CREATE, NetworkCreateRequest => NetworkInfo;
+        NetworkRemove = NETWORK_REMOVE, NetworkRemoveRequest => NetworkRemoveReply;
+        Networks = NETWORKS, NetworksRequest => NetworksReply;
+        NetworkInspect = NETWORK_INSPECT, NetworkInspectRequest => NetworkInfo;
+        Ports = PORTS, PortsRequest => PortsReply;
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

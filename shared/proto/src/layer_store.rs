@@ -228,3 +228,20 @@ pub struct SaveReply {
     pub size: u64,
     pub images: Vec<LoadedImage>,
 }
+
+/// The layer-store's verbs (see [`crate::verb`]).
+pub mod verbs {
+    use super::*;
+    use crate::verb::Empty;
+    crate::verbs! { crate::Service::LayerStore;
+        Prepare = PREPARE, PrepareRequest => PrepareReply;
+        Release = RELEASE, ReleaseRequest => Empty;
+        Images = IMAGES, ImagesRequest => ImagesReply;
+        Inspect = INSPECT, InspectRequest => InspectReply;
+        Remove = REMOVE, RemoveRequest => RemoveReply;
+        Gc = GC, GcRequest => GcReply;
+        Df = DF, DfRequest => DfReply;
+        Load = LOAD, LoadRequest => LoadReply;
+        Save = SAVE, SaveRequest => SaveReply;
+    }
+}

@@ -15,8 +15,10 @@ pub mod reference;
 pub mod subjects;
 pub mod supervisor;
 pub mod validate;
+pub mod verb;
 
 pub use envelope::{Reply, Request, SCHEMA_VERSION};
 pub use error::{BerthError, ErrorCode, ErrorReason};
 pub use event::Event;
 pub use subjects::Service;
+pub use verb::{Empty, Verb};

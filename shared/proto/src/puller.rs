@@ -118,3 +118,13 @@ pub enum LayerState {
     /// Present in the content store before this pull.
     Exists,
 }
+
+/// The puller's verbs (see [`crate::verb`]).
+pub mod verbs {
+    use super::*;
+    crate::verbs! { crate::Service::Puller;
+        Pull = PULL, PullRequest => PullReply;
+        Resolve = RESOLVE, ResolveRequest => ResolveReply;
+        Login = LOGIN, LoginRequest => LoginReply;
+    }
+}

@@ -248,6 +248,19 @@ pub struct LsReply {
     pub projects: Vec<ProjectStatus>,
 }
 
+/// The reconciler's verbs (see [`crate::verb`]).
+pub mod verbs {
+    use super::*;
+    use crate::verb::Empty;
+    crate::verbs! { crate::Service::Reconciler;
+        Apply = APPLY, ApplyRequest => ApplyReply;
+        Plan = PLAN, PlanRequest => PlanReply;
+        Down = DOWN, DownRequest => DownReply;
+        History = HISTORY, ProjectRequest => HistoryReply;
+        Rollback = ROLLBACK, RollbackRequest => ApplyReply;
+        Ls = LS, Empty => LsReply;
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -665,6 +665,26 @@ pub struct WaitReply {
     pub oom_killed: bool,
 }
 
+/// The supervisor's verbs (see [`crate::verb`]).
+pub mod verbs {
+    use super::*;
+    crate::verbs! { crate::Service::Supervisor;
+        Create = CREATE, CreateRequest => ContainerState;
+        Start = START, StartRequest => ContainerState;
+        Stop = STOP, StopRequest => ContainerState;
+        Restart = RESTART, RestartRequest => ContainerState;
+        Kill = KILL, KillRequest => ContainerState;
+        Remove = REMOVE, RemoveRequest => ContainerState;
+        Pause = PAUSE, PauseRequest => ContainerState;
+        Unpause = UNPAUSE, PauseRequest => ContainerState;
+        List = LIST, ListRequest => ListReply;
+        Inspect = INSPECT, InspectRequest => InspectReply;
+        Logs = LOGS, LogsRequest => LogsReply;
+        Stats = STATS, StatsRequest => StatsReply;
+        Exec = EXEC, ExecRequest => ExecReply;
+        Wait = WAIT, WaitRequest => WaitReply;
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@
 use crate::cmd::compose::SpecArgs;
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail};
-use berth_proto::reconciler::{self as rp, ApplyReply, ApplyRequest, BaseRevision, LsReply};
-use berth_proto::{subjects, Event, Service};
+use berth_proto::reconciler::{ApplyReply, ApplyRequest, BaseRevision, LsReply};
+use berth_proto::{subjects, Event};
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -48,16 +48,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         None => crate::cmd::history::current_base(ctx, &name).await?,
     };
     let reply: ApplyReply = ctx
-        .call_mut(
-            Service::Reconciler,
-            rp::APPLY,
-            &ApplyRequest {
-                project: name.clone(),
-                spec: serde_json::to_value(&project)?,
-                files,
-                base: Some(base),
-            },
-        )
+        .call_mut::<berth_proto::reconciler::verbs::Apply>(&ApplyRequest {
+            project: name.clone(),
+            spec: serde_json::to_value(&project)?,
+            files,
+            base: Some(base),
+        })
         .await?;
     if ctx.json() && !a.wait {
         crate::output::print_json(&reply)?;
@@ -74,7 +70,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     };
     // Already converged (a no-op re-apply)?
     let ls: LsReply = ctx
-        .call(Service::Reconciler, rp::LS, &serde_json::json!({}))
+        .call::<berth_proto::reconciler::verbs::Ls>(&berth_proto::Empty {})
         .await?;
     if let Some(p) = ls.projects.iter().find(|p| p.project == name) {
         if p.converged && p.revision == reply.revision {

@@ -2,8 +2,7 @@
 //! removed (its history is kept); with `-v`, its named and anonymous volumes too.
 
 use crate::ctx::Ctx;
-use berth_proto::reconciler::{self as rp, DownReply, DownRequest};
-use berth_proto::Service;
+use berth_proto::reconciler::{DownReply, DownRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,14 +16,10 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let r: DownReply = ctx
-        .call_mut(
-            Service::Reconciler,
-            rp::DOWN,
-            &DownRequest {
-                project: a.project,
-                volumes: a.volumes,
-            },
-        )
+        .call_mut::<berth_proto::reconciler::verbs::Down>(&DownRequest {
+            project: a.project,
+            volumes: a.volumes,
+        })
         .await?;
     if ctx.json() {
         return crate::output::print_json(&r);

@@ -6,8 +6,7 @@
 
 use crate::ctx::{exit, Ctx};
 use berth_proto::isolator::{exec_subject, ExecStream};
-use berth_proto::supervisor::{ExecReply, ExecRequest, EXEC};
-use berth_proto::Service;
+use berth_proto::supervisor::ExecRequest;
 use futures::StreamExt;
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
@@ -103,7 +102,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut opts = ctx.request_options(true);
     opts.timeout = opts.timeout.max(Duration::from_secs(3600));
     let mut reply = tokio::spawn(async move {
-        bus.request::<_, ExecReply>(&node, Service::Supervisor, EXEC, &req, &opts)
+        bus.ask::<berth_proto::supervisor::verbs::Exec>(&node, &req, &opts)
             .await
     });
     let _raw = if a.tty && a.interactive && std::io::stdin().is_terminal() {

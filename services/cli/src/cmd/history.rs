@@ -2,8 +2,8 @@
 
 use crate::ctx::Ctx;
 use berth_bus::BusError;
-use berth_proto::reconciler::{self as rp, BaseRevision, HistoryReply, ProjectRequest};
-use berth_proto::{ErrorCode, Service};
+use berth_proto::reconciler::{BaseRevision, HistoryReply, ProjectRequest};
+use berth_proto::ErrorCode;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,11 +13,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let r: HistoryReply = ctx
-        .call(
-            Service::Reconciler,
-            rp::HISTORY,
-            &ProjectRequest { project: a.project },
-        )
+        .call::<berth_proto::reconciler::verbs::History>(&ProjectRequest { project: a.project })
         .await?;
     if ctx.json() {
         return crate::output::print_json(&r);
@@ -45,13 +41,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
 /// send it, so that a change stored by someone else in between is a conflict, not lost.
 pub async fn current_base(ctx: &Ctx, project: &str) -> anyhow::Result<BaseRevision> {
     let r: Result<HistoryReply, _> = ctx
-        .call(
-            Service::Reconciler,
-            rp::HISTORY,
-            &ProjectRequest {
-                project: project.to_string(),
-            },
-        )
+        .call::<berth_proto::reconciler::verbs::History>(&ProjectRequest {
+            project: project.to_string(),
+        })
         .await;
     match r {
         Ok(h) => Ok(h

@@ -3,7 +3,6 @@
 use crate::ctx::Ctx;
 use crate::output::{human_size, print_json};
 use berth_proto::layer_store::*;
-use berth_proto::Service;
 
 #[derive(clap::Subcommand)]
 pub enum ImageCmd {
@@ -40,11 +39,7 @@ pub async fn run(ctx: &Ctx, c: ImageCmd) -> anyhow::Result<()> {
             let mut failed = None;
             for image in a.images {
                 match ctx
-                    .call::<_, InspectReply>(
-                        Service::LayerStore,
-                        INSPECT,
-                        &InspectRequest { image },
-                    )
+                    .call::<berth_proto::layer_store::verbs::Inspect>(&InspectRequest { image })
                     .await
                 {
                     Ok(r) => out.push(r),
@@ -62,7 +57,7 @@ pub async fn run(ctx: &Ctx, c: ImageCmd) -> anyhow::Result<()> {
         }
         ImageCmd::Prune(a) => {
             let r: GcReply = ctx
-                .call_mut(Service::LayerStore, GC, &GcRequest { all: a.all })
+                .call_mut::<berth_proto::layer_store::verbs::Gc>(&GcRequest { all: a.all })
                 .await?;
             if ctx.json() {
                 return print_json(&r);

@@ -3,7 +3,6 @@
 use crate::ctx::Ctx;
 use crate::output::{human_duration, human_size, print_json, print_table, table};
 use berth_proto::layer_store::*;
-use berth_proto::Service;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,7 +36,7 @@ pub fn short_id(id: &str) -> String {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let r: ImagesReply = ctx
-        .call(Service::LayerStore, IMAGES, &ImagesRequest {})
+        .call::<berth_proto::layer_store::verbs::Images>(&ImagesRequest {})
         .await?;
     if ctx.json() {
         return print_json(&r.images);

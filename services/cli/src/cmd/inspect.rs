@@ -3,9 +3,8 @@
 
 use crate::cmd::run::describe;
 use crate::ctx::{exit, Ctx};
-use berth_proto::network::{NetworksReply, NetworksRequest, NETWORKS};
-use berth_proto::supervisor::{InspectReply, Target, INSPECT};
-use berth_proto::Service;
+use berth_proto::network::{NetworksReply, NetworksRequest};
+use berth_proto::supervisor::Target;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,19 +18,15 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut failed = false;
     for c in &a.containers {
         match ctx
-            .call::<_, InspectReply>(
-                Service::Supervisor,
-                INSPECT,
-                &Target {
-                    container: c.clone(),
-                },
-            )
+            .call::<berth_proto::supervisor::verbs::Inspect>(&Target {
+                container: c.clone(),
+            })
             .await
         {
             Ok(r) => {
                 if nets.is_none() {
                     nets = Some(
-                        ctx.call(Service::Isolator, NETWORKS, &NetworksRequest {})
+                        ctx.call::<berth_proto::isolator::verbs::Networks>(&NetworksRequest {})
                             .await
                             .unwrap_or(NetworksReply { networks: vec![] }),
                     );

@@ -2,8 +2,7 @@
 
 use crate::cmd::run::each;
 use crate::ctx::Ctx;
-use berth_proto::supervisor::{ContainerState, KillRequest, KILL};
-use berth_proto::Service;
+use berth_proto::supervisor::KillRequest;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,14 +17,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     each(&a.containers, |c| {
         let signal = a.signal.clone();
         async move {
-            ctx.call_mut::<_, ContainerState>(
-                Service::Supervisor,
-                KILL,
-                &KillRequest {
-                    container: c,
-                    signal,
-                },
-            )
+            ctx.call_mut::<berth_proto::supervisor::verbs::Kill>(&KillRequest {
+                container: c,
+                signal,
+            })
             .await?;
             Ok(())
         }

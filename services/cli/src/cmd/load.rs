@@ -5,7 +5,6 @@
 use crate::ctx::Ctx;
 use crate::output::print_json;
 use berth_proto::layer_store::*;
-use berth_proto::Service;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -31,7 +30,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         path: path.display().to_string(),
         tag: a.tag,
     };
-    let r: LoadReply = ctx.call_mut(Service::LayerStore, LOAD, &req).await?;
+    let r: LoadReply = ctx
+        .call_mut::<berth_proto::layer_store::verbs::Load>(&req)
+        .await?;
     if ctx.json() {
         return print_json(&r);
     }

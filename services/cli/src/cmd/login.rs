@@ -6,8 +6,7 @@
 use crate::ctx::Ctx;
 use anyhow::{anyhow, bail, Context};
 use berth_docker::config::{self as docker_config, Credentials, Stored};
-use berth_proto::puller::{LoginReply, LoginRequest, LOGIN};
-use berth_proto::Service;
+use berth_proto::puller::{LoginReply, LoginRequest};
 use std::io::{BufRead, IsTerminal, Write};
 
 #[derive(clap::Args)]
@@ -92,15 +91,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         bail!("the password is empty");
     }
     let reply: LoginReply = ctx
-        .call(
-            Service::Puller,
-            LOGIN,
-            &LoginRequest {
-                server: host.clone(),
-                username: username.clone(),
-                password: password.clone(),
-            },
-        )
+        .call::<berth_proto::puller::verbs::Login>(&LoginRequest {
+            server: host.clone(),
+            username: username.clone(),
+            password: password.clone(),
+        })
         .await?;
     let path = docker_config::default_path().ok_or_else(|| {
         anyhow!("neither DOCKER_CONFIG nor HOME is set: nowhere to record the login")

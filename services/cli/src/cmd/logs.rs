@@ -7,7 +7,6 @@ use crate::ctx::Ctx;
 use anyhow::{anyhow, bail, Context};
 use berth_proto::isolator::LogLine;
 use berth_proto::supervisor::*;
-use berth_proto::Service;
 use futures::StreamExt;
 use std::io::Write;
 use std::time::Duration;
@@ -107,13 +106,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let mut live = None;
     if a.follow {
         let info: InspectReply = ctx
-            .call(
-                Service::Supervisor,
-                INSPECT,
-                &Target {
-                    container: a.container.clone(),
-                },
-            )
+            .call::<berth_proto::supervisor::verbs::Inspect>(&Target {
+                container: a.container.clone(),
+            })
             .await?;
         live = Some(
             bus.client()
@@ -184,7 +179,7 @@ async fn history(
     // The reply comes once every chunk is acknowledged: however long that takes.
     let mut opts = ctx.request_options(false);
     opts.timeout = Duration::from_secs(7 * 24 * 3600);
-    let reply = bus.request::<_, LogsReply>(node, Service::Supervisor, LOGS, &req, &opts);
+    let reply = bus.ask::<berth_proto::supervisor::verbs::Logs>(node, &req, &opts);
     tokio::pin!(reply);
     let mut got = StreamedCount::default();
     let r = loop {

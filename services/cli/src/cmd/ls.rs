@@ -1,15 +1,14 @@
 //! `berth ls`: projects, their revision and whether they have converged.
 
 use crate::ctx::Ctx;
-use berth_proto::reconciler::{self as rp, LsReply};
-use berth_proto::Service;
+use berth_proto::reconciler::LsReply;
 
 #[derive(clap::Args)]
 pub struct Args {}
 
 pub async fn run(ctx: &Ctx, _a: Args) -> anyhow::Result<()> {
     let r: LsReply = ctx
-        .call(Service::Reconciler, rp::LS, &serde_json::json!({}))
+        .call::<berth_proto::reconciler::verbs::Ls>(&berth_proto::Empty {})
         .await?;
     if ctx.json() {
         return crate::output::print_json(&r);

@@ -4,7 +4,6 @@
 use crate::ctx::Ctx;
 use crate::output::{print_json, print_table, table};
 use berth_proto::network::*;
-use berth_proto::Service;
 
 #[derive(clap::Subcommand)]
 pub enum NetworkCmd {
@@ -43,7 +42,7 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> anyhow::Result<()> {
     match c {
         NetworkCmd::Ls(a) => {
             let r: NetworksReply = ctx
-                .call(Service::Isolator, NETWORKS, &NetworksRequest {})
+                .call::<berth_proto::isolator::verbs::Networks>(&NetworksRequest {})
                 .await?;
             if ctx.json() {
                 return print_json(&r.networks);
@@ -73,7 +72,7 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> anyhow::Result<()> {
                 subnet: a.subnet,
             };
             let r: NetworkInfo = ctx
-                .call_mut(Service::Isolator, NETWORK_CREATE, &req)
+                .call_mut::<berth_proto::isolator::verbs::NetworkCreate>(&req)
                 .await?;
             if ctx.json() {
                 return print_json(&r);
@@ -86,7 +85,7 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> anyhow::Result<()> {
             for name in &a.names {
                 let req = NetworkRemoveRequest { name: name.clone() };
                 match ctx
-                    .call_mut::<_, NetworkRemoveReply>(Service::Isolator, NETWORK_REMOVE, &req)
+                    .call_mut::<berth_proto::isolator::verbs::NetworkRemove>(&req)
                     .await
                 {
                     Ok(r) => println!("{}", r.name),
@@ -105,7 +104,9 @@ pub async fn run(ctx: &Ctx, c: NetworkCmd) -> anyhow::Result<()> {
             let mut out = Vec::new();
             for name in &a.names {
                 let req = NetworkInspectRequest { name: name.clone() };
-                let r: NetworkInfo = ctx.call(Service::Isolator, NETWORK_INSPECT, &req).await?;
+                let r: NetworkInfo = ctx
+                    .call::<berth_proto::isolator::verbs::NetworkInspect>(&req)
+                    .await?;
                 out.push(r);
             }
             print_json(&out)

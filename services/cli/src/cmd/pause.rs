@@ -2,8 +2,7 @@
 
 use crate::cmd::run::each;
 use crate::ctx::Ctx;
-use berth_proto::supervisor::{ContainerState, Target, PAUSE};
-use berth_proto::Service;
+use berth_proto::supervisor::Target;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,7 +12,7 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     each(&a.containers, |c| async move {
-        ctx.call_mut::<_, ContainerState>(Service::Supervisor, PAUSE, &Target { container: c })
+        ctx.call_mut::<berth_proto::supervisor::verbs::Pause>(&Target { container: c })
             .await?;
         Ok(())
     })

@@ -4,8 +4,7 @@
 
 use crate::cmd::compose::SpecArgs;
 use crate::ctx::{exit, Ctx};
-use berth_proto::reconciler::{self as rp, PlanReply, PlanRequest};
-use berth_proto::Service;
+use berth_proto::reconciler::{PlanReply, PlanRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -16,14 +15,10 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let (project, _) = a.spec.load()?;
     let reply: PlanReply = ctx
-        .call(
-            Service::Reconciler,
-            rp::PLAN,
-            &PlanRequest {
-                project: project.name.clone(),
-                spec: serde_json::to_value(&project)?,
-            },
-        )
+        .call::<berth_proto::reconciler::verbs::Plan>(&PlanRequest {
+            project: project.name.clone(),
+            spec: serde_json::to_value(&project)?,
+        })
         .await?;
     if ctx.json() {
         crate::output::print_json(&reply)?;

@@ -4,7 +4,6 @@
 use crate::ctx::Ctx;
 use crate::output::print_json;
 use berth_proto::network::*;
-use berth_proto::Service;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,13 +13,9 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let r: PortsReply = ctx
-        .call(
-            Service::Isolator,
-            PORTS,
-            &PortsRequest {
-                container: a.container,
-            },
-        )
+        .call::<berth_proto::isolator::verbs::Ports>(&PortsRequest {
+            container: a.container,
+        })
         .await?;
     if ctx.json() {
         return print_json(&r.ports);

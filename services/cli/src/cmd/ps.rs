@@ -4,7 +4,6 @@ use crate::ctx::Ctx;
 use crate::output::{human_duration, print_json, print_table, table};
 use anyhow::{anyhow, bail};
 use berth_proto::supervisor::*;
-use berth_proto::Service;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -88,7 +87,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     parse_filters(&a.filters, &mut req)?;
-    let r: ListReply = ctx.call(Service::Supervisor, LIST, &req).await?;
+    let r: ListReply = ctx
+        .call::<berth_proto::supervisor::verbs::List>(&req)
+        .await?;
     if ctx.json() {
         return print_json(&r.containers);
     }

@@ -4,9 +4,9 @@
 use crate::ctx::Ctx;
 use crate::output::human_size;
 use anyhow::Context;
-use berth_proto::puller::{LayerProgress, LayerState, PullReply, PullRequest, PULL};
+use berth_proto::puller::{LayerProgress, LayerState, PullRequest};
 use berth_proto::reference::Reference;
-use berth_proto::{subjects, Event, Service};
+use berth_proto::{subjects, Event};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -58,7 +58,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     };
     let mut opts = ctx.request_options(true);
     opts.timeout = opts.timeout.max(Duration::from_secs(PULL_TIMEOUT));
-    let call = bus.request::<_, PullReply>(&node, Service::Puller, PULL, &req, &opts);
+    let call = bus.ask::<berth_proto::puller::verbs::Pull>(&node, &req, &opts);
     let started = Instant::now();
     let reply = match events {
         Some(mut sub) => {

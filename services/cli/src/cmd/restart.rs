@@ -3,8 +3,7 @@
 
 use crate::cmd::run::each;
 use crate::ctx::Ctx;
-use berth_proto::supervisor::{ContainerState, RestartRequest, RESTART};
-use berth_proto::Service;
+use berth_proto::supervisor::RestartRequest;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -30,7 +29,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 container: c,
                 timeout_ms: a.time.map(|s| s * 1000),
             };
-            bus.request::<_, ContainerState>(&node, Service::Supervisor, RESTART, &req, &opts)
+            bus.ask::<berth_proto::supervisor::verbs::Restart>(&node, &req, &opts)
                 .await?;
             Ok(())
         }

@@ -3,8 +3,7 @@
 
 use crate::cmd::run::each;
 use crate::ctx::Ctx;
-use berth_proto::supervisor::{ContainerState, RemoveRequest, REMOVE};
-use berth_proto::Service;
+use berth_proto::supervisor::RemoveRequest;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -17,14 +16,10 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     each(&a.containers, |c| async move {
-        ctx.call_mut::<_, ContainerState>(
-            Service::Supervisor,
-            REMOVE,
-            &RemoveRequest {
-                container: c,
-                force: a.force,
-            },
-        )
+        ctx.call_mut::<berth_proto::supervisor::verbs::Remove>(&RemoveRequest {
+            container: c,
+            force: a.force,
+        })
         .await?;
         Ok(())
     })

@@ -4,7 +4,6 @@
 use crate::ctx::Ctx;
 use crate::output::print_json;
 use berth_proto::layer_store::*;
-use berth_proto::Service;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,7 +24,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             force: a.force,
         };
         match ctx
-            .call_mut::<_, RemoveReply>(Service::LayerStore, REMOVE, &req)
+            .call_mut::<berth_proto::layer_store::verbs::Remove>(&req)
             .await
         {
             Ok(r) => {

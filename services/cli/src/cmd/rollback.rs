@@ -3,8 +3,7 @@
 //! it fail with the conflict naming both revisions, as `apply`).
 
 use crate::ctx::Ctx;
-use berth_proto::reconciler::{self as rp, ApplyReply, RollbackRequest};
-use berth_proto::Service;
+use berth_proto::reconciler::{ApplyReply, RollbackRequest};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,15 +17,11 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let base = crate::cmd::history::current_base(ctx, &a.project).await?;
     let r: ApplyReply = ctx
-        .call_mut(
-            Service::Reconciler,
-            rp::ROLLBACK,
-            &RollbackRequest {
-                project: a.project,
-                to: a.to,
-                base: Some(base),
-            },
-        )
+        .call_mut::<berth_proto::reconciler::verbs::Rollback>(&RollbackRequest {
+            project: a.project,
+            to: a.to,
+            base: Some(base),
+        })
         .await?;
     if ctx.json() {
         return crate::output::print_json(&r);

@@ -7,7 +7,7 @@ use crate::ctx::{exit, Ctx};
 use anyhow::{anyhow, bail, Context};
 use berth_proto::isolator::{DeviceMapping, MountKind, MountSpec, NetworkMode, Resources};
 use berth_proto::supervisor::*;
-use berth_proto::{subjects, Event, Service};
+use berth_proto::{subjects, Event};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -481,7 +481,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     if a.detach {
         req.start = true;
         let st: ContainerState = bus
-            .request(&node, Service::Supervisor, CREATE, &req, &opts)
+            .ask::<berth_proto::supervisor::verbs::Create>(&node, &req, &opts)
             .await?;
         println!("{}", st.id);
         return Ok(());
@@ -508,7 +508,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     };
     // A container that fails to start stays created (as with Docker), or is removed with --rm.
     let st: ContainerState = bus
-        .request(&node, Service::Supervisor, CREATE, &req, &opts)
+        .ask::<berth_proto::supervisor::verbs::Create>(&node, &req, &opts)
         .await?;
     let (code, removed) = attach(ctx, &mut logs, &st).await?;
     if removed {
@@ -568,7 +568,7 @@ pub async fn attach(
                     eprintln!("berth: detached; {} keeps running", st.name);
                     return Err(exit(130));
                 }
-                let _ = ctx.call_mut::<_, ContainerState>(Service::Supervisor, KILL, &KillRequest {
+                let _ = ctx.call_mut::<berth_proto::supervisor::verbs::Kill>(&KillRequest {
                     container: st.id.clone(),
                     signal: Some("SIGINT".into()),
                 }).await;

@@ -6,7 +6,6 @@
 use crate::ctx::Ctx;
 use crate::output::{human_size, print_json};
 use berth_proto::layer_store::*;
-use berth_proto::Service;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -26,7 +25,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         images: a.images,
         path: path.display().to_string(),
     };
-    let r: SaveReply = ctx.call_mut(Service::LayerStore, SAVE, &req).await?;
+    let r: SaveReply = ctx
+        .call_mut::<berth_proto::layer_store::verbs::Save>(&req)
+        .await?;
     if ctx.json() {
         return print_json(&r);
     }

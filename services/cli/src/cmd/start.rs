@@ -5,8 +5,7 @@
 use crate::cmd::run::{attach, each};
 use crate::ctx::{engine_error, exit, Ctx};
 use anyhow::{bail, Context};
-use berth_proto::supervisor::{logs_subject, ContainerState, InspectReply, Target, INSPECT, START};
-use berth_proto::Service;
+use berth_proto::supervisor::{logs_subject, ContainerState, InspectReply, Target};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +23,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             .map_err(engine_error);
     }
     each(&a.containers, |c| async move {
-        ctx.call_mut::<_, ContainerState>(Service::Supervisor, START, &Target { container: c })
+        ctx.call_mut::<berth_proto::supervisor::verbs::Start>(&Target { container: c })
             .await?;
         Ok(())
     })
@@ -37,13 +36,9 @@ async fn start_attached(ctx: &Ctx, containers: &[String]) -> anyhow::Result<()> 
         bail!("--attach takes one container, not {}", containers.len());
     };
     let info: InspectReply = ctx
-        .call(
-            Service::Supervisor,
-            INSPECT,
-            &Target {
-                container: container.clone(),
-            },
-        )
+        .call::<berth_proto::supervisor::verbs::Inspect>(&Target {
+            container: container.clone(),
+        })
         .await?;
     let node = ctx.node()?;
     let mut logs = ctx
@@ -54,13 +49,9 @@ async fn start_attached(ctx: &Ctx, containers: &[String]) -> anyhow::Result<()> 
         .await
         .context("subscribe to the container's output")?;
     let st: ContainerState = ctx
-        .call_mut(
-            Service::Supervisor,
-            START,
-            &Target {
-                container: info.state.id.clone(),
-            },
-        )
+        .call_mut::<berth_proto::supervisor::verbs::Start>(&Target {
+            container: info.state.id.clone(),
+        })
         .await?;
     let (code, _) = attach(ctx, &mut logs, &st).await?;
     if code == 0 {

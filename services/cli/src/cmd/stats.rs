@@ -3,8 +3,7 @@
 
 use crate::ctx::Ctx;
 use crate::output::{human_size, print_json, print_table, table};
-use berth_proto::supervisor::{ContainerStats, StatsReply, StatsRequest, STATS};
-use berth_proto::Service;
+use berth_proto::supervisor::{ContainerStats, StatsReply, StatsRequest};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -34,13 +33,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     };
     let mut prev: HashMap<String, ContainerStats> = HashMap::new();
     // The first CPU figure needs two readings.
-    let first: StatsReply = ctx.call(Service::Supervisor, STATS, &req).await?;
+    let first: StatsReply = ctx
+        .call::<berth_proto::supervisor::verbs::Stats>(&req)
+        .await?;
     for s in first.stats {
         prev.insert(s.id.clone(), s);
     }
     loop {
         tokio::time::sleep(Duration::from_millis(if a.no_stream { 200 } else { 1000 })).await;
-        let r: StatsReply = ctx.call(Service::Supervisor, STATS, &req).await?;
+        let r: StatsReply = ctx
+            .call::<berth_proto::supervisor::verbs::Stats>(&req)
+            .await?;
         if ctx.json() {
             print_json(&r)?;
         } else {

@@ -2,8 +2,7 @@
 
 use crate::cmd::run::each;
 use crate::ctx::Ctx;
-use berth_proto::supervisor::{ContainerState, StopRequest, STOP};
-use berth_proto::Service;
+use berth_proto::supervisor::StopRequest;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -29,7 +28,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 container: c,
                 timeout_ms: a.time.map(|s| s * 1000),
             };
-            bus.request::<_, ContainerState>(&node, Service::Supervisor, STOP, &req, &opts)
+            bus.ask::<berth_proto::supervisor::verbs::Stop>(&node, &req, &opts)
                 .await?;
             Ok(())
         }

@@ -104,8 +104,10 @@ async fn info(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 async fn df(ctx: &Ctx) -> anyhow::Result<()> {
-    use berth_proto::layer_store::{DfReply, DfRequest, DF};
-    let r: DfReply = ctx.call(Service::LayerStore, DF, &DfRequest {}).await?;
+    use berth_proto::layer_store::{DfReply, DfRequest};
+    let r: DfReply = ctx
+        .call::<berth_proto::layer_store::verbs::Df>(&DfRequest {})
+        .await?;
     if ctx.json() {
         return output::print_json(&r);
     }

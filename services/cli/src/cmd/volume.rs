@@ -4,7 +4,6 @@
 use crate::ctx::Ctx;
 use crate::output::{print_json, print_table, table};
 use berth_proto::isolator::*;
-use berth_proto::Service;
 
 #[derive(clap::Subcommand)]
 pub enum VolumeCmd {
@@ -34,7 +33,7 @@ pub async fn run(ctx: &Ctx, c: VolumeCmd) -> anyhow::Result<()> {
     match c {
         VolumeCmd::Ls(a) => {
             let r: VolumesReply = ctx
-                .call(Service::Isolator, VOLUMES, &VolumesRequest {})
+                .call::<berth_proto::isolator::verbs::Volumes>(&VolumesRequest {})
                 .await?;
             if ctx.json() {
                 return print_json(&r.volumes);
@@ -65,7 +64,7 @@ pub async fn run(ctx: &Ctx, c: VolumeCmd) -> anyhow::Result<()> {
                     force: a.force,
                 };
                 match ctx
-                    .call_mut::<_, VolumeRemoveReply>(Service::Isolator, VOLUME_REMOVE, &req)
+                    .call_mut::<berth_proto::isolator::verbs::VolumeRemove>(&req)
                     .await
                 {
                     Ok(r) => println!("{}", r.name),

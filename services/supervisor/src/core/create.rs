@@ -68,7 +68,7 @@ impl Supervisor {
         match self
             .ctx
             .bus
-            .call::<_, PrepareReply>(Service::LayerStore, ls::PREPARE, &req, &opts)
+            .ask_local::<berth_proto::layer_store::verbs::Prepare>(&req, &opts)
             .await
         {
             Err(e) if e.remote().map(|r| r.code) == Some(ErrorCode::NotFound) => {
@@ -80,9 +80,7 @@ impl Supervisor {
                 };
                 self.ctx
                     .bus
-                    .call::<_, PullReply>(
-                        Service::Puller,
-                        PULL,
+                    .ask_local::<berth_proto::puller::verbs::Pull>(
                         &pull,
                         &RequestOptions::mutating(PULL_TIMEOUT),
                     )
@@ -90,7 +88,7 @@ impl Supervisor {
                     .map_err(peer(name, &format!("pulling image {image}")))?;
                 self.ctx
                     .bus
-                    .call(Service::LayerStore, ls::PREPARE, &req, &opts)
+                    .ask_local::<berth_proto::layer_store::verbs::Prepare>(&req, &opts)
                     .await
                     .map_err(peer(name, "preparing the root filesystem"))
             }
@@ -267,9 +265,7 @@ impl Supervisor {
         let r = self
             .ctx
             .bus
-            .call::<_, Value>(
-                Service::LayerStore,
-                ls::RELEASE,
+            .ask_local::<berth_proto::layer_store::verbs::Release>(
                 &ReleaseRequest {
                     container_id: id.to_string(),
                 },

@@ -43,9 +43,7 @@ impl Supervisor {
         }
         self.ctx
             .bus
-            .call(
-                Service::Isolator,
-                iso::EXEC,
+            .ask_local::<berth_proto::isolator::verbs::Exec>(
                 &iso::ExecRequest {
                     id: c.id.clone(),
                     args: req.args,

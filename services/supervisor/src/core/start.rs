@@ -53,9 +53,7 @@ impl Supervisor {
         let reply: iso::CreateReply = self
             .ctx
             .bus
-            .call(
-                Service::Isolator,
-                iso::CREATE,
+            .ask_local::<berth_proto::isolator::verbs::Create>(
                 &iso::CreateRequest {
                     spec: inner.rec.spec.clone(),
                     rootfs: inner.rec.rootfs.clone(),
