@@ -47,10 +47,17 @@ pub struct Volume {
 impl Volume {
     /// What berth cannot do of what this volume asks: a mount propagation other than private.
     pub fn unsupported(&self) -> Option<String> {
-        match self.propagation.as_deref() {
-            None | Some("private" | "rprivate") => None,
-            Some(p) => Some(format!("mount propagation {p:?} is not supported by berth")),
-        }
+        self.propagation
+            .as_deref()
+            .and_then(unsupported_propagation)
+    }
+}
+
+/// Why berth cannot mount with propagation `p` (any but `private`, `rprivate`), if it cannot.
+pub fn unsupported_propagation(p: &str) -> Option<String> {
+    match p {
+        "private" | "rprivate" => None,
+        _ => Some(format!("mount propagation {p:?} is not supported by berth")),
     }
 }
 

@@ -444,7 +444,7 @@ fn x_berth_rootfs_runs_a_directory() {
 fn positions_in_flow_style_and_through_anchors() {
     assert_eq!(
         err("services:\n  web: {image: x, ports: [\"80:80\", \"1:2:3:4\"]}\n"),
-        "compose.yaml:2:36: service web: ports: \"1:2:3:4\": expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT (put an IPv6 address in [])"
+        "compose.yaml:2:36: service web: ports: \"1:2:3:4\": \"1:2\" is not an IP address"
     );
     // An alias used by two services: the error is where the bad value is written.
     assert_eq!(
