@@ -61,15 +61,21 @@ pub fn unsupported_propagation(p: &str) -> Option<String> {
     }
 }
 
-/// A tmpfs's short form, read (`mode`, `uid`, `gid`, `nr_inodes` and the flags other than
-/// `ro` are checked, not kept: berth mounts tmpfs with its own).
+/// A tmpfs's short form, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tmpfs {
     /// Absolute and cleaned.
     pub target: String,
     pub size_bytes: Option<u64>,
     pub read_only: bool,
+    /// The options given that berth does not apply (checked, for the caller to warn about):
+    /// berth mounts every tmpfs `nosuid,nodev,mode=1777`, so `noexec`, `suid`, `dev`, another
+    /// `mode`, `uid`, `gid` and `nr_inodes` have no effect.
+    pub ignored: Vec<String>,
 }
+
+/// What a caller says of a tmpfs's [ignored](Tmpfs::ignored) options.
+pub const TMPFS_IGNORED: &str = "not applied by berth (a tmpfs is mounted nosuid,nodev,mode=1777)";
 
 /// Compose's rule, and the Docker CLI's: a source that is a path (starting with `/`, `.` or
 /// `~`) is a bind mount; anything else names a volume.
@@ -173,6 +179,7 @@ pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs, String> {
         target: mount_target(target).map_err(fail)?,
         size_bytes: None,
         read_only: false,
+        ignored: Vec::new(),
     };
     for o in options.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
@@ -184,15 +191,20 @@ pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs, String> {
                 t.size_bytes = Some(n);
             }
             Some(("mode", md)) => {
-                u32::from_str_radix(md, 8)
+                let mode = u32::from_str_radix(md, 8)
                     .map_err(|_| fail(format!("mode {md:?} is not an octal mode")))?;
+                if mode != 0o1777 {
+                    t.ignored.push(o.to_string());
+                }
             }
             Some(("uid" | "gid" | "nr_inodes", n)) => {
                 n.parse::<u64>()
                     .map_err(|_| fail(format!("{o:?} must be a number")))?;
+                t.ignored.push(o.to_string());
             }
             None if matches!(o, "ro" | "rw") => t.read_only = o == "ro",
-            None if matches!(o, "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev") => {}
+            None if matches!(o, "exec" | "nosuid" | "nodev") => {}
+            None if matches!(o, "noexec" | "suid" | "dev") => t.ignored.push(o.to_string()),
             _ => {
                 return Err(fail(format!(
                     "unknown option {o:?} (size, mode, uid, gid, nr_inodes, ro, rw, exec, noexec, suid, nosuid, dev, nodev)"
@@ -270,6 +282,16 @@ mod tests {
         ] {
             assert_eq!(parse_volume(s, base).unwrap_err(), e, "{s}");
         }
+    }
+
+    #[test]
+    fn tmpfs_options_berth_does_not_apply_are_listed() {
+        let t = parse_tmpfs("/x:rw,noexec,nosuid,mode=1777,mode=700,uid=1000,size=1m").unwrap();
+        assert_eq!(t.ignored, ["noexec", "mode=700", "uid=1000"]);
+        assert!(parse_tmpfs("/x:exec,nodev,mode=1777,size=1m")
+            .unwrap()
+            .ignored
+            .is_empty());
     }
 
     #[test]

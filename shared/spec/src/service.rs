@@ -329,7 +329,15 @@ pub(crate) fn service(
     if let Some(x) = m.get("tmpfs") {
         s.tmpfs = ctx.strings(x, &p("tmpfs"))?;
         for (i, t) in s.tmpfs.iter().enumerate() {
-            parse_tmpfs(t).map_err(|e| ctx.err(&p("tmpfs").k(i), format!("tmpfs: {e}")))?;
+            let tmpfs =
+                parse_tmpfs(t).map_err(|e| ctx.err(&p("tmpfs").k(i), format!("tmpfs: {e}")))?;
+            if !tmpfs.ignored.is_empty() {
+                let ignored = tmpfs.ignored.join(", ");
+                ctx.warn(
+                    &p("tmpfs").k(i),
+                    format!("tmpfs: {t:?}: {ignored} {}", volumes::TMPFS_IGNORED),
+                );
+            }
         }
     }
     if let Some(x) = m.get("restart") {

@@ -189,6 +189,13 @@ fn volume(v: &str, cwd: &Path) -> anyhow::Result<MountSpec> {
 /// `--tmpfs` in Docker's short form (`berth_docker::volumes`): `/path[:size=64m,ro,...]`.
 fn tmpfs(v: &str) -> anyhow::Result<MountSpec> {
     let t = volumes::parse_tmpfs(v).map_err(|e| anyhow!("--tmpfs {e}"))?;
+    if !t.ignored.is_empty() {
+        let ignored = t.ignored.join(", ");
+        eprintln!(
+            "warning: --tmpfs {v:?}: {ignored} {}",
+            volumes::TMPFS_IGNORED
+        );
+    }
     Ok(MountSpec {
         kind: MountKind::Tmpfs,
         source: String::new(),
