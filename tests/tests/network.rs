@@ -6,8 +6,8 @@
 //! Every namespace, process, bridge, veth and iptables rule a test makes carries a unique
 //! name and is removed by a Drop guard, pass or fail.
 
+use berth_docker::ports::parse_ports;
 use berth_net::{AttachRequest, Attachment, Net, NetConfig, NetError};
-use berth_proto::network::parse_ports;
 use berth_tests::{is_root, unique};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

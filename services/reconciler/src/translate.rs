@@ -3,7 +3,7 @@
 
 use crate::plan::{Condition, DesiredProject, DesiredService, ProjectNetwork};
 use berth_proto::isolator::{MountKind, MountSpec, NetworkMode, Resources};
-use berth_proto::network::{PortMapping, Protocol, DEFAULT_NETWORK};
+use berth_proto::network::{PortMapping, DEFAULT_NETWORK};
 use berth_proto::supervisor::{ContainerOptions, CreateRequest, HealthCheck, RestartPolicy};
 use berth_proto::BerthError;
 use berth_spec::{MountType, Project, Service};
@@ -220,21 +220,15 @@ fn request(
         });
     }
     for t in &s.tmpfs {
-        let (target, size) = match t.split_once(':') {
-            Some((t, opts)) => (
-                t.to_string(),
-                opts.split(',')
-                    .find_map(|o| o.strip_prefix("size="))
-                    .and_then(|sz| berth_spec::units::parse_size(sz).ok()),
-            ),
-            None => (t.clone(), None),
-        };
+        // Checked when the spec was loaded; Docker's short form, as `berth run --tmpfs`.
+        let t = berth_docker::volumes::parse_tmpfs(t)
+            .map_err(|e| BerthError::invalid(format!("service {name}: tmpfs: {e}")))?;
         mounts.push(MountSpec {
             kind: MountKind::Tmpfs,
             source: String::new(),
-            target,
-            read_only: false,
-            size_bytes: size,
+            target: t.target,
+            read_only: t.read_only,
+            size_bytes: t.size_bytes,
         });
     }
     let (network, aliases) = network_of(project, p, name, s)?;
@@ -257,10 +251,7 @@ fn request(
             },
             host_port: ps.host_port.unwrap_or(0),
             container_port: ps.container_port,
-            protocol: match ps.protocol {
-                berth_spec::Protocol::Tcp => Protocol::Tcp,
-                berth_spec::Protocol::Udp => Protocol::Udp,
-            },
+            protocol: ps.protocol,
         });
     }
     let restart = match (&s.restart, &s.restart_policy) {

@@ -128,7 +128,7 @@ pub struct ContainerOptions {
     /// Further names on the container's bridge network (a Compose service name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
-    /// Published ports (`ports:`, `-p`), parsed by `berth_proto::network::parse_ports`.
+    /// Published ports (`ports:`, `-p`), parsed by `berth_docker::ports::parse_ports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<crate::network::PortMapping>,
     /// Host devices given to the container (`--device`, Compose `devices:`).

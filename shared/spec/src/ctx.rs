@@ -4,7 +4,7 @@
 
 use crate::error::SpecError;
 use crate::tree::Positions;
-use crate::units::{parse_duration_ms, parse_size};
+use berth_docker::units::{parse_duration_ms, parse_size};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

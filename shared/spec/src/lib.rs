@@ -11,7 +11,6 @@ pub mod model;
 pub mod ports;
 pub mod service;
 pub mod tree;
-pub mod units;
 
 pub use error::SpecError;
 pub use load::{load, load_texts, merge, normalize_project_name, LoadOptions, Loaded};

@@ -36,12 +36,8 @@ pub struct NetworkDef {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
+/// A port's protocol: the wire type (`tcp`, `udp`), one enum for the spec and the engine.
+pub use berth_proto::network::Protocol;
 
 /// One published port (ranges are expanded, one entry a port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,115 +1,29 @@
-//! Published ports (`ports:`, short and long syntax) and `expose:` entries.
+//! Published ports (`ports:`, short and long syntax) and `expose:` entries. The short forms
+//! are Docker's, read by `berth_docker::ports` (as `berth run -p` reads them); the long
+//! syntax is Compose's own and uses the same pieces.
 
 use crate::model::{PortSpec, Protocol};
+use berth_docker::ports::{host_ip, mappings, port_range, protocol};
+use berth_proto::network::PortMapping;
 use serde_json::{Map, Value};
-use std::net::IpAddr;
 
-/// `80` or `8000-8010`.
-fn port_range(s: &str, what: &str) -> Result<(u16, u16), String> {
-    let one = |p: &str| match p.trim().parse::<u32>() {
-        Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-        _ => Err(format!("{what} {p:?} is not a port number (1-65535)")),
-    };
-    match s.split_once('-') {
-        None => one(s).map(|p| (p, p)),
-        Some((a, b)) => {
-            let (a, b) = (one(a)?, one(b)?);
-            if b < a {
-                return Err(format!("{what} range {s:?} ends before it starts"));
-            }
-            Ok((a, b))
-        }
+/// The spec's form of a mapping: the address as text, no host port as `None`.
+fn spec(m: PortMapping) -> PortSpec {
+    PortSpec {
+        host_ip: m.host_ip.map(|i| i.to_string()),
+        host_port: (m.host_port != 0).then_some(m.host_port),
+        container_port: m.container_port,
+        protocol: m.protocol,
     }
 }
 
-fn protocol(p: &str) -> Result<Protocol, String> {
-    match p {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        other => Err(format!("protocol {other:?} is not tcp or udp")),
-    }
-}
-
-fn ip(s: &str) -> Result<String, String> {
-    s.parse::<IpAddr>()
-        .map(|a| a.to_string())
-        .map_err(|_| format!("{s:?} is not an IP address"))
-}
-
-/// One port per entry of a host range and a container range of the same length; a host range
-/// with a single container port is refused (Docker would pick one port of the range).
-fn expand(
-    host_ip: Option<String>,
-    host: Option<(u16, u16)>,
-    (c0, c1): (u16, u16),
-    protocol: Protocol,
-) -> Result<Vec<PortSpec>, String> {
-    if let Some((h0, h1)) = host {
-        if h1 - h0 != c1 - c0 {
-            return Err(format!(
-                "the host range has {} ports and the container range {}",
-                h1 - h0 + 1,
-                c1 - c0 + 1
-            ));
-        }
-    }
-    Ok((c0..=c1)
-        .enumerate()
-        .map(|(i, cp)| PortSpec {
-            host_ip: host_ip.clone(),
-            host_port: host.map(|(h0, _)| h0 + i as u16),
-            container_port: cp,
-            protocol,
-        })
+/// A short-syntax entry (`[[HOST_IP:][HOST_PORT[-END]]:]CONTAINER_PORT[-END][/PROTO]`), one
+/// entry a port.
+pub fn parse_port(s: &str) -> Result<Vec<PortSpec>, String> {
+    Ok(berth_docker::ports::parse_ports(s)?
+        .into_iter()
+        .map(spec)
         .collect())
-}
-
-/// Docker's short port syntax: `[[HOST_IP:][HOST_PORT[-END]]:]CONTAINER_PORT[-END][/PROTO]`,
-/// an IPv6 host address in brackets (`[::1]:8080:80`). Ranges are expanded, one entry a port.
-pub fn parse_port(spec: &str) -> Result<Vec<PortSpec>, String> {
-    let fail = |e: String| format!("{spec:?}: {e}");
-    let s = spec.trim();
-    if s.is_empty() {
-        return Err("an empty port".into());
-    }
-    let (body, proto) = match s.rsplit_once('/') {
-        Some((b, p)) => (b, protocol(p).map_err(fail)?),
-        None => (s, Protocol::Tcp),
-    };
-    let (host_ip, rest) = if let Some(r) = body.strip_prefix('[') {
-        let (addr, after) = r
-            .split_once("]:")
-            .ok_or_else(|| fail("expected [ADDRESS]:PORT".into()))?;
-        (Some(ip(addr).map_err(fail)?), after)
-    } else {
-        let parts: Vec<&str> = body.split(':').collect();
-        match parts.len() {
-            1 | 2 => (None, body),
-            3 => (
-                Some(ip(parts[0]).map_err(fail)?),
-                &body[parts[0].len() + 1..],
-            ),
-            _ => {
-                return Err(fail(
-                    "expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT (put an IPv6 address in [])"
-                        .into(),
-                ))
-            }
-        }
-    };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (
-            if h.is_empty() {
-                None
-            } else {
-                Some(port_range(h, "host port").map_err(fail)?)
-            },
-            c,
-        ),
-        None => (None, rest),
-    };
-    let c = port_range(container, "container port").map_err(fail)?;
-    expand(host_ip, host, c, proto).map_err(fail)
 }
 
 /// The long syntax: `{target, published, host_ip, protocol, mode, name, app_protocol}`.
@@ -159,73 +73,18 @@ pub fn long_port(o: &Map<String, Value>) -> Result<Vec<PortSpec>, String> {
     let host_ip = match o.get("host_ip") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => Some(ip(s)?),
+        Some(Value::String(s)) => Some(host_ip(s)?),
         Some(_) => return Err("`host_ip` must be an IP address".into()),
     };
-    expand(host_ip, host, c, proto)
-}
-
-/// An `expose:` entry: `3000`, `3000-3005`, `3000/udp`.
-pub fn check_expose(spec: &str) -> Result<(), String> {
-    let (body, proto) = match spec.rsplit_once('/') {
-        Some((b, p)) => (b, Some(p)),
-        None => (spec, None),
-    };
-    if let Some(p) = proto {
-        protocol(p).map_err(|e| format!("{spec:?}: {e}"))?;
-    }
-    port_range(body, "port").map_err(|e| format!("{spec:?}: {e}"))?;
-    Ok(())
+    Ok(mappings(host_ip, host, c, proto)?
+        .into_iter()
+        .map(spec)
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_forms() {
-        let p = parse_port("8080:80").unwrap();
-        assert_eq!((p[0].host_port, p[0].container_port), (Some(8080), 80));
-        let p = parse_port("80").unwrap();
-        assert_eq!((p[0].host_port, p[0].container_port), (None, 80));
-        let p = parse_port("127.0.0.1::53/udp").unwrap();
-        assert_eq!(p[0].host_ip.as_deref(), Some("127.0.0.1"));
-        assert_eq!(p[0].host_port, None);
-        assert_eq!(p[0].protocol, Protocol::Udp);
-        let p = parse_port("[::1]:8443:443").unwrap();
-        assert_eq!(p[0].host_ip.as_deref(), Some("::1"));
-        let p = parse_port("9000-9002:8000-8002").unwrap();
-        assert_eq!(p.len(), 3);
-        assert_eq!((p[2].host_port, p[2].container_port), (Some(9002), 8002));
-        let p = parse_port("7000-7001").unwrap();
-        assert_eq!(p.len(), 2);
-    }
-
-    #[test]
-    fn bad_short_forms() {
-        assert_eq!(
-            parse_port("8080:0").unwrap_err(),
-            "\"8080:0\": container port \"0\" is not a port number (1-65535)"
-        );
-        assert_eq!(
-            parse_port("80/sctp").unwrap_err(),
-            "\"80/sctp\": protocol \"sctp\" is not tcp or udp"
-        );
-        assert_eq!(
-            parse_port("localhost:80:80").unwrap_err(),
-            "\"localhost:80:80\": \"localhost\" is not an IP address"
-        );
-        assert_eq!(
-            parse_port("81-80:81-80").unwrap_err(),
-            "\"81-80:81-80\": host port range \"81-80\" ends before it starts"
-        );
-        assert_eq!(
-            parse_port("8000-8002:80").unwrap_err(),
-            "\"8000-8002:80\": the host range has 3 ports and the container range 1"
-        );
-        assert!(parse_port("1:2:3:4").is_err());
-        assert!(parse_port("").is_err());
-    }
 
     #[test]
     fn long_forms() {
@@ -248,12 +107,5 @@ mod tests {
         );
         assert!(long_port(&o(serde_json::json!({"published": 80}))).is_err());
         assert!(long_port(&o(serde_json::json!({"target": 80, "host_ip": "x"}))).is_err());
-    }
-
-    #[test]
-    fn expose_entries() {
-        assert!(check_expose("3000").is_ok());
-        assert!(check_expose("3000-3005/udp").is_ok());
-        assert!(check_expose("http").is_err());
     }
 }

@@ -4,13 +4,14 @@ use crate::ctx::{kind, scalar_string, show, Ctx, Path};
 use crate::error::SpecError;
 use crate::interpolate::parse_env_file;
 use crate::model::*;
-use crate::ports::{check_expose, long_port, parse_port};
-use crate::units::parse_size;
+use crate::ports::{long_port, parse_port};
+use berth_docker::ports::parse_expose;
+use berth_docker::volumes::{self, absolute, mount_target, parse_tmpfs, parse_volume};
 use berth_proto::supervisor::RestartPolicy;
 use berth_proto::validate;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 
 /// The service keys berth reads.
 pub const SERVICE_KEYS: &[&str] = &[
@@ -184,29 +185,6 @@ pub fn split_words(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// A path made absolute against `base` (`~/` is the home directory), `.` and `..` resolved
-/// lexically, as Compose resolves bind sources.
-pub fn absolute(base: &std::path::Path, p: &str) -> String {
-    let joined = if let Some(rest) = p.strip_prefix("~/") {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(rest)
-    } else if p == "~" {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-    } else {
-        base.join(p)
-    };
-    let mut out = PathBuf::from("/");
-    for c in joined.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out.display().to_string()
-}
-
 /// Where the declared things of the project are, for references from services.
 pub(crate) struct Declared<'a> {
     pub volumes: &'a BTreeMap<String, VolumeDef>,
@@ -313,7 +291,7 @@ pub(crate) fn service(
     if let Some(x) = m.get("expose") {
         s.expose = ctx.strings(x, &p("expose"))?;
         for (i, e) in s.expose.iter().enumerate() {
-            check_expose(e).map_err(|e| ctx.err(&p("expose").k(i), format!("expose: {e}")))?;
+            parse_expose(e).map_err(|e| ctx.err(&p("expose").k(i), format!("expose: {e}")))?;
         }
     }
     if let Some(x) = m.get("volumes") {
@@ -351,35 +329,14 @@ pub(crate) fn service(
     if let Some(x) = m.get("tmpfs") {
         s.tmpfs = ctx.strings(x, &p("tmpfs"))?;
         for (i, t) in s.tmpfs.iter().enumerate() {
-            let (target, opts) = t.split_once(':').unwrap_or((t, ""));
-            let fail = |msg: String| ctx.err(&p("tmpfs").k(i), format!("tmpfs {t:?}: {msg}"));
-            if !target.starts_with('/') {
-                return Err(fail(format!(
-                    "the target {target:?} must be an absolute path"
-                )));
-            }
-            validate::mount_target(target).map_err(fail)?;
-            for o in opts.split(',').filter(|o| !o.is_empty()) {
-                match o.split_once('=') {
-                    Some(("size", sz)) => {
-                        if parse_size(sz).map_err(fail)? == 0 {
-                            return Err(fail("size=0: a tmpfs size must be above 0".into()));
-                        }
-                    }
-                    Some(("mode", md)) => {
-                        u32::from_str_radix(md, 8)
-                            .map_err(|_| fail(format!("mode {md:?} is not an octal mode")))?;
-                    }
-                    Some(("uid" | "gid" | "nr_inodes", n)) => {
-                        n.parse::<u64>()
-                            .map_err(|_| fail(format!("{o:?} must be a number")))?;
-                    }
-                    None if matches!(
-                        o,
-                        "rw" | "ro" | "noexec" | "exec" | "nosuid" | "suid" | "nodev" | "dev"
-                    ) => {}
-                    _ => return Err(fail(format!("unknown option {o:?}"))),
-                }
+            let tmpfs =
+                parse_tmpfs(t).map_err(|e| ctx.err(&p("tmpfs").k(i), format!("tmpfs: {e}")))?;
+            if !tmpfs.ignored.is_empty() {
+                let ignored = tmpfs.ignored.join(", ");
+                ctx.warn(
+                    &p("tmpfs").k(i),
+                    format!("tmpfs: {t:?}: {ignored} {}", volumes::TMPFS_IGNORED),
+                );
             }
         }
     }
@@ -1102,12 +1059,6 @@ fn deploy(ctx: &mut Ctx, name: &str, v: &Value, s: &mut Service) -> Result<(), S
     Ok(())
 }
 
-/// Compose decides between a bind mount and a named volume by the source: a path (starting
-/// with `/`, `.` or `~`) is a bind mount, anything else names a volume.
-fn is_path(s: &str) -> bool {
-    s.starts_with('/') || s.starts_with('.') || s.starts_with('~')
-}
-
 fn volume_mount(
     ctx: &mut Ctx,
     v: &Value,
@@ -1127,59 +1078,23 @@ fn volume_mount(
     };
     match v {
         Value::String(spec) => {
-            let parts: Vec<&str> = spec.split(':').collect();
-            let (src, dst, mode) = match parts.as_slice() {
-                [dst] => ("", *dst, ""),
-                [src, dst] => (*src, *dst, ""),
-                [src, dst, mode] => (*src, *dst, *mode),
-                _ => {
-                    return Err(fail(
-                        ctx,
-                        format!("{spec:?}: expected SOURCE:TARGET[:MODE]"),
-                    ))
+            let v = parse_volume(spec, &ctx.base_dir).map_err(|e| fail(ctx, e))?;
+            if let Some(e) = v.unsupported() {
+                ctx.unsupported(path, format!("volumes: {spec:?}: {e}"))?;
+            }
+            let (kind, source) = match v.source {
+                volumes::Source::Anonymous => (MountType::Volume, String::new()),
+                volumes::Source::Bind(p) => (MountType::Bind, p),
+                volumes::Source::Named(n) => {
+                    check_named(ctx, &n)?;
+                    (MountType::Volume, n)
                 }
             };
-            if !dst.starts_with('/') {
-                return Err(fail(
-                    ctx,
-                    format!("{spec:?}: the target {dst:?} must be an absolute path"),
-                ));
-            }
-            let mut read_only = false;
-            for m in mode.split(',').filter(|m| !m.is_empty()) {
-                match m {
-                    "ro" => read_only = true,
-                    "rw" | "z" | "Z" | "cached" | "delegated" | "consistent" | "nocopy"
-                    | "private" | "rprivate" => {}
-                    "shared" | "rshared" | "slave" | "rslave" => ctx.unsupported(
-                        path,
-                        format!(
-                            "volumes: {spec:?}: mount propagation {m:?} is not supported by berth"
-                        ),
-                    )?,
-                    other => {
-                        return Err(fail(
-                            ctx,
-                            format!("{spec:?}: unknown mode {other:?} (ro, rw)"),
-                        ))
-                    }
-                }
-            }
-            let (kind, source) = if src.is_empty() {
-                (MountType::Volume, String::new())
-            } else if is_path(src) {
-                (MountType::Bind, absolute(&ctx.base_dir, src))
-            } else {
-                check_named(ctx, src)?;
-                (MountType::Volume, src.to_string())
-            };
-            let target = clean_target(dst);
-            validate::mount_target(&target).map_err(|e| fail(ctx, format!("{spec:?}: {e}")))?;
             Ok(VolumeMount {
                 kind,
                 source,
-                target,
-                read_only,
+                target: v.target,
+                read_only: v.read_only,
                 tmpfs_size: None,
             })
         }
@@ -1224,12 +1139,6 @@ fn volume_mount(
                 Some(t) => ctx.string(t, &path.k("target"))?,
                 None => return Err(fail(ctx, "a long-syntax volume needs a `target`".into())),
             };
-            if !target.starts_with('/') {
-                return Err(ctx.err(
-                    &path.k("target"),
-                    format!("volumes: the target {target:?} must be an absolute path"),
-                ));
-            }
             let source = match o.get("source") {
                 Some(s) => ctx.string(s, &path.k("source"))?,
                 None => String::new(),
@@ -1281,11 +1190,8 @@ fn volume_mount(
                 }
                 if let Some(p) = b.get("propagation") {
                     let p = ctx.string(p, &path.k("bind").k("propagation"))?;
-                    if !matches!(p.as_str(), "private" | "rprivate") {
-                        ctx.unsupported(
-                            &path.k("bind").k("propagation"),
-                            format!("volumes: mount propagation {p:?} is not supported by berth"),
-                        )?;
+                    if let Some(e) = volumes::unsupported_propagation(&p) {
+                        ctx.unsupported(&path.k("bind").k("propagation"), format!("volumes: {e}"))?;
                     }
                 }
                 if let Some(c) = b.get("create_host_path") {
@@ -1325,8 +1231,7 @@ fn volume_mount(
                     ctx.uint(md, &path.k("tmpfs").k("mode"), 0o7777)?;
                 }
             }
-            let target = clean_target(&target);
-            validate::mount_target(&target)
+            let target = mount_target(&target)
                 .map_err(|e| ctx.err(&path.k("target"), format!("volumes: {e}")))?;
             Ok(VolumeMount {
                 kind,
@@ -1346,16 +1251,6 @@ fn volume_mount(
     }
 }
 
-/// `/data/` and `/data` are the same mount point.
-fn clean_target(t: &str) -> String {
-    let c = absolute(std::path::Path::new("/"), t);
-    if c.is_empty() {
-        "/".into()
-    } else {
-        c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1370,16 +1265,6 @@ mod tests {
         assert_eq!(split_words("a ''").unwrap(), vec!["a", ""]);
         assert!(split_words("'open").is_err());
         assert!(split_words("\"open").is_err());
-    }
-
-    #[test]
-    fn paths_resolve_like_compose() {
-        let b = std::path::Path::new("/srv/app");
-        assert_eq!(absolute(b, "./html"), "/srv/app/html");
-        assert_eq!(absolute(b, "../x/./y"), "/srv/x/y");
-        assert_eq!(absolute(b, "/abs/../p"), "/p");
-        assert_eq!(absolute(b, "."), "/srv/app");
-        assert_eq!(clean_target("/data/"), "/data");
     }
 
     #[test]

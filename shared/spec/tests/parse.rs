@@ -441,10 +441,22 @@ fn x_berth_rootfs_runs_a_directory() {
 }
 
 #[test]
+fn tmpfs_options_berth_does_not_apply_are_warned_about() {
+    let l = load_one(
+        "services:\n  w:\n    image: x\n    tmpfs: [\"/run:size=1m,noexec,uid=1000\", /tmp]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        l.warnings,
+        ["compose.yaml:4:13: service w: tmpfs: \"/run:size=1m,noexec,uid=1000\": noexec, uid=1000 not applied by berth (a tmpfs is mounted nosuid,nodev,mode=1777)"]
+    );
+}
+
+#[test]
 fn positions_in_flow_style_and_through_anchors() {
     assert_eq!(
         err("services:\n  web: {image: x, ports: [\"80:80\", \"1:2:3:4\"]}\n"),
-        "compose.yaml:2:36: service web: ports: \"1:2:3:4\": expected [HOST_IP:][HOST_PORT:]CONTAINER_PORT (put an IPv6 address in [])"
+        "compose.yaml:2:36: service web: ports: \"1:2:3:4\": \"1:2\" is not an IP address"
     );
     // An alias used by two services: the error is where the bad value is written.
     assert_eq!(

@@ -23,8 +23,8 @@ pub struct Args {
     /// `none` for a project never applied. Default: the revision read just before applying.
     #[arg(long, value_name = "REV|none")]
     base: Option<BaseRevision>,
-    /// How long --wait waits.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    /// How long --wait waits (a duration: 5m, 90s, 1h30m).
+    #[arg(long, default_value = "5m", value_parser = berth_docker::units::parse_duration)]
     wait_timeout: Duration,
 }
 

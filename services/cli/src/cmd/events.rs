@@ -49,7 +49,7 @@ pub fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     {
         return Ok(t.with_timezone(&Utc));
     }
-    let d = humantime::parse_duration(s).map_err(|_| {
+    let d = berth_docker::units::parse_duration(s).map_err(|_| {
         anyhow!(
             "time {s:?}: expected a duration like 10m, an RFC 3339 time, a date, or a Unix \
              timestamp"
@@ -324,5 +324,9 @@ mod tests {
         assert!(parse_time("2024-01-02T03:04:05").is_ok());
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("12.x").is_err());
+        // Durations are Go's, as Docker reads them: no `min`, no spaces.
+        let ago = chrono::Utc::now() - parse_time("1h2m3.5s").unwrap();
+        assert!((3722..=3724).contains(&ago.num_seconds()), "{ago}");
+        assert!(parse_time("10min").is_err());
     }
 }

@@ -5,6 +5,7 @@
 use crate::cmd::logs::print_line;
 use crate::ctx::{exit, Ctx};
 use anyhow::{anyhow, bail, Context};
+use berth_docker::{ports, units, volumes};
 use berth_proto::isolator::{DeviceMapping, MountKind, MountSpec, NetworkMode, Resources};
 use berth_proto::supervisor::*;
 use berth_proto::{subjects, Event};
@@ -51,10 +52,11 @@ pub struct CreateOpts {
     /// Read environment variables from a file (KEY=value lines; # comments).
     #[arg(long = "env-file")]
     pub env_file: Vec<PathBuf>,
-    /// Bind mount or named volume: /host/path:/ctr/path[:ro] or name:/ctr/path[:ro].
+    /// Bind mount or named volume: /host/path:/ctr/path[:OPTIONS] or name:/ctr/path[:OPTIONS],
+    /// options ro, rw, z, Z, nocopy, private, rprivate, cached, delegated, consistent.
     #[arg(short = 'v', long = "volume")]
     pub volumes: Vec<String>,
-    /// A tmpfs mount: /ctr/path[:size=64m].
+    /// A tmpfs mount: /ctr/path[:size=64m,ro,mode=1777,...].
     #[arg(long)]
     pub tmpfs: Vec<String>,
     /// User: uid, uid:gid, name or name:group.
@@ -66,7 +68,7 @@ pub struct CreateOpts {
     /// Host name of the container.
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Memory limit (e.g. 512m, 1g).
+    /// Memory limit (e.g. 512m, 1g, 1.5GiB).
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
     /// CPUs (e.g. 1.5).
@@ -129,7 +131,7 @@ pub struct CreateOpts {
     /// Health check command (run with /bin/sh -c inside the container).
     #[arg(long = "health-cmd")]
     pub health_cmd: Option<String>,
-    /// Time between health checks (e.g. 30s).
+    /// Time between health checks (e.g. 30s, 1m30s, 500ms).
     #[arg(long = "health-interval")]
     pub health_interval: Option<String>,
     /// Longest a health check may run.
@@ -149,26 +151,6 @@ pub struct CreateOpts {
     pub health_on_failure: Option<String>,
 }
 
-/// `512m`, `1g`, `1024k`, `100` (bytes).
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow!("size {s:?}: expected a number with an optional unit (k, m, g)"))?;
-    if n < 0.0 {
-        bail!("size {s:?} is negative");
-    }
-    Ok((n * mult as f64) as u64)
-}
-
 /// `--security-opt seccomp=FILE`: the profile's content, sent in the container's spec (the
 /// isolator checks it, the shim compiles it).
 pub fn read_seccomp_profile(file: &str) -> anyhow::Result<berth_proto::isolator::SeccompProfile> {
@@ -180,77 +162,54 @@ pub fn read_seccomp_profile(file: &str) -> anyhow::Result<berth_proto::isolator:
     })
 }
 
-fn parse_ms(what: &str, s: &str) -> anyhow::Result<u64> {
-    let d = humantime::parse_duration(s)
-        .map_err(|_| anyhow!("{what} {s:?}: expected a duration like 30s or 1m30s"))?;
-    Ok(d.as_millis() as u64)
-}
-
-/// `-v` forms: `/host:/ctr[:ro|rw]` (bind), `name:/ctr[:ro|rw]` (named volume).
-pub fn parse_volume(v: &str, cwd: &Path) -> anyhow::Result<MountSpec> {
-    let parts: Vec<&str> = v.split(':').collect();
-    let (src, dst, mode) = match parts.as_slice() {
-        [s, d] => (*s, *d, None),
-        [s, d, m] => (*s, *d, Some(*m)),
-        [_] => bail!(
-            "-v {v:?}: anonymous volumes are not supported; give a name or a host path (name:{v})"
+/// `-v`/`--volume` in Docker's short form (`berth_docker::volumes`): a host path (absolute,
+/// or relative to the current directory) or a named volume. Anonymous volumes and mount
+/// propagation other than private are refused.
+fn volume(v: &str, cwd: &Path) -> anyhow::Result<MountSpec> {
+    let vol = volumes::parse_volume(v, cwd).map_err(|e| anyhow!("--volume {e}"))?;
+    if let Some(e) = vol.unsupported() {
+        bail!("--volume {v:?}: {e}");
+    }
+    let (kind, source) = match vol.source {
+        volumes::Source::Bind(p) => (MountKind::Bind, p),
+        volumes::Source::Named(n) => (MountKind::Volume, n),
+        volumes::Source::Anonymous => bail!(
+            "--volume {v:?}: anonymous volumes are not supported; give a name or a host path (name:{v})"
         ),
-        _ => bail!("-v {v:?}: expected SOURCE:TARGET[:ro|rw]"),
-    };
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(m) => bail!("-v {v:?}: unknown mode {m:?} (expected ro or rw)"),
-    };
-    if !dst.starts_with('/') {
-        bail!("-v {v:?}: the target {dst:?} must be an absolute path");
-    }
-    if src.is_empty() {
-        bail!("-v {v:?}: empty source");
-    }
-    let (kind, source) = if src.starts_with('/') {
-        (MountKind::Bind, src.to_string())
-    } else if src.starts_with('.') || src.starts_with('~') {
-        let p = if let Some(rest) = src.strip_prefix("~/") {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(rest)
-        } else {
-            cwd.join(src)
-        };
-        (MountKind::Bind, p.display().to_string())
-    } else {
-        (MountKind::Volume, src.to_string())
     };
     Ok(MountSpec {
         kind,
         source,
-        target: dst.to_string(),
-        read_only,
+        target: vol.target,
+        read_only: vol.read_only,
         size_bytes: None,
     })
 }
 
-/// `--tmpfs /path[:size=64m[,ro]]`.
-pub fn parse_tmpfs(v: &str) -> anyhow::Result<MountSpec> {
-    let (target, opts) = v.split_once(':').unwrap_or((v, ""));
-    if !target.starts_with('/') {
-        bail!("--tmpfs {v:?}: the target must be an absolute path");
+/// `--tmpfs` in Docker's short form (`berth_docker::volumes`): `/path[:size=64m,ro,...]`.
+fn tmpfs(v: &str) -> anyhow::Result<MountSpec> {
+    let t = volumes::parse_tmpfs(v).map_err(|e| anyhow!("--tmpfs {e}"))?;
+    if !t.ignored.is_empty() {
+        let ignored = t.ignored.join(", ");
+        eprintln!(
+            "warning: --tmpfs {v:?}: {ignored} {}",
+            volumes::TMPFS_IGNORED
+        );
     }
-    let mut m = MountSpec {
+    Ok(MountSpec {
         kind: MountKind::Tmpfs,
         source: String::new(),
-        target: target.to_string(),
-        read_only: false,
-        size_bytes: None,
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            Some(("size", s)) => m.size_bytes = Some(parse_size(s)?),
-            None if o == "ro" => m.read_only = true,
-            None if o == "rw" => m.read_only = false,
-            _ => bail!("--tmpfs {v:?}: unsupported option {o:?} (size=, ro, rw)"),
-        }
-    }
-    Ok(m)
+        target: t.target,
+        read_only: t.read_only,
+        size_bytes: t.size_bytes,
+    })
+}
+
+/// A duration flag in Go's format (`berth_docker::units`): `30s`, `1m30s`, `1.5s`.
+fn duration_ms(flag: &str, s: &Option<String>) -> anyhow::Result<Option<u64>> {
+    s.as_deref()
+        .map(|s| units::parse_duration_ms(s).map_err(|e| anyhow!("{flag}: {e}")))
+        .transpose()
 }
 
 /// Environment entries: `KEY=value` as is, `KEY` from this process's environment (dropped
@@ -296,10 +255,10 @@ impl CreateOpts {
         resolve_env(&self.env, &mut env);
         let mut mounts = Vec::new();
         for v in &self.volumes {
-            mounts.push(parse_volume(v, &cwd)?);
+            mounts.push(volume(v, &cwd)?);
         }
         for t in &self.tmpfs {
-            mounts.push(parse_tmpfs(t)?);
+            mounts.push(tmpfs(t)?);
         }
         let devices = self
             .device
@@ -313,9 +272,7 @@ impl CreateOpts {
         }
         let mut ports = Vec::new();
         for p in &self.publish {
-            ports.extend(
-                berth_proto::network::parse_ports(p).map_err(|e| anyhow!("--publish: {e}"))?,
-            );
+            ports.extend(ports::parse_ports(p).map_err(|e| anyhow!("--publish {e}"))?);
         }
         let network = match self.network.as_deref() {
             None if !ports.is_empty() => {
@@ -382,22 +339,10 @@ impl CreateOpts {
                     .as_ref()
                     .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
                     .unwrap_or_default(),
-                interval_ms: self
-                    .health_interval
-                    .as_deref()
-                    .map(|s| parse_ms("--health-interval", s))
-                    .transpose()?,
-                timeout_ms: self
-                    .health_timeout
-                    .as_deref()
-                    .map(|s| parse_ms("--health-timeout", s))
-                    .transpose()?,
+                interval_ms: duration_ms("--health-interval", &self.health_interval)?,
+                timeout_ms: duration_ms("--health-timeout", &self.health_timeout)?,
                 retries: self.health_retries,
-                start_period_ms: self
-                    .health_start_period
-                    .as_deref()
-                    .map(|s| parse_ms("--health-start-period", s))
-                    .transpose()?,
+                start_period_ms: duration_ms("--health-start-period", &self.health_start_period)?,
             })
         } else {
             None
@@ -422,7 +367,11 @@ impl CreateOpts {
                 hostname: self.hostname.clone(),
                 mounts,
                 resources: Resources {
-                    memory_bytes: self.memory.as_deref().map(parse_size).transpose()?,
+                    memory_bytes: self
+                        .memory
+                        .as_deref()
+                        .map(|m| units::parse_size(m).map_err(|e| anyhow!("--memory: {e}")))
+                        .transpose()?,
                     cpus: self.cpus,
                     cpu_shares: self.cpu_shares,
                     pids_limit: self.pids_limit,
@@ -613,41 +562,248 @@ where
 mod tests {
     use super::*;
 
+    fn request(o: CreateOpts) -> Result<CreateRequest, String> {
+        o.request("img", vec![]).map_err(|e| format!("{e:#}"))
+    }
+
     #[test]
-    fn sizes_volumes_and_tmpfs_parse_like_docker() {
-        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(parse_size("1g").unwrap(), 1 << 30);
-        assert_eq!(parse_size("1.5k").unwrap(), 1536);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("lots").is_err());
+    fn volumes_and_tmpfs_parse_like_docker() {
         let cwd = Path::new("/srv");
-        let b = parse_volume("/data:/d:ro", cwd).unwrap();
+        let b = volume("/data:/d:ro", cwd).unwrap();
         assert_eq!((b.kind, b.read_only), (MountKind::Bind, true));
-        let v = parse_volume("cache:/c", cwd).unwrap();
+        let v = volume("cache:/c:nocopy", cwd).unwrap();
         assert_eq!((v.kind, v.source.as_str()), (MountKind::Volume, "cache"));
-        let r = parse_volume("./x:/x", cwd).unwrap();
-        assert_eq!(r.source, "/srv/./x");
-        assert!(parse_volume("/only", cwd)
-            .unwrap_err()
-            .to_string()
-            .contains("anonymous"));
-        assert!(parse_volume("/a:rel", cwd).is_err());
-        assert!(parse_volume("/a:/b:rx", cwd).is_err());
-        let o = CreateOpts {
-            device: vec!["/dev/loop0:/dev/disk:r".into()],
-            ..Default::default()
+        assert_eq!(volume("./x:/x", cwd).unwrap().source, "/srv/x");
+        assert_eq!(volume("/a:/b/:ro,z", cwd).unwrap().target, "/b");
+        for (v, e) in [
+            (
+                "/only",
+                "--volume \"/only\": anonymous volumes are not supported; give a name or a host path (name:/only)",
+            ),
+            (
+                "/a:rel",
+                "--volume \"/a:rel\": the target \"rel\" must be an absolute path",
+            ),
+            (
+                "/a:/b:rshared",
+                "--volume \"/a:/b:rshared\": mount propagation \"rshared\" is not supported by berth",
+            ),
+        ] {
+            assert_eq!(volume(v, cwd).unwrap_err().to_string(), e);
+        }
+        assert!(volume("/a:/b:rx", cwd).is_err());
+        let t = tmpfs("/tmp:size=64m,ro").unwrap();
+        assert_eq!((t.size_bytes, t.read_only), (Some(64 << 20), true));
+        assert_eq!(
+            tmpfs("tmp").unwrap_err().to_string(),
+            "--tmpfs \"tmp\": the target \"tmp\" must be an absolute path"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let opts = |f: fn(&mut CreateOpts)| {
+            let mut o = CreateOpts::default();
+            f(&mut o);
+            o
         };
-        let r = o.request("img", vec![]).unwrap();
+        for (o, e) in [
+            (
+                opts(|o| o.memory = Some("lots".into())),
+                "--memory: invalid size \"lots\": expected a number with an optional unit like 512m, 1g or 1.5GB",
+            ),
+            (
+                opts(|o| o.health_interval = Some("1min".into())),
+                "--health-interval: invalid duration \"1min\": unknown unit \"min\" (ns, us, ms, s, m, h)",
+            ),
+            (
+                opts(|o| o.publish = vec!["x:80".into()]),
+                "--publish \"x:80\": host port \"x\" is not a port number (1-65535)",
+            ),
+            (
+                opts(|o| o.device = vec!["/dev/loop0:/dev/disk:rx".into()]),
+                "--device: device \"/dev/loop0:/dev/disk:rx\": the permissions \"rx\" are not letters from rwm",
+            ),
+        ] {
+            let got = request(o).unwrap_err();
+            assert!(got.starts_with(e), "{got}");
+        }
+        let r = request(opts(|o| o.device = vec!["/dev/loop0:/dev/disk:r".into()])).unwrap();
         assert_eq!(r.options.devices[0].container_path, "/dev/disk");
         assert_eq!(r.options.devices[0].permissions, "r");
-        let o = CreateOpts {
-            device: vec!["/dev/loop0:/dev/disk:rx".into()],
+    }
+
+    /// The service `s` of a Compose file whose service has `keys` (YAML lines), or the error.
+    fn compose(keys: &str) -> Result<berth_spec::Service, String> {
+        let text = format!("services:\n  s:\n    image: img\n{keys}");
+        let opts = berth_spec::LoadOptions {
+            env: Some(Default::default()),
             ..Default::default()
         };
-        let e = o.request("img", vec![]).unwrap_err().to_string();
-        assert!(e.starts_with("--device:") && e.contains("rwm"), "{e}");
-        let t = parse_tmpfs("/tmp:size=64m").unwrap();
-        assert_eq!(t.size_bytes, Some(64 << 20));
-        assert!(parse_tmpfs("tmp").is_err());
+        let cwd = std::env::current_dir().unwrap();
+        berth_spec::load_texts(vec![("compose.yaml".into(), text)], cwd, &opts)
+            .map(|l| l.project.services["s"].clone())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Both entry points agree: the same value, or both refuse (the CLI naming its flag, the
+    /// Compose file its place), and refuse exactly the values in `refused`.
+    fn agree<T: PartialEq + std::fmt::Debug>(
+        value: &str,
+        refused: &[&str],
+        flag: &str,
+        cli: Result<T, String>,
+        spec: Result<T, String>,
+    ) {
+        match (cli, spec) {
+            (Ok(c), Ok(s)) => {
+                assert_eq!(c, s, "{value}");
+                assert!(!refused.contains(&value), "{value} is accepted: {c:?}");
+            }
+            (Err(c), Err(s)) => {
+                assert!(c.starts_with(flag), "{value}: {c}");
+                assert!(s.starts_with("compose.yaml:"), "{value}: {s}");
+                assert!(refused.contains(&value), "{value} is refused: {c}");
+            }
+            (c, s) => panic!("{value}: the CLI says {c:?}, the Compose file {s:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cli_and_compose_read_values_alike() {
+        let refused_sizes = [
+            "lots",
+            "1ki",
+            "1ib",
+            "-1g",
+            "5q",
+            "1.5.5g",
+            "1 k b",
+            "99999999999p",
+        ];
+        let refused_durations = [
+            "10", "1.5", "1m30", "soon", "10x", "1min", "2 hours", "1d", "-5s", "", "3000000h",
+        ];
+        let refused_ports = [
+            "8080:0",
+            "x:80",
+            "80/sctp",
+            "localhost:80:80",
+            "1:2:3:4",
+            "8000-8002:80",
+            "8080: 80",
+        ];
+        let refused_volumes = ["/a:rel", "/a:/b:rx", "/a:/b:ro,rw", "/srv:/", ":/x"];
+        let sizes = [
+            "512m",
+            "1g",
+            "1G",
+            "1.5GB",
+            "512 MiB",
+            "65536KiB",
+            "64M",
+            "1e3m",
+            "0.5g",
+            "16mb",
+            "268435456",
+            "268435456b",
+        ];
+        for size in sizes.into_iter().chain(refused_sizes) {
+            let cli = request(CreateOpts {
+                memory: Some(size.into()),
+                ..Default::default()
+            })
+            .map(|r| r.options.resources.memory_bytes);
+            let spec = compose(&format!(
+                "    deploy: {{resources: {{limits: {{memory: \"{size}\"}}}}}}\n"
+            ))
+            .map(|s| s.limits.memory_bytes);
+            agree(size, &refused_sizes, "--memory: ", cli, spec);
+            let cli = request(CreateOpts {
+                tmpfs: vec![format!("/t:size={size}")],
+                ..Default::default()
+            })
+            .map(|r| r.options.mounts[0].size_bytes);
+            let spec = compose(&format!("    tmpfs: [\"/t:size={size}\"]\n")).map(|s| {
+                berth_docker::volumes::parse_tmpfs(&s.tmpfs[0])
+                    .unwrap()
+                    .size_bytes
+            });
+            agree(size, &refused_sizes, "--tmpfs ", cli, spec);
+        }
+        let durations = [
+            "0", "10s", "1m30s", "1.5h", "2h45m", "1h2m3.5s", "500ms", "300us", "300µs", ".5s",
+            "+10s",
+        ];
+        for d in durations.into_iter().chain(refused_durations) {
+            let cli = request(CreateOpts {
+                health_cmd: Some("true".into()),
+                health_start_period: Some(d.into()),
+                ..Default::default()
+            })
+            .map(|r| r.healthcheck.unwrap().start_period_ms);
+            let spec = compose(&format!(
+                "    healthcheck: {{test: [CMD, \"true\"], start_period: \"{d}\"}}\n"
+            ))
+            .map(|s| s.healthcheck.unwrap().start_period_ms);
+            agree(d, &refused_durations, "--health-start-period: ", cli, spec);
+        }
+        let ports = [
+            "80",
+            "8080:80",
+            "8080:80/udp",
+            "8080:80/UDP",
+            "127.0.0.1:8080:80",
+            "127.0.0.1::53/udp",
+            "[::1]:8443:443",
+            "::1:8443:443",
+            "8000-8001:80-81",
+            "7000-7002",
+        ];
+        for p in ports.into_iter().chain(refused_ports) {
+            let cli = request(CreateOpts {
+                publish: vec![p.into()],
+                ..Default::default()
+            })
+            .map(|r| {
+                r.options
+                    .ports
+                    .iter()
+                    .map(|m| {
+                        let host_port = (m.host_port != 0).then_some(m.host_port);
+                        let ip = m.host_ip.map(|i| i.to_string());
+                        (ip, host_port, m.container_port, m.protocol.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let spec = compose(&format!("    ports: [\"{p}\"]\n")).map(|s| {
+                s.ports
+                    .iter()
+                    .map(|m| {
+                        let ip = m.host_ip.clone();
+                        (ip, m.host_port, m.container_port, m.protocol.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            });
+            agree(p, &refused_ports, "--publish ", cli, spec);
+        }
+        let cwd = std::env::current_dir().unwrap();
+        let volumes = [
+            "/data:/d",
+            "/data:/d:ro",
+            "./x:/x:ro,z",
+            "../y:/y/",
+            "/a:/b/../c:cached",
+        ];
+        for v in volumes.into_iter().chain(refused_volumes) {
+            let cli = volume(v, &cwd)
+                .map(|m| (m.source, m.target, m.read_only))
+                .map_err(|e| e.to_string());
+            let spec = compose(&format!("    volumes: [\"{v}\"]\n")).map(|s| {
+                let m = &s.volumes[0];
+                (m.source.clone(), m.target.clone(), m.read_only)
+            });
+            agree(v, &refused_volumes, "--volume ", cli, spec);
+        }
     }
 }
