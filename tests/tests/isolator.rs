@@ -370,7 +370,12 @@ async fn isolation_seen_from_inside() {
         ["0", "1", "2"]
     );
 
-    // The shim removed the cgroup before writing exit.json.
+    // The shim's cgroup goes: removed by a child the shim leaves behind once exit.json is
+    // written (it may wait behind other cgroup moves, such as a standby shim's), so soon after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cg.dirs().any(|d| d.exists()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for d in cg.dirs() {
         assert!(!d.exists(), "{} left behind", d.display());
     }

@@ -2,14 +2,16 @@
 //! pre-init in a placeholder cgroup (cgroup v1); a create hands its container to one of them,
 //! whose init is born in the container's cgroup without a move; waiting shims leave nothing
 //! behind when they are dismissed, and the isolator's sweep removes the placeholders of shims
-//! that died. Its own test binary, as the standby pool belongs to the process.
+//! that died. Its own test binary, as its standby shims are the only ones of the process.
 
 use berth_bus::config::NodeConfig;
 use berth_cgroups::{Cgroup, Layout, Limits, STANDBY_PREFIX};
-use berth_isolator::shim::{dismiss_standby, refill, standby_pids, STANDBY_SHIMS};
+use berth_isolator::shim::{StandbyPool, STANDBY_SHIMS};
+use berth_isolator::Isolator;
 use berth_proto::isolator::{ContainerSpec, CreateRequest, EXIT_FILE};
 use berth_tests::rootfs::Rootfs;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn placeholder(layout: &Layout, shim: u32) -> Cgroup {
@@ -43,11 +45,14 @@ fn ppid(pid: i32) -> Option<i32> {
 struct Cleanup {
     layout: Layout,
     cgroups: Vec<String>,
+    standby: Option<Arc<StandbyPool>>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        dismiss_standby();
+        if let Some(pool) = &self.standby {
+            pool.dismiss();
+        }
         for id in &self.cgroups {
             if let Ok(cg) = Cgroup::at(&self.layout, id) {
                 let _ = cg.remove(Duration::from_secs(5));
@@ -63,17 +68,28 @@ fn standby_shims_take_containers_and_leave_nothing() {
         return;
     }
     let layout = Layout::detect().expect("cgroup layout");
+    let rootfs = Rootfs::new();
+    let root = tempfile::Builder::new()
+        .prefix("berth-standby-")
+        .tempdir()
+        .unwrap();
+    let cfg = NodeConfig::local("standby", root.path());
+    std::fs::create_dir_all(cfg.containers_dir()).unwrap();
+    std::fs::create_dir_all(&cfg.run_dir).unwrap();
+    let iso = Isolator::new(cfg.clone());
+    let pool = iso.standby.clone();
     let mut guard = Cleanup {
         layout: layout.clone(),
         cgroups: Vec::new(),
+        standby: Some(pool.clone()),
     };
 
     // The shims come to wait, each (on v1) with its pre-init inside its placeholder.
-    refill();
+    pool.refill();
     wait_until("the standby shims", Duration::from_secs(10), || {
-        standby_pids().len() == STANDBY_SHIMS
+        pool.pids().len() == STANDBY_SHIMS
     });
-    let waiting = standby_pids();
+    let waiting = pool.pids();
     for &shim in &waiting {
         assert!(berth_isolator::alive(shim as i32), "standby shim {shim}");
         // Waiting at the lowest priority, so as not to slow the containers being started.
@@ -97,14 +113,6 @@ fn standby_shims_take_containers_and_leave_nothing() {
     }
 
     // A create takes one of them: its init is the shim's child, in `berth/<id>` from birth.
-    let rootfs = Rootfs::new();
-    let root = tempfile::Builder::new()
-        .prefix("berth-standby-")
-        .tempdir()
-        .unwrap();
-    let cfg = NodeConfig::local("standby", root.path());
-    std::fs::create_dir_all(cfg.containers_dir()).unwrap();
-    std::fs::create_dir_all(&cfg.run_dir).unwrap();
     let id = format!("{:0>64}", format!("{:x}5b", std::process::id()));
     guard.cgroups.push(id.clone());
     let req = CreateRequest {
@@ -121,7 +129,7 @@ fn standby_shims_take_containers_and_leave_nothing() {
         rootfs: rootfs.container("c1"),
         release: false,
     };
-    let reply = berth_isolator::create(&cfg, &req).expect("create");
+    let reply = berth_isolator::create(&iso, &req).expect("create");
     assert!(
         waiting.contains(&reply.shim_pid),
         "the container went to a waiting shim ({} not in {waiting:?})",
@@ -165,15 +173,15 @@ fn standby_shims_take_containers_and_leave_nothing() {
 
     // Dismissed shims exit, their pre-inits with them, and remove their placeholders.
     wait_until("the pool topped up", Duration::from_secs(10), || {
-        standby_pids().len() == STANDBY_SHIMS
+        pool.pids().len() == STANDBY_SHIMS
     });
-    let waiting = standby_pids();
+    let waiting = pool.pids();
     let pre: Vec<i32> = waiting
         .iter()
         .filter_map(|&s| placeholder(&layout, s).procs().ok())
         .flatten()
         .collect();
-    dismiss_standby();
+    pool.dismiss();
     for &shim in &waiting {
         wait_until("the dismissed shim gone", Duration::from_secs(5), || {
             !berth_isolator::alive(shim as i32)
@@ -222,6 +230,7 @@ fn an_ended_cgroups_removal_leaves_the_next_one_of_its_name_alone() {
     let mut guard = Cleanup {
         layout: layout.clone(),
         cgroups: vec![id.clone()],
+        standby: None,
     };
     // A container's cgroup, known before its exit is recorded ...
     let old = Cgroup::create(&layout, &id, &Limits::default()).unwrap();

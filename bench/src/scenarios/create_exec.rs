@@ -33,7 +33,13 @@ fn realtime_of(rfc3339: &str) -> anyhow::Result<SystemTime> {
     Ok(SystemTime::from(t))
 }
 
-fn berth_once(cfg: &NodeConfig, lower: &Path, work: &Path, n: usize) -> anyhow::Result<Once> {
+fn berth_once(
+    iso: &berth_isolator::Isolator,
+    lower: &Path,
+    work: &Path,
+    n: usize,
+) -> anyhow::Result<Once> {
+    let cfg = &iso.cfg;
     let id = format!("{:0>64}", format!("{n:x}bec0"));
     let base = work.join(&id);
     let upper = base.join("upper");
@@ -62,7 +68,7 @@ fn berth_once(cfg: &NodeConfig, lower: &Path, work: &Path, n: usize) -> anyhow::
     let wall = SystemTime::now();
 
     let t0 = Instant::now();
-    let reply = berth_isolator::create(cfg, &req).map_err(|e| anyhow::anyhow!("create: {e}"))?;
+    let reply = berth_isolator::create(iso, &req).map_err(|e| anyhow::anyhow!("create: {e}"))?;
     let run_dir = cfg.container_run_dir(&id);
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -195,12 +201,13 @@ pub fn run(c: &Ctx) -> anyhow::Result<Vec<Outcome>> {
     );
     let what =
         "berth_isolator::create + start FIFO, /bin/echo x (first output as the shim logs it)";
+    let iso = berth_isolator::Isolator::new(cfg.clone());
     measure(c, "berth", what, [&mut exec, &mut total], |n| {
-        berth_once(&cfg, &lower, &work, n)
+        berth_once(&iso, &lower, &work, n)
     });
     // The standby shims this process started go now, so later scenarios (memory) count only
     // the daemon's.
-    berth_isolator::shim::dismiss_standby();
+    iso.standby.dismiss();
 
     if c.peers.runc {
         let cfg_path = bundle.join("config.json");

@@ -4,6 +4,7 @@
 //! docs/isolator.md.
 
 pub mod bundle;
+pub mod context;
 pub mod error;
 pub mod exec_stream;
 pub mod init_layer;
@@ -12,33 +13,23 @@ pub mod shim;
 pub mod validate;
 pub mod volumes;
 
+pub use context::Isolator;
+
 use berth_bus::{serve, NodeConfig, Router, ServiceContext};
 use berth_proto::isolator::*;
 use berth_proto::{BerthError, Service};
 use error::{io, IsolatorError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long `create` waits for the shim's report.
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Test hook: `BERTH_TEST_CREATE_DELAY_MS`, read once, holds every `create` this long after
-/// the shim reported its container set up (its init waiting before `exec`), before anything
-/// else: the window in which the tests stop `berthd` in the middle of a create.
-fn test_create_delay() -> Option<Duration> {
-    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        std::env::var("BERTH_TEST_CREATE_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-    })
-}
-
 /// Serve the isolator's verbs until `ctx.shutdown` is cancelled.
 pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let c1 = ctx.clone();
-    test_create_delay();
+    let iso = Arc::new(Isolator::new(ctx.config.clone()));
+    let c1 = iso.clone();
     let c_exec = ctx.clone();
     let c2 = ctx.config.clone();
     let c3 = ctx.config.clone();
@@ -54,7 +45,7 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
             );
         }
     }
-    shim::refill();
+    iso.standby.refill();
     if let Err(e) = init_layer::ensure(&init_layer::dir(&ctx.config)) {
         tracing::warn!(%e, "the init layer is not there: containers make their mount points");
     }
@@ -62,9 +53,9 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
         .verb::<berth_proto::isolator::verbs::Create, _, _>(move |req: CreateRequest| {
             // `container.created` is the supervisor's to announce (with the shim's and the
             // init's pids from this reply), once per container.
-            let cfg = c1.config.clone();
+            let iso = c1.clone();
             async move {
-                tokio::task::spawn_blocking(move || create(&cfg, &req))
+                tokio::task::spawn_blocking(move || create(&iso, &req))
                     .await
                     .map_err(|e| BerthError::internal(format!("create task: {e}")))?
                     .map_err(BerthError::from)
@@ -105,8 +96,8 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
                 }
             },
         );
-    network::start(&ctx).await;
-    let router = network::routes(router, &ctx.config);
+    network::start(&iso, &ctx).await;
+    let router = network::routes(router, &iso);
     serve(&ctx, Service::Isolator, router).await?;
     Ok(())
 }
@@ -184,7 +175,8 @@ impl Drop for Undo {
 
 /// Create a container (blocking): validate, write the bundle, start the shim, wait for its
 /// report. On any failure nothing created here stays.
-pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, IsolatorError> {
+pub fn create(iso: &Isolator, req: &CreateRequest) -> Result<CreateReply, IsolatorError> {
+    let cfg = &iso.cfg;
     let spec = &req.spec;
     validate::spec(spec)?;
     validate::rootfs(&req.rootfs)?;
@@ -265,17 +257,20 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             oci.save(&cfg_path)
                 .map_err(|e| IsolatorError::Oci(format!("{}: {e}", cfg_path.display())))
         });
-        let launched = shim::launch(&shim::Launch {
-            id,
-            bundle: &bundle,
-            run_dir: &run_dir,
-            volumes: &volumes_dir,
-            log: &bundle.join(SHIM_LOG_FILE),
-            timeout: CREATE_TIMEOUT,
-            spec,
-            rootfs: &rootfs,
-            devices: &devices,
-        });
+        let launched = shim::launch(
+            &iso.standby,
+            &shim::Launch {
+                id,
+                bundle: &bundle,
+                run_dir: &run_dir,
+                volumes: &volumes_dir,
+                log: &bundle.join(SHIM_LOG_FILE),
+                timeout: CREATE_TIMEOUT,
+                spec,
+                rootfs: &rootfs,
+                devices: &devices,
+            },
+        );
         let saved = saved
             .join()
             .unwrap_or_else(|_| Err(IsolatorError::Oci("writing config.json panicked".into())));
@@ -283,7 +278,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
     });
     let (shim_pid, init_pid) = match launched {
         Ok(p) => {
-            if let Some(d) = test_create_delay() {
+            if let Some(d) = iso.create_delay {
                 std::thread::sleep(d);
             }
             p
@@ -300,7 +295,7 @@ pub fn create(cfg: &NodeConfig, req: &CreateRequest) -> Result<CreateReply, Isol
             return Err(e);
         }
     };
-    if let Err(e) = saved.and_then(|_| network::attach(cfg, spec, &hostname, init_pid, &bundle)) {
+    if let Err(e) = saved.and_then(|_| network::attach(iso, spec, &hostname, init_pid, &bundle)) {
         // End the container before its files go: the shim records the exit and goes.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(init_pid as i32),

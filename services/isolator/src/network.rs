@@ -1,42 +1,26 @@
-//! The isolator's side of bridge networks (crate `berth-net`, docs/network.md): one
-//! [`Net`] per data root, restored when the service starts (bridges, rules, DNS servers,
-//! published ports of live containers), swept every few seconds (the endpoints and ports of
-//! containers that have ended are released), the network verbs, and `attach` during
-//! `create`.
+//! The isolator's side of bridge networks (crate `berth-net`, docs/network.md): the
+//! isolator's [`berth_net::Net`] ([`Isolator::net`]), restored when the service starts
+//! (bridges, rules, DNS servers, published ports of live containers), swept every few seconds
+//! (the endpoints and ports of containers that have ended are released), the network verbs,
+//! and `attach` during `create`.
 
 use crate::error::IsolatorError;
-use berth_bus::{NodeConfig, Router, ServiceContext};
-use berth_net::{AttachRequest, Attachment, Net, NetConfig};
+use crate::Isolator;
+use berth_bus::{Router, ServiceContext};
+use berth_net::{AttachRequest, Attachment};
 use berth_proto::isolator::{ContainerSpec, NetworkMode, HOSTS_FILE, RESOLV_FILE};
 use berth_proto::network::*;
 use berth_proto::BerthError;
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
 use std::time::Duration;
 
 /// How often the endpoints of ended containers are released.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
-fn nets() -> &'static Mutex<HashMap<PathBuf, Arc<Net>>> {
-    static NETS: OnceLock<Mutex<HashMap<PathBuf, Arc<Net>>>> = OnceLock::new();
-    NETS.get_or_init(Default::default)
-}
-
-/// The networking of the node's data root (made on first use, on the current runtime).
-pub fn net(cfg: &NodeConfig) -> Arc<Net> {
-    nets()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(cfg.data_root.clone())
-        .or_insert_with(|| Net::new(NetConfig::new(&cfg.data_root)))
-        .clone()
-}
-
 /// Restore the node's networks and release, every [`SWEEP_EVERY`], what ended containers
 /// held; stops with the service.
-pub async fn start(ctx: &ServiceContext) {
-    let n = net(&ctx.config);
+pub async fn start(iso: &Isolator, ctx: &ServiceContext) {
+    let n = iso.net();
     if let Err(e) = n.restore().await {
         tracing::error!("restore networks: {e}");
     }
@@ -59,7 +43,7 @@ pub async fn start(ctx: &ServiceContext) {
 /// network and rewrite its `/etc/resolv.conf` and `/etc/hosts` (in place: they are bind
 /// mounts) for it. Blocking: called from `create`'s blocking task.
 pub fn attach(
-    cfg: &NodeConfig,
+    iso: &Isolator,
     spec: &ContainerSpec,
     hostname: &str,
     init_pid: u32,
@@ -68,7 +52,7 @@ pub fn attach(
     let NetworkMode::Bridge(network) = &spec.network else {
         return Ok(None);
     };
-    let n = net(cfg);
+    let n = iso.net();
     let req = AttachRequest {
         network: network.clone(),
         container_id: spec.id.clone(),
@@ -112,18 +96,13 @@ fn err(e: berth_net::NetError) -> BerthError {
 
 /// The network verbs: `network-create`, `network-remove`, `networks`, `network-inspect`,
 /// `ports`.
-pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
-    let (c1, c2, c3, c4, c5) = (
-        cfg.clone(),
-        cfg.clone(),
-        cfg.clone(),
-        cfg.clone(),
-        cfg.clone(),
-    );
+pub fn routes(router: Router, iso: &Isolator) -> Router {
+    let n = iso.net();
+    let (c1, c2, c3, c4, c5) = (n.clone(), n.clone(), n.clone(), n.clone(), n);
     router
         .verb::<berth_proto::isolator::verbs::NetworkCreate, _, _>(
             move |req: NetworkCreateRequest| {
-                let n = net(&c1);
+                let n = c1.clone();
                 async move {
                     n.create(&req.name, req.subnet.as_deref())
                         .await
@@ -133,7 +112,7 @@ pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
         )
         .verb::<berth_proto::isolator::verbs::NetworkRemove, _, _>(
             move |req: NetworkRemoveRequest| {
-                let n = net(&c2);
+                let n = c2.clone();
                 async move {
                     n.remove(&req.name).await.map_err(err)?;
                     Ok::<_, BerthError>(NetworkRemoveReply { name: req.name })
@@ -141,7 +120,7 @@ pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
             },
         )
         .verb::<berth_proto::isolator::verbs::Networks, _, _>(move |_: NetworksRequest| {
-            let n = net(&c3);
+            let n = c3.clone();
             async move {
                 Ok::<_, BerthError>(NetworksReply {
                     networks: n.list().map_err(err)?,
@@ -150,12 +129,12 @@ pub fn routes(router: Router, cfg: &NodeConfig) -> Router {
         })
         .verb::<berth_proto::isolator::verbs::NetworkInspect, _, _>(
             move |req: NetworkInspectRequest| {
-                let n = net(&c4);
+                let n = c4.clone();
                 async move { n.inspect(&req.name).map_err(err) }
             },
         )
         .verb::<berth_proto::isolator::verbs::Ports, _, _>(move |req: PortsRequest| {
-            let n = net(&c5);
+            let n = c5.clone();
             async move {
                 match n.ports(&req.container).map_err(err)? {
                     Some(ports) => Ok(PortsReply { ports }),

@@ -13,7 +13,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The shim binary: `BERTH_SHIM_BIN`, else `berth-shim` beside the running executable (or
@@ -80,9 +80,6 @@ struct Standby {
 /// cost about 0.4 MiB of memory of their own (proportional set size), and a network namespace.
 pub const STANDBY_SHIMS: usize = 4;
 
-static STANDBY: Mutex<Vec<Standby>> = Mutex::new(Vec::new());
-static REFILLING: AtomicBool = AtomicBool::new(false);
-
 /// Start a shim that waits for its container. Blocking (a few milliseconds).
 fn spawn_standby() -> Result<Standby, IsolatorError> {
     let bin = shim_bin();
@@ -125,54 +122,72 @@ fn spawn_standby() -> Result<Standby, IsolatorError> {
     Ok(Standby { sock: mine, pid })
 }
 
-/// The pids of the shims waiting for a container.
-pub fn standby_pids() -> Vec<u32> {
-    STANDBY.lock().unwrap().iter().map(|s| s.pid).collect()
+/// The shims waiting for a container, at most [`STANDBY_SHIMS`]; one pool per isolator
+/// ([`crate::Isolator`]). Dropping a waiting shim's socket dismisses it.
+#[derive(Default)]
+pub struct StandbyPool {
+    waiting: Mutex<Vec<Standby>>,
+    /// Whether a thread is topping the pool up.
+    refilling: AtomicBool,
 }
 
-/// Top the standby shims up, in the background.
-pub fn refill() {
-    if REFILLING.swap(true, Ordering::AcqRel) {
-        return;
+impl StandbyPool {
+    /// The pids of the shims waiting for a container.
+    pub fn pids(&self) -> Vec<u32> {
+        self.waiting.lock().unwrap().iter().map(|s| s.pid).collect()
     }
-    std::thread::spawn(|| {
-        // At the lowest priority (this thread, and the shims it starts, until they get their
-        // container and take the isolator's): a shim starting in the background must not
-        // slow the container that was just started, whose exit is being waited for. Only
-        // when the shim may raise it again (CAP_SYS_NICE).
-        if caps::has_cap(
-            None,
-            caps::CapSet::Effective,
-            caps::Capability::CAP_SYS_NICE,
-        )
-        .unwrap_or(false)
-        {
-            // SAFETY: setpriority of this thread; no memory is passed.
-            let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+
+    /// Top the standby shims up, in the background.
+    pub fn refill(self: &Arc<Self>) {
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
         }
-        loop {
-            if STANDBY.lock().unwrap().len() >= STANDBY_SHIMS {
-                break;
+        let pool = self.clone();
+        std::thread::spawn(move || {
+            // At the lowest priority (this thread, and the shims it starts, until they get
+            // their container and take the isolator's): a shim starting in the background
+            // must not slow the container that was just started, whose exit is being waited
+            // for. Only when the shim may raise it again (CAP_SYS_NICE).
+            if caps::has_cap(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_NICE,
+            )
+            .unwrap_or(false)
+            {
+                // SAFETY: setpriority of this thread; no memory is passed.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
             }
-            match spawn_standby() {
-                Ok(s) => STANDBY.lock().unwrap().push(s),
-                Err(e) => {
-                    tracing::warn!(%e, "no standby shim");
+            loop {
+                if pool.waiting.lock().unwrap().len() >= STANDBY_SHIMS {
                     break;
                 }
+                match spawn_standby() {
+                    Ok(s) => pool.waiting.lock().unwrap().push(s),
+                    Err(e) => {
+                        tracing::warn!(%e, "no standby shim");
+                        break;
+                    }
+                }
             }
-        }
-        REFILLING.store(false, Ordering::Release);
-    });
+            pool.refilling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Dismiss the waiting shims (they exit, removing what they prepared).
+    pub fn dismiss(&self) {
+        self.waiting.lock().unwrap().clear();
+    }
+
+    /// A waiting shim, if there is one.
+    fn take(&self) -> Option<Standby> {
+        self.waiting.lock().unwrap().pop()
+    }
 }
 
-/// Dismiss the waiting shims (they exit, removing what they prepared).
-pub fn dismiss_standby() {
-    STANDBY.lock().unwrap().clear();
-}
-
-/// Start the shim for a container and wait for its report. Blocking.
-pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
+/// Start the shim for a container (a waiting one of `pool` if there is one) and wait for its
+/// report. Blocking.
+pub fn launch(pool: &Arc<StandbyPool>, l: &Launch) -> Result<(u32, u32), IsolatorError> {
     let args = RunArgs {
         id: l.id.to_string(),
         bundle: l.bundle.to_path_buf(),
@@ -191,7 +206,7 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
     line.push(b'\n');
     // A waiting shim if there is one (one that died meanwhile refuses the write), else a
     // new one.
-    let waiting = STANDBY.lock().unwrap().pop();
+    let waiting = pool.take();
     // A waiting shim runs at the lowest priority (`refill`) until it has its container.
     let shim = match waiting.filter(|s| {
         // SAFETY: setpriority of the waiting shim; no memory is passed.
@@ -208,7 +223,7 @@ pub fn launch(l: &Launch) -> Result<(u32, u32), IsolatorError> {
     let msg = read_report(&shim.sock, l.timeout);
     // Replace the shim once this container is up, so that starting the next one does not
     // compete with starting this one.
-    refill();
+    pool.refill();
     let msg = msg?;
     let msg = msg.trim_end();
     if let Some(rest) = msg.strip_prefix("OK ") {

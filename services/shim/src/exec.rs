@@ -5,8 +5,8 @@
 //! the helper exits with the process's status.
 
 use crate::error::{ShimError, Step};
+use crate::files::read_json;
 use crate::process::{self, ProcessSpec};
-use crate::run::read_json;
 use berth_cgroups::{Cgroup, Layout};
 use berth_proto::isolator::{ContainerSpec, ExecRequest, INIT_PID_FILE, SPEC_FILE};
 use nix::fcntl::{open, OFlag};

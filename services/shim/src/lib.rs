@@ -11,6 +11,7 @@ pub mod caps;
 pub mod devices;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod fsutil;
 pub mod log;
 pub mod process;
@@ -20,5 +21,6 @@ pub mod run;
 pub mod seccomp;
 pub mod standby;
 pub mod user;
+pub mod wire;
 
 pub use error::ShimError;

@@ -1,7 +1,7 @@
 //! `berth-shim`: `run` (a container's shim) or `exec` (a process in a running container);
 //! see the crate's documentation and docs/isolator.md.
 
-use berth_shim::{exec, run};
+use berth_shim::{exec, run, wire};
 use std::path::PathBuf;
 
 fn usage() -> ! {
@@ -40,7 +40,7 @@ fn main() {
             // SAFETY: dup2/open/close on the standard descriptors of this single-threaded
             // process.
             unsafe {
-                if libc::dup2(0, run::REPORT_FD) < 0 {
+                if libc::dup2(0, wire::REPORT_FD) < 0 {
                     eprintln!("berth-shim: dup2 of the report socket failed");
                     std::process::exit(1)
                 }

@@ -249,3 +249,12 @@ pub fn close_from(first: u32) -> Result<(), ShimError> {
 pub fn non_dumpable() -> Result<(), ShimError> {
     nix::sys::prctl::set_dumpable(false).step(|| "prctl(PR_SET_DUMPABLE)".into())
 }
+
+/// Make process `pid` (0: the calling thread) run at `nice` from now on.
+pub fn set_nice(pid: u32, nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority of one process; no memory is passed.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid, nice) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -21,7 +21,7 @@
 //! while it waited is removed by the isolator's sweep (`berth_cgroups::sweep_standby`).
 
 use crate::error::{ShimError, Step};
-use crate::run::REPORT_FD;
+use crate::wire::{read_line, REPORT_FD};
 use berth_cgroups::{Cgroup, Layout, Limits, STANDBY_PREFIX};
 use berth_proto::isolator::RunArgs;
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -239,34 +239,13 @@ fn read_short_line(fd: &OwnedFd) -> Option<Vec<u8>> {
     }
 }
 
-/// Read up to a newline (`None` at end of file before one); for a fd that carries one line
-/// only, as what follows the line in the same read is dropped.
-pub fn read_line(fd: &OwnedFd) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match read(fd.as_fd(), &mut buf) {
-            Ok(0) => return None,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                if let Some(i) = out.iter().position(|&b| b == b'\n') {
-                    out.truncate(i);
-                    return Some(out);
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return None,
-        }
-    }
-}
-
 impl Standby {
     /// Hand the container to the pre-init, which starts cloning the init at once.
     pub fn release(&mut self, args: &RunArgs) -> Result<(), ShimError> {
         let mut line = serde_json::to_vec(args).expect("run arguments serialize");
         line.push(b'\n');
         // It waited at the lowest priority; the init inherits the container's.
-        if let Err(e) = crate::run::set_nice(self.preinit.as_raw() as u32, args.nice) {
+        if let Err(e) = crate::process::set_nice(self.preinit.as_raw() as u32, args.nice) {
             eprintln!("berth-shim: setpriority {} of the pre-init: {e}", args.nice);
         }
         let w = self.cmd_w.take().expect("released once");

@@ -2,14 +2,13 @@
 //! interval, keep `starting`/`healthy`/`unhealthy` in the state, announce changes, and apply
 //! the container's action when it turns unhealthy.
 
-use crate::core::{Container, Supervisor};
+use crate::error::Result;
 use crate::merge;
 use berth_bus::now_rfc3339;
-use berth_proto::supervisor::{
-    ContainerStatus, ExecRequest, HealthAction, HealthCheck, HealthProbe, HealthStatus,
-};
+use berth_proto::isolator::ExecReply;
+use berth_proto::supervisor::{ExecRequest, HealthAction, HealthCheck, HealthProbe, HealthStatus};
 use futures::future::BoxFuture;
-use std::sync::Arc;
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -55,38 +54,82 @@ fn tail(s: &str) -> String {
     s[i..].to_string()
 }
 
-pub fn checker(
-    sup: Arc<Supervisor>,
-    c: Arc<Container>,
+/// What a checker sees of its container: the supervisor's core gives it one (the core calls
+/// health; health never names the core).
+pub trait Target: Send + Sync + 'static {
+    /// The container's id, for the log.
+    fn id(&self) -> &str;
+    /// Whether the container is running now.
+    fn running(&self) -> bool;
+    /// Run `req` in the container; a probe that outlives `timeout` is killed with all it
+    /// started, as Docker does.
+    fn exec(
+        &self,
+        req: ExecRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<ExecReply>> + Send;
+    /// With the container locked, unless the checker's instance has ended (its token is
+    /// cancelled, or the container runs another instance now): apply `probe` to its health
+    /// state ([`apply_probe`] by `rules`), record and announce a change of status. `None`: the
+    /// checker ends; else the container's action when it turned unhealthy now, or
+    /// [`HealthAction::None`].
+    fn record(
+        &self,
+        probe: HealthProbe,
+        rules: &Rules,
+    ) -> impl Future<Output = Option<HealthAction>> + Send;
+    /// Apply the action of a container turned unhealthy (not [`HealthAction::None`]).
+    fn act(&self, action: HealthAction) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// How probes count: a failure counts once the start period is over, `retries` failures in a
+/// row make the container unhealthy.
+pub struct Rules {
+    pub retries: u32,
+    began: Instant,
+    start_period: Duration,
+}
+
+impl Rules {
+    /// Whether the start period (from when the checker began) still runs.
+    pub fn in_start_period(&self) -> bool {
+        self.began.elapsed() < self.start_period
+    }
+}
+
+/// Probe `target` (one instance of a container) every interval of `hc` until `run` is
+/// cancelled, the instance is gone, or an action was applied.
+pub fn checker<T: Target>(
+    target: T,
     hc: HealthCheck,
-    gen: u64,
     run: CancellationToken,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
         let interval = Duration::from_millis(hc.interval_ms.unwrap_or(DEFAULT_INTERVAL_MS));
         let timeout = Duration::from_millis(hc.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS));
-        let retries = hc.retries.unwrap_or(DEFAULT_RETRIES).max(1);
-        let start_period = Duration::from_millis(hc.start_period_ms.unwrap_or(0));
+        let rules = Rules {
+            retries: hc.retries.unwrap_or(DEFAULT_RETRIES).max(1),
+            began: Instant::now(),
+            start_period: Duration::from_millis(hc.start_period_ms.unwrap_or(0)),
+        };
         let argv = merge::health_argv(&hc);
-        let began = Instant::now();
         loop {
             tokio::select! {
                 _ = run.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            if Supervisor::view(&c).state.status != ContainerStatus::Running {
+            if !target.running() {
                 continue;
             }
             let start = now_rfc3339();
             let req = ExecRequest {
-                container: c.id.clone(),
+                container: target.id().to_string(),
                 args: argv.clone(),
                 ..Default::default()
             };
             let r = tokio::select! {
                 _ = run.cancelled() => return,
-                // A probe that outlives `timeout` is killed with all it started, as Docker does.
-                r = sup.exec(&c, req, timeout, Some(timeout)) => r,
+                r = target.exec(req, timeout) => r,
             };
             let (exit_code, output) = match r {
                 Ok(rep) => (
@@ -101,37 +144,14 @@ pub fn checker(
                 exit_code,
                 output,
             };
-            let action = {
-                let mut inner = c.inner.lock().await;
-                if run.is_cancelled() || inner.gen != gen {
-                    return;
-                }
-                let keep = sup.settings.health_log_len;
-                let in_start = began.elapsed() < start_period;
-                let Some(h) = inner.rec.state.health.as_mut() else {
-                    return;
-                };
-                if apply_probe(h, probe, in_start, retries, keep) {
-                    let unhealthy = h.status == HealthStatus::Unhealthy;
-                    sup.health_changed(&c, &inner).await;
-                    if unhealthy {
-                        inner.rec.request.health_on_failure
-                    } else {
-                        HealthAction::None
-                    }
-                } else {
-                    sup.refresh_view(&c, &inner);
-                    HealthAction::None
-                }
+            let Some(action) = target.record(probe, &rules).await else {
+                return;
             };
-            let r = match action {
-                HealthAction::None => continue,
-                HealthAction::Restart => sup.restart_counted(&c).await,
-                HealthAction::Stop => sup.stop(&c, None, true).await.map(|_| ()),
-                HealthAction::Kill => sup.kill(&c, None).await,
-            };
-            if let Err(e) = r {
-                tracing::warn!(%e, id = %c.id, ?action, "health action failed");
+            if action == HealthAction::None {
+                continue;
+            }
+            if let Err(e) = target.act(action).await {
+                tracing::warn!(%e, id = %target.id(), ?action, "health action failed");
             }
             return;
         }

@@ -191,6 +191,17 @@ pub(crate) struct Declared<'a> {
     pub networks: &'a BTreeMap<String, NetworkDef>,
 }
 
+/// One service's mapping, as the functions that read a group of its keys see it.
+struct Svc<'a> {
+    name: &'a str,
+    m: &'a Map<String, Value>,
+    declared: &'a Declared<'a>,
+    /// Where its keys are: `services.<name>`.
+    at: Path,
+}
+
+/// Service `name`: its keys checked, then read group by group (one function each, below, in
+/// this order, which is the order its errors are found in).
 pub(crate) fn service(
     ctx: &mut Ctx,
     name: &str,
@@ -219,12 +230,35 @@ pub(crate) fn service(
     let mut keys = m.clone();
     keys.remove("build");
     ctx.check_keys(&keys, &at, &what, SERVICE_KEYS, COMPOSE_ONLY_SERVICE_KEYS)?;
-    let p = |k: &str| at.k(k);
     let mut s = Service {
         replicas: 1,
         ..Default::default()
     };
 
+    let svc = Svc {
+        name,
+        m,
+        declared,
+        at,
+    };
+    image_and_rootfs(ctx, &svc, &mut s)?;
+    command_and_environment(ctx, &svc, &mut s)?;
+    ports_and_expose(ctx, &svc, &mut s)?;
+    mounts(ctx, &svc, &mut s)?;
+    lifecycle(ctx, &svc, &mut s)?;
+    replicas_and_name(ctx, &svc, &mut s)?;
+    network(ctx, &svc, &mut s)?;
+    process_settings(ctx, &svc, &mut s)?;
+    privileges(ctx, &svc, &mut s)?;
+    stop_labels_profiles(ctx, &svc, &mut s)?;
+    Ok(s)
+}
+
+/// `x-berth` (berth's own keys: `rootfs`) and `image`: what the service's containers are made
+/// from.
+fn image_and_rootfs(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("x-berth") {
         let xm = ctx.map(x, &p("x-berth"))?.cloned().unwrap_or_default();
         for (k, v) in &xm {
@@ -264,15 +298,29 @@ pub(crate) fn service(
             ))
         }
         None if s.rootfs.is_some() => String::new(),
-        None => return Err(ctx.err(&at, format!("service {name} has no `image`"))),
+        None => return Err(ctx.err(&svc.at, format!("service {name} has no `image`"))),
     };
+    Ok(())
+}
+
+/// `command`, `entrypoint`, and `env_file` with `environment`: what the container runs.
+fn command_and_environment(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("command") {
         s.command = command(ctx, x, &p("command"))?;
     }
     if let Some(x) = m.get("entrypoint") {
         s.entrypoint = command(ctx, x, &p("entrypoint"))?;
     }
-    environment(ctx, name, m, &mut s)?;
+    environment(ctx, name, m, s)?;
+    Ok(())
+}
+
+/// `ports` (published from a bridge network) and `expose`.
+fn ports_and_expose(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("ports") {
         let a = list(ctx, x, &p("ports"))?;
         for (i, e) in a.iter().enumerate() {
@@ -294,10 +342,17 @@ pub(crate) fn service(
             parse_expose(e).map_err(|e| ctx.err(&p("expose").k(i), format!("expose: {e}")))?;
         }
     }
+    Ok(())
+}
+
+/// `volumes`, `devices` and `tmpfs`: what is mounted into the container.
+fn mounts(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("volumes") {
         let a = list(ctx, x, &p("volumes"))?;
         for (i, e) in a.iter().enumerate() {
-            let vm = volume_mount(ctx, e, &p("volumes").k(i), declared)?;
+            let vm = volume_mount(ctx, e, &p("volumes").k(i), svc.declared)?;
             if s.volumes.iter().any(|o| o.target == vm.target) {
                 return Err(ctx.err(
                     &p("volumes").k(i),
@@ -340,6 +395,13 @@ pub(crate) fn service(
             }
         }
     }
+    Ok(())
+}
+
+/// `restart`, `healthcheck` and `depends_on`: when the container runs.
+fn lifecycle(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("restart") {
         let r = ctx.string(x, &p("restart"))?;
         // The supervisor's own parser of restart policies.
@@ -351,13 +413,20 @@ pub(crate) fn service(
         s.healthcheck = healthcheck(ctx, name, x)?;
     }
     if let Some(x) = m.get("depends_on") {
-        depends_on(ctx, name, x, &mut s)?;
+        depends_on(ctx, name, x, s)?;
     }
+    Ok(())
+}
+
+/// `scale`, `deploy` and `container_name` (which needs a single replica).
+fn replicas_and_name(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("scale") {
         s.replicas = ctx.uint(x, &p("scale"), u32::MAX as u64)? as u32;
     }
     if let Some(x) = m.get("deploy") {
-        deploy(ctx, name, x, &mut s)?;
+        deploy(ctx, name, x, s)?;
         if let (Some(sc), Some(r)) = (
             m.get("scale"),
             m.get("deploy").and_then(|d| d.get("replicas")),
@@ -387,8 +456,15 @@ pub(crate) fn service(
         }
         s.container_name = Some(c);
     }
+    Ok(())
+}
+
+/// `networks` or `network_mode` (not both; ports only with a bridge network).
+fn network(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("networks") {
-        networks(ctx, name, x, declared, &mut s)?;
+        networks(ctx, name, x, svc.declared, s)?;
     }
     if let Some(x) = m.get("network_mode") {
         let nm = ctx.string(x, &p("network_mode"))?;
@@ -415,6 +491,13 @@ pub(crate) fn service(
         }
         s.network_mode = Some(nm);
     }
+    Ok(())
+}
+
+/// `user`, `hostname`, `working_dir`, `stop_signal` (each checked), `read_only` and `init`.
+fn process_settings(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     for (key, slot) in [
         ("user", &mut s.user),
         ("hostname", &mut s.hostname),
@@ -451,6 +534,13 @@ pub(crate) fn service(
     if let Some(x) = m.get("init") {
         s.init = ctx.boolean(x, &p("init"))?;
     }
+    Ok(())
+}
+
+/// `cap_add`, `cap_drop` and `security_opt`.
+fn privileges(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { name, m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     for (key, slot) in [("cap_add", &mut s.cap_add), ("cap_drop", &mut s.cap_drop)] {
         if let Some(x) = m.get(key) {
             *slot = ctx.strings(x, &p(key))?;
@@ -461,8 +551,15 @@ pub(crate) fn service(
         }
     }
     if let Some(x) = m.get("security_opt") {
-        security_opt(ctx, name, x, &p("security_opt"), &mut s)?;
+        security_opt(ctx, name, x, &p("security_opt"), s)?;
     }
+    Ok(())
+}
+
+/// `stop_grace_period`, `labels` and `profiles`.
+fn stop_labels_profiles(ctx: &mut Ctx, svc: &Svc, s: &mut Service) -> Result<(), SpecError> {
+    let Svc { m, .. } = *svc;
+    let p = |k: &str| svc.at.k(k);
     if let Some(x) = m.get("stop_grace_period") {
         s.stop_grace_period_ms = Some(ctx.duration_ms(x, &p("stop_grace_period"))?);
     }
@@ -482,7 +579,7 @@ pub(crate) fn service(
             }
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 /// `security_opt`: `seccomp=PROFILE.json` (read now, relative to the Compose file),

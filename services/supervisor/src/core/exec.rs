@@ -1,4 +1,5 @@
-//! Waiting for a container's end, running a command in it, and the health checks' hook.
+//! Waiting for a container's end, running a command in it, and what a health checker sees of
+//! its container (`Checked`, a `health::Target`).
 
 use super::*;
 
@@ -59,9 +60,68 @@ impl Supervisor {
             .await
             .map_err(peer(&c.name, "exec"))
     }
+}
 
-    /// Record a health transition (called by the checker with the container locked).
-    pub(crate) async fn health_changed(&self, c: &Container, inner: &Inner) {
+/// What a health checker sees of its container ([`health::Target`]): the core starts the
+/// checker with one, so health never names the supervisor.
+pub(super) struct Checked {
+    pub(super) sup: Arc<Supervisor>,
+    pub(super) c: Arc<Container>,
+    /// The instance checked, and what ends its tasks.
+    pub(super) gen: u64,
+    pub(super) run: CancellationToken,
+}
+
+impl health::Target for Checked {
+    fn id(&self) -> &str {
+        &self.c.id
+    }
+
+    fn running(&self) -> bool {
+        Supervisor::view(&self.c).state.status == ContainerStatus::Running
+    }
+
+    async fn exec(&self, req: ExecRequest, timeout: Duration) -> Result<iso::ExecReply> {
+        self.sup.exec(&self.c, req, timeout, Some(timeout)).await
+    }
+
+    async fn record(&self, probe: HealthProbe, rules: &health::Rules) -> Option<HealthAction> {
+        let (sup, c) = (&self.sup, &self.c);
+        let mut inner = c.inner.lock().await;
+        if self.run.is_cancelled() || inner.gen != self.gen {
+            return None;
+        }
+        let keep = sup.settings.health_log_len;
+        let in_start = rules.in_start_period();
+        let h = inner.rec.state.health.as_mut()?;
+        if health::apply_probe(h, probe, in_start, rules.retries, keep) {
+            let unhealthy = h.status == HealthStatus::Unhealthy;
+            sup.health_changed(c, &inner).await;
+            if unhealthy {
+                Some(inner.rec.request.health_on_failure)
+            } else {
+                Some(HealthAction::None)
+            }
+        } else {
+            sup.refresh_view(c, &inner);
+            Some(HealthAction::None)
+        }
+    }
+
+    async fn act(&self, action: HealthAction) -> Result<()> {
+        let (sup, c) = (&self.sup, &self.c);
+        match action {
+            HealthAction::None => Ok(()),
+            HealthAction::Restart => sup.restart_counted(c).await,
+            HealthAction::Stop => sup.stop(c, None, true).await.map(|_| ()),
+            HealthAction::Kill => sup.kill(c, None).await,
+        }
+    }
+}
+
+impl Supervisor {
+    /// Record a health transition (with the container locked).
+    async fn health_changed(&self, c: &Container, inner: &Inner) {
         if let Err(e) = self.commit(c, inner).await {
             tracing::warn!(%e, "health not recorded");
         }
@@ -77,7 +137,7 @@ impl Supervisor {
     }
 
     /// Refresh the view only (a probe that changed nothing but the probe log).
-    pub(crate) fn refresh_view(&self, c: &Container, inner: &Inner) {
+    pub(super) fn refresh_view(&self, c: &Container, inner: &Inner) {
         *c.view.lock().unwrap() = inner.rec.clone();
     }
 }

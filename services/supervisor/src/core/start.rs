@@ -164,8 +164,13 @@ impl Supervisor {
             }
         });
         if let Some(hc) = inner.rec.healthcheck.clone() {
-            self.tasks
-                .spawn(health::checker(self.clone(), c.clone(), hc, gen, run));
+            let target = super::exec::Checked {
+                sup: self.clone(),
+                c: c.clone(),
+                gen,
+                run: run.clone(),
+            };
+            self.tasks.spawn(health::checker(target, hc, run));
         }
     }
 
