@@ -3,7 +3,7 @@
 //! collected.
 
 use crate::error::{io, IsolatorError};
-use berth_proto::isolator::{ContainerSpec, Inline, RootfsMount, RunArgs, ShimFailure};
+use berth_proto::isolator::{ContainerSpec, Inline, RootfsMount, RunArgs, ShimFailure, ShimReport};
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -225,23 +225,17 @@ pub fn launch(pool: &Arc<StandbyPool>, l: &Launch) -> Result<(u32, u32), Isolato
     // compete with starting this one.
     pool.refill();
     let msg = msg?;
-    let msg = msg.trim_end();
-    if let Some(rest) = msg.strip_prefix("OK ") {
-        let mut it = rest.split_whitespace().map(|n| n.parse::<u32>());
-        if let (Some(Ok(shim)), Some(Ok(init))) = (it.next(), it.next()) {
-            return Ok((shim, init));
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("ERR ") {
-        return Err(IsolatorError::Shim(ShimFailure::decode(rest)));
-    }
-    if msg.is_empty() {
+    if msg.trim().is_empty() {
         return Err(shim_failed(format!(
             "the shim exited without a report (see {})",
             l.log.display()
         )));
     }
-    Err(shim_failed(format!("unexpected report {msg:?}")))
+    match ShimReport::decode(&msg) {
+        Ok(ShimReport::Started { shim_pid, init_pid }) => Ok((shim_pid, init_pid)),
+        Ok(ShimReport::Failed(f)) => Err(IsolatorError::Shim(f)),
+        Err(unexpected) => Err(shim_failed(unexpected)),
+    }
 }
 
 /// The shim failed in a way it did not report itself.

@@ -1,8 +1,10 @@
 //! The shim's messages to the isolator on its report fd: one line each (`S<pid>` while it
-//! waits, then `OK <shim_pid> <init_pid>` or `ERR <failure as JSON>`), and the container it
+//! waits, then a [`ShimReport`]: `OK <shim_pid> <init_pid>` or `ERR <failure as JSON>`, written with
+//! the codec the isolator reads it with), and the container it
 //! is sent there as one JSON line. Shared by the standby and the run.
 
 use crate::error::ShimError;
+use berth_proto::isolator::ShimReport;
 use nix::unistd::{read, write};
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -14,9 +16,14 @@ pub fn report(fd: &OwnedFd, msg: &str) {
     let _ = write(fd, msg.as_bytes());
 }
 
-/// Report a failed create: `ERR ` and the failure as JSON ([`ShimFailure`]), one line.
+/// Report a started container: its shim's and its init's pids ([`ShimReport::Started`]).
+pub fn report_started(fd: &OwnedFd, shim_pid: u32, init_pid: u32) {
+    report(fd, &ShimReport::Started { shim_pid, init_pid }.encode());
+}
+
+/// Report a failed create ([`ShimReport::Failed`]: the failure as JSON), one line.
 pub fn report_error(fd: &OwnedFd, e: &ShimError) {
-    report(fd, &format!("ERR {}\n", e.failure().encode()));
+    report(fd, &ShimReport::Failed(e.failure()).encode());
 }
 
 /// Read up to a newline (`None` at end of file before one); for a fd that carries one line

@@ -119,6 +119,42 @@ impl ShimFailure {
     }
 }
 
+/// What a shim reports to the isolator when a create is done, one line on its report fd:
+/// `OK <shim pid> <init pid>` or `ERR <the failure as JSON>`. The shim writes it with
+/// [`ShimReport::encode`] and the isolator reads it with [`ShimReport::decode`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimReport {
+    Started { shim_pid: u32, init_pid: u32 },
+    Failed(ShimFailure),
+}
+
+impl ShimReport {
+    /// The report line, with its newline.
+    pub fn encode(&self) -> String {
+        match self {
+            ShimReport::Started { shim_pid, init_pid } => format!("OK {shim_pid} {init_pid}\n"),
+            ShimReport::Failed(f) => format!("ERR {}\n", f.encode()),
+        }
+    }
+
+    /// A report line; `Err` says what is wrong with one that is none.
+    pub fn decode(line: &str) -> Result<ShimReport, String> {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("ERR ") {
+            return Ok(ShimReport::Failed(ShimFailure::decode(rest)));
+        }
+        if let Some(rest) = line.strip_prefix("OK ") {
+            let mut it = rest.split(' ').map(str::parse::<u32>);
+            if let (Some(Ok(shim_pid)), Some(Ok(init_pid)), None) =
+                (it.next(), it.next(), it.next())
+            {
+                return Ok(ShimReport::Started { shim_pid, init_pid });
+            }
+        }
+        Err(format!("unexpected report {line:?}"))
+    }
+}
+
 /// The container itself, sent to the shim along with [`RunArgs`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inline {
@@ -564,6 +600,37 @@ pub mod verbs {
 }
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_shim_report_reads_back_as_written() {
+        let failed = ShimReport::Failed(ShimFailure {
+            message: "exec \"x\": no such file".into(),
+            code: crate::ErrorCode::NotFound,
+            reason: Some(crate::ErrorReason::CommandNotFound),
+        });
+        for r in [
+            ShimReport::Started {
+                shim_pid: 10,
+                init_pid: 4_000_000,
+            },
+            failed,
+        ] {
+            let line = r.encode();
+            assert!(
+                line.ends_with('\n') && line.matches('\n').count() == 1,
+                "{line:?}"
+            );
+            assert_eq!(ShimReport::decode(&line).unwrap(), r);
+        }
+        for bad in ["", "OK", "OK 1", "OK 1 2 3", "OK a 2", "started 1 2"] {
+            assert!(ShimReport::decode(bad).is_err(), "{bad:?}");
+        }
+        // An older shim's plain-text failure still reads as a failure.
+        match ShimReport::decode("ERR it broke").unwrap() {
+            ShimReport::Failed(f) => assert_eq!(f.message, "it broke"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     use super::*;
 
     #[test]

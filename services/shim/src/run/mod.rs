@@ -17,7 +17,7 @@ mod supervise;
 use crate::error::ShimError;
 use crate::files::{read_json, write_replace};
 use crate::standby;
-use crate::wire::{read_line, report, report_error, REPORT_FD};
+use crate::wire::{read_line, report, report_error, report_started, REPORT_FD};
 use berth_proto::isolator::{
     ContainerSpec, Device, RootfsMount, RunArgs, ROOTFS_FILE, SHIM_PID_FILE, SPEC_FILE,
 };
@@ -121,10 +121,7 @@ pub fn run() -> i32 {
     let mut cgroup = None;
     match prepared.and_then(|sb| start::start(&args, sb, &mut cgroup)) {
         Ok(started) => {
-            report(
-                &report_fd,
-                &format!("OK {shim_pid} {}\n", started.init.as_raw()),
-            );
+            report_started(&report_fd, shim_pid as u32, started.init.as_raw() as u32);
             drop(report_fd);
             supervise::supervise(&args, started, cgroup);
             0
