@@ -448,16 +448,12 @@ fn copy_image(ls: &LayerStore, src: &Source, d: &Digest, mt: &MediaType) -> Resu
         serde_json::from_slice(&raw).map_err(|e| src.bad(format!("{d}: {e}")))?;
     if v.get("manifests").is_some() || *mt == MediaType::ImageIndex {
         let idx = ImageIndex::from_reader(&raw[..]).map_err(|e| src.bad(format!("{d}: {e}")))?;
-        let want = crate::core::host_arch();
-        let pick = idx
-            .manifests()
-            .iter()
-            .find(|m| {
-                m.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == "linux" && p.architecture().to_string() == want
-                })
-            })
-            .ok_or_else(|| src.bad(format!("index {d} has no image for linux/{want}")))?;
+        let pick = crate::core::host_entry(&idx).ok_or_else(|| {
+            src.bad(format!(
+                "index {d} has no image for {}",
+                berth_docker::platform::Platform::host()
+            ))
+        })?;
         let child: Digest = pick.digest().to_string().parse()?;
         return copy_image(ls, src, &child, pick.media_type());
     }

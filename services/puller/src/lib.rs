@@ -6,13 +6,13 @@
 pub mod client;
 pub mod error;
 pub mod manifest;
-pub mod platform;
 pub mod progress;
 pub mod pull;
 pub mod retry;
 pub mod settings;
 
 use berth_bus::{attrs, serve, Bus, Router, ServiceContext};
+use berth_docker::platform::Platform;
 use berth_proto::puller::{
     LoginReply, LoginRequest, PullReply, PullRequest, ResolveReply, ResolveRequest, EVENT_PULLED,
     EVENT_PULLING, EVENT_PULL_FAILED,
@@ -21,7 +21,6 @@ use berth_proto::reference::Reference;
 use berth_proto::{BerthError, Service};
 use berth_store::ContentStore;
 use error::PullError;
-use platform::Platform;
 use progress::Progress;
 use pull::Puller;
 use std::sync::Arc;
@@ -63,7 +62,12 @@ pub async fn run(ctx: ServiceContext) -> Result<(), Box<dyn std::error::Error + 
 fn parse_platform(p: &Option<String>) -> Result<Option<Platform>, PullError> {
     p.as_deref()
         .filter(|s| !s.is_empty())
-        .map(Platform::parse)
+        .map(|s| {
+            Platform::parse(s).map_err(|e| PullError::Platform {
+                input: e.input,
+                reason: e.reason,
+            })
+        })
         .transpose()
 }
 

@@ -4,7 +4,7 @@
 //! `mediaType` in its body must say the same.
 
 use crate::error::PullError;
-use crate::platform::Platform;
+use berth_docker::platform::Platform;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -180,6 +180,24 @@ fn check_image(reference: &str, m: &ImageManifest) -> Result<(), PullError> {
     Ok(())
 }
 
+/// The entries of an index that name a platform, as [`Platform::pick`] takes them.
+pub fn index_entries<'a>(
+    manifests: &[&'a Descriptor],
+) -> Vec<(String, String, Option<String>, &'a Descriptor)> {
+    manifests
+        .iter()
+        .filter_map(|d| {
+            let p = d.platform().as_ref()?;
+            Some((
+                p.os().to_string(),
+                p.architecture().to_string(),
+                p.variant().clone(),
+                *d,
+            ))
+        })
+        .collect()
+}
+
 /// Choose the manifest for `want` from an index.
 pub fn select<'a>(
     reference: &str,
@@ -194,19 +212,7 @@ pub fn select<'a>(
             t == OCI_MANIFEST || t == DOCKER_MANIFEST
         })
         .collect();
-    let best = images
-        .iter()
-        .filter_map(|d| {
-            let p = d.platform().as_ref()?;
-            let score = want.score(
-                &p.os().to_string(),
-                &p.architecture().to_string(),
-                p.variant().as_deref(),
-            )?;
-            Some((score, *d))
-        })
-        .max_by_key(|(score, _)| *score);
-    if let Some((_, d)) = best {
+    if let Some(d) = want.pick(index_entries(&images)) {
         return Ok(d);
     }
     let mut available: Vec<String> = images

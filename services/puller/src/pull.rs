@@ -6,11 +6,11 @@
 use crate::client::{EndpointSpec, RegistryClient};
 use crate::error::PullError;
 use crate::manifest::{self, Parsed};
-use crate::platform::Platform;
 use crate::progress::Progress;
 use crate::retry::Attempts;
 use crate::settings::Settings;
 use berth_docker::config as docker_config;
+use berth_docker::platform::Platform;
 use berth_proto::puller::{LayerState, PullReply, ResolveReply};
 use berth_proto::reference::Reference;
 use berth_store::lease::Lease;

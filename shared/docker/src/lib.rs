@@ -6,7 +6,9 @@
 //!   ([`cred_helper`]);
 //! - the value grammars Docker and Compose share, each in one place for `berth run`'s flags
 //!   and the Compose file's keys alike: sizes and durations ([`units`]), published and exposed
-//!   ports ([`ports`]), volumes and tmpfs mounts ([`volumes`]).
+//!   ports ([`ports`]), volumes and tmpfs mounts ([`volumes`]);
+//! - platforms (`os/arch[/variant]`) and the choice of an image index's entry for one
+//!   ([`platform`]), the same for the puller and the layer-store.
 //!
 //! No I/O beyond those files and helper programs; no berth dependency but the file helpers
 //! and the wire types the parsers return (`berth-proto`), so the CLI can use it without the
@@ -14,6 +16,7 @@
 
 pub mod config;
 pub mod cred_helper;
+pub mod platform;
 pub mod ports;
 pub mod units;
 pub mod volumes;

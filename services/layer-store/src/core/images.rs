@@ -96,16 +96,12 @@ impl LayerStore {
             serde_json::from_slice(&raw).map_err(|e| bad(format!("manifest is not JSON: {e}")))?;
         if v.get("manifests").is_some() {
             let idx = ImageIndex::from_reader(&raw[..]).map_err(|e| bad(format!("index: {e}")))?;
-            let want = host_arch();
-            let pick = idx
-                .manifests()
-                .iter()
-                .find(|m| {
-                    m.platform().as_ref().is_some_and(|p| {
-                        p.os().to_string() == "linux" && p.architecture().to_string() == want
-                    })
-                })
-                .ok_or_else(|| bad(format!("the index has no manifest for linux/{want}")))?;
+            let pick = host_entry(&idx).ok_or_else(|| {
+                bad(format!(
+                    "the index has no manifest for {}",
+                    berth_docker::platform::Platform::host()
+                ))
+            })?;
             let d: Digest = pick.digest().to_string().parse()?;
             return self.read_image(&d);
         }

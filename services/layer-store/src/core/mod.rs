@@ -130,18 +130,24 @@ fn hex_of(id: &str) -> &str {
     id.strip_prefix("sha256:").unwrap_or(id)
 }
 
-/// The platform names of this host, as images write them.
+/// This host's architecture as images write it (`amd64`, `arm64`, ...).
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
+    static ARCH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ARCH.get_or_init(|| berth_docker::platform::Platform::host().arch)
+}
+
+/// The entry of an image index for this host's platform, chosen as the puller chooses
+/// (`berth_docker::platform`: the variant counts, an exact one first).
+pub fn host_entry(idx: &oci_spec::image::ImageIndex) -> Option<&oci_spec::image::Descriptor> {
+    berth_docker::platform::Platform::host().pick(idx.manifests().iter().filter_map(|m| {
+        let p = m.platform().as_ref()?;
+        Some((
+            p.os().to_string(),
+            p.architecture().to_string(),
+            p.variant().clone(),
+            m,
+        ))
+    }))
 }
 
 /// What a prepared container holds.

@@ -1,8 +1,17 @@
 //! Platforms as `os/arch[/variant]`, normalized the way Docker does (`x86_64` → `amd64`,
-//! `aarch64` → `arm64`, `arm64` means `arm64/v8`, `arm` means `arm/v7`).
+//! `aarch64` → `arm64`, `arm64` means `arm64/v8`, `arm` means `arm/v7`), and the choice of one
+//! entry of an image index for a platform ([`Platform::pick`]): one rule for the puller (which
+//! pulls the entry) and the layer-store (which reads or loads an index), variants included.
 
-use crate::error::PullError;
 use std::fmt;
+
+/// A platform string that is not `os/arch[/variant]`: the input and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid platform {input:?}: {reason}")]
+pub struct PlatformError {
+    pub input: String,
+    pub reason: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -30,8 +39,8 @@ fn default_variant(arch: &str) -> Option<&'static str> {
 }
 
 impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, PullError> {
-        let bad = |reason: &str| PullError::Platform {
+    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
+        let bad = |reason: &str| PlatformError {
             input: s.to_string(),
             reason: reason.to_string(),
         };
@@ -89,6 +98,25 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// The best match for this platform among index entries given as `(os, arch, variant,
+    /// entry)`: an exact variant before a default one; `None` when none matches.
+    pub fn pick<'a, T>(
+        &self,
+        entries: impl IntoIterator<Item = (String, String, Option<String>, T)> + 'a,
+    ) -> Option<T> {
+        let mut best: Option<(u8, T)> = None;
+        for (os, arch, variant, entry) in entries {
+            if let Some(s) = self.score(&os, &arch, variant.as_deref()) {
+                if best.as_ref().is_none_or(|(b, _)| s > *b) {
+                    best = Some((s, entry));
+                }
+            }
+        }
+        best.map(|(_, e)| e)
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.arch)?;
@@ -122,5 +150,34 @@ mod tests {
             assert!(e.contains(bad), "{e}");
         }
         assert_eq!(Platform::host().os, "linux");
+    }
+
+    #[test]
+    fn pick_prefers_the_exact_variant_and_keeps_index_order_on_ties() {
+        let e = |os: &str, arch: &str, v: Option<&str>, n: u8| {
+            (os.to_string(), arch.to_string(), v.map(str::to_string), n)
+        };
+        let index = || {
+            vec![
+                e("linux", "arm", Some("v6"), 0),
+                e("linux", "arm", Some("v7"), 1),
+                e("linux", "arm64", None, 2),
+                e("linux", "amd64", None, 3),
+                e("linux", "amd64", None, 4),
+                e("windows", "amd64", None, 5),
+            ]
+        };
+        let pick = |p: &str| Platform::parse(p).unwrap().pick(index());
+        assert_eq!(pick("linux/arm"), Some(1), "arm means arm/v7");
+        assert_eq!(pick("linux/arm/v6"), Some(0));
+        assert_eq!(pick("linux/arm/v5"), None, "an asked variant must match");
+        assert_eq!(
+            pick("linux/arm64"),
+            Some(2),
+            "no variant in the index reads as v8"
+        );
+        assert_eq!(pick("linux/amd64"), Some(3), "the first of equals");
+        assert_eq!(pick("windows/amd64"), Some(5));
+        assert_eq!(pick("linux/s390x"), None);
     }
 }
