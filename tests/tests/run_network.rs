@@ -244,7 +244,11 @@ fn the_default_network_is_loopback_only_and_loopback_works() {
             &root,
             "sh",
             "-c",
-            "ls /sys/class/net; (nc -l -p 5000 > /tmp/got &); sleep 0.3; echo ping | nc -w 2 127.0.0.1 5000; sleep 0.3; cat /tmp/got",
+            // The client retries until the server listens, and the output is read once it
+            // is there: no fixed sleep, which a loaded machine outlasts.
+            "ls /sys/class/net; (nc -l -p 5000 > /tmp/got &); \
+             for i in $(seq 100); do echo ping | nc -w 2 127.0.0.1 5000 && break; sleep 0.1; done; \
+             for i in $(seq 100); do [ -s /tmp/got ] && break; sleep 0.1; done; cat /tmp/got",
         ],
     );
     assert_eq!(out, "lo\nping\n");
