@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod images;
 pub mod layers;
 pub mod nats;
+pub mod puller;
 pub mod registry;
 pub mod rootfs;
 

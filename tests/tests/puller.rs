@@ -3,179 +3,29 @@
 //! Basic auth, Bearer tokens (one expiring mid-pull), a real credential helper, corrupted blobs,
 //! a registry killed mid-pull, mirrors, and the errors people see.
 
-use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
+use berth_bus::{Bus, BusError, RequestOptions};
 use berth_proto::puller::{
     LoginReply, LoginRequest, PullReply, PullRequest, ResolveReply, ResolveRequest,
 };
 use berth_proto::{ErrorCode, Event, Service};
 use berth_store::{ContentStore, Digest};
 use berth_tests::images::{self, Compression, Format, Layout};
-use berth_tests::nats::NatsServer;
 use berth_tests::registry::Registry;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-struct Env {
-    _nats: NatsServer,
-    dir: tempfile::TempDir,
-    ctx: ServiceContext,
-    bus: Bus,
-    store: ContentStore,
+use berth_tests::puller::PullerEnv as Env;
+
+/// Settings of every pull here: quick retries, two attempts.
+const BASE: &str = "retry_backoff_ms = 50\nmax_attempts = 2\n";
+
+async fn start() -> Env {
+    Env::start("berth-puller-test-", BASE, "").await
 }
 
-impl Env {
-    async fn start() -> Env {
-        Self::start_with("").await
-    }
-
-    /// The puller in-process, its settings file holding `settings` (plus a private Docker
-    /// config path so the machine's own credentials are never read).
-    async fn start_with(settings: &str) -> Env {
-        let nats = NatsServer::start();
-        let dir = tempfile::Builder::new()
-            .prefix("berth-puller-test-")
-            .tempdir()
-            .unwrap();
-        let ctx = nats.context("n1", dir.path()).await;
-        std::fs::create_dir_all(&ctx.config.data_root).unwrap();
-        let env = Env {
-            bus: nats.bus("n1").await,
-            store: ContentStore::open(ctx.config.content_dir()).unwrap(),
-            _nats: nats,
-            dir,
-            ctx,
-        };
-        env.settings(settings);
-        let c = env.ctx.clone();
-        tokio::spawn(async move { berth_puller::run(c).await.unwrap() });
-        // Wait until the service answers.
-        for _ in 0..100 {
-            let r: Result<serde_json::Value, _> = env
-                .bus
-                .call(
-                    Service::Puller,
-                    "info",
-                    &serde_json::json!({}),
-                    &RequestOptions::timeout(Duration::from_secs(1)),
-                )
-                .await;
-            if r.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        env
-    }
-
-    fn docker_config(&self) -> PathBuf {
-        self.dir.path().join("docker").join("config.json")
-    }
-
-    /// Replace registries.toml (read again by every pull).
-    fn settings(&self, extra: &str) {
-        std::fs::write(
-            self.ctx.config.data_root.join("registries.toml"),
-            format!(
-                "docker_config = {:?}\nretry_backoff_ms = 50\nmax_attempts = 2\n{extra}",
-                self.docker_config()
-            ),
-        )
-        .unwrap();
-    }
-
-    fn login(&self, host: &str, user: &str, password: &str) {
-        berth_docker::config::store(
-            &self.docker_config(),
-            host,
-            &berth_docker::config::Credentials {
-                username: user.into(),
-                password: password.into(),
-            },
-        )
-        .unwrap();
-    }
-
-    async fn pull_with(
-        &self,
-        reference: &str,
-        platform: Option<&str>,
-        pull_id: Option<&str>,
-    ) -> Result<PullReply, BusError> {
-        self.bus
-            .call(
-                Service::Puller,
-                "pull",
-                &PullRequest {
-                    reference: reference.into(),
-                    platform: platform.map(str::to_string),
-                    pull_id: pull_id.map(str::to_string),
-                },
-                &RequestOptions::timeout(Duration::from_secs(120)),
-            )
-            .await
-    }
-
-    async fn pull(&self, reference: &str) -> PullReply {
-        self.pull_with(reference, None, None)
-            .await
-            .unwrap_or_else(|e| panic!("pull {reference}: {e}"))
-    }
-
-    async fn pull_err(&self, reference: &str, platform: Option<&str>) -> berth_proto::BerthError {
-        match self.pull_with(reference, platform, None).await {
-            Ok(r) => panic!("pull {reference} succeeded: {r:?}"),
-            Err(e) => e
-                .remote()
-                .cloned()
-                .unwrap_or_else(|| panic!("not a typed error: {e}")),
-        }
-    }
-
-    fn manifest(&self, digest: &str) -> serde_json::Value {
-        serde_json::from_slice(&self.store.read(&digest.parse().unwrap()).unwrap()).unwrap()
-    }
-
-    /// Every blob a pulled manifest names is in the store, and the reference is recorded.
-    fn assert_complete(&self, reply: &PullReply) {
-        let d: Digest = reply.digest.parse().unwrap();
-        assert!(self.store.has(&d), "manifest stored");
-        assert!(
-            self.store.has(&reply.config_digest.parse().unwrap()),
-            "config stored"
-        );
-        for l in &reply.layers {
-            let ld: Digest = l.parse().unwrap();
-            assert!(self.store.has(&ld), "layer {l} stored");
-            // Independent check of the stored bytes.
-            let out = std::process::Command::new("sha256sum")
-                .arg(self.store.blob_path(&ld))
-                .output()
-                .unwrap();
-            assert!(String::from_utf8_lossy(&out.stdout).starts_with(ld.hex()));
-        }
-        assert_eq!(
-            self.store.get_ref(&reply.reference).unwrap(),
-            Some(d.clone())
-        );
-        let name = reply.reference.split('@').next().unwrap();
-        let name = match name.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => n,
-            _ => name,
-        };
-        assert_eq!(
-            self.store
-                .get_ref(&format!("{name}@{}", reply.digest))
-                .unwrap(),
-            Some(d)
-        );
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
+async fn start_with(settings: &str) -> Env {
+    Env::start("berth-puller-test-", BASE, settings).await
 }
 
 fn busybox_layout(tag: &str) -> Layout {
@@ -199,7 +49,7 @@ async fn pull_by_tag_and_by_digest_with_progress_events() {
     layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
     let expected = images::inspect_digest(&reference, None);
 
-    let env = Env::start().await;
+    let env = start().await;
     let mut sub = events(&env.bus).await;
     let r = env
         .pull_with(&reference, None, Some("pull-one"))
@@ -272,7 +122,7 @@ async fn pull_by_digest_from_registry() {
     let reference = format!("{}/berth/busybox:v1", reg.host());
     layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
     let digest = images::inspect_digest(&reference, None);
-    let env = Env::start().await;
+    let env = start().await;
     let by_digest = format!("{}/berth/busybox@{digest}", reg.host());
     let r = env.pull(&by_digest).await;
     assert_eq!(r.digest, digest);
@@ -288,7 +138,7 @@ async fn pull_by_digest_from_registry() {
 async fn docker_v2s2_zstd_and_uncompressed_layers() {
     let reg = Registry::start();
     let layout = busybox_layout("v1");
-    let env = Env::start().await;
+    let env = start().await;
     let cases = [
         (
             "v2s2",
@@ -348,7 +198,7 @@ async fn index_resolves_to_the_platform() {
     layout.push("multi", &reference, Format::Oci, Compression::Gzip, None);
     assert_eq!(images::inspect_digest(&reference, None), index_digest);
 
-    let env = Env::start().await;
+    let env = start().await;
     let amd = env.pull(&reference).await;
     assert_eq!(
         amd.digest,
@@ -422,7 +272,7 @@ async fn basic_auth_right_and_wrong_password() {
         Compression::Gzip,
         reg.creds_arg().as_deref(),
     );
-    let env = Env::start().await;
+    let env = start().await;
 
     let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
@@ -495,7 +345,7 @@ async fn corrupted_blob_is_refused_and_nothing_is_stored() {
     bytes[mid] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
 
-    let env = Env::start().await;
+    let env = start().await;
     let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
     assert!(e.message.contains(&layer), "names the blob: {e}");
@@ -588,7 +438,7 @@ async fn registry_killed_mid_pull_fails_cleanly_then_a_second_pull_succeeds() {
     let reference = format!("{}/berth/big:v1", reg.host());
     layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
     let big = largest_layer(&reference);
-    let env = Env::start().await;
+    let env = start().await;
     let pull = spawn_pull(&env.bus, &reference);
     wait_partial(&env.store, &big).await;
     reg.pause();
@@ -631,7 +481,7 @@ async fn gc_during_a_pull_takes_nothing_from_it() {
         .unwrap();
     // One download at a time, in manifest order: the small base layer is committed before
     // the big one starts.
-    let env = Env::start_with("max_concurrent_downloads = 1").await;
+    let env = start_with("max_concurrent_downloads = 1").await;
     {
         let c = env.ctx.clone();
         tokio::spawn(async move { berth_layer_store::run(c).await });
@@ -699,7 +549,7 @@ async fn registry_killed_and_restarted_during_one_pull_resumes() {
     let reference = format!("{}/berth/big:v1", reg.host());
     layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
     let big = largest_layer(&reference);
-    let env = Env::start_with("").await;
+    let env = start_with("").await;
     env.settings("");
     std::fs::write(
         env.ctx.config.data_root.join("registries.toml"),
@@ -734,7 +584,7 @@ async fn unknown_tag_missing_repository_and_bad_references() {
         Compression::Gzip,
         None,
     );
-    let env = Env::start().await;
+    let env = start().await;
 
     let e = env
         .pull_err(&format!("{}/berth/busybox:nope", reg.host()), None)
@@ -782,7 +632,7 @@ async fn mirrors_are_tried_first_and_settings_reload_without_restart() {
         None,
     );
     let reference = format!("{}/berth/m:v1", origin.host());
-    let env = Env::start().await;
+    let env = start().await;
     let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::NotFound);
 
@@ -823,7 +673,7 @@ async fn concurrent_pulls_of_one_image_share_the_store() {
     let layout = big_layout(16);
     let reference = format!("{}/berth/big:v1", reg.host());
     layout.push("big", &reference, Format::Oci, Compression::Gzip, None);
-    let env = Env::start().await;
+    let env = start().await;
     let (a, b) = tokio::join!(
         env.pull_with(&reference, None, None),
         env.pull_with(&reference, None, None)
@@ -945,7 +795,7 @@ async fn redirects_to_blob_storage_carry_no_credentials() {
     let front =
         berth_tests::registry::BlobRedirector::start(reg.port, Some(basic("carol", "carols-pw")))
             .await;
-    let env = Env::start().await;
+    let env = start().await;
     env.login(&front.host(), "carol", "carols-pw");
     let r = env.pull(&format!("{}/berth/redir:v1", front.host())).await;
     env.assert_complete(&r);
@@ -992,7 +842,7 @@ async fn bearer_tokens_from_the_registry_token_server() {
         Compression::Gzip,
         reg.creds_arg().as_deref(),
     );
-    let env = Env::start().await;
+    let env = start().await;
 
     let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
@@ -1037,7 +887,7 @@ async fn bearer_token_expiring_mid_pull_is_renewed() {
     )
     .await;
     reg.set_token_ttl(2);
-    let env = Env::start().await;
+    let env = start().await;
     env.login(&front.host(), "erin", "erins-pw");
     let before = reg.tokens_issued();
     let started = std::time::Instant::now();
@@ -1272,7 +1122,7 @@ async fn a_missing_credential_helper_is_a_clear_error() {
     let layout = busybox_layout("v1");
     let reference = format!("{}/berth/open:v1", reg.host());
     layout.push("v1", &reference, Format::Oci, Compression::Gzip, None);
-    let env = Env::start().await;
+    let env = start().await;
     std::fs::create_dir_all(env.docker_config().parent().unwrap()).unwrap();
     std::fs::write(
         env.docker_config(),

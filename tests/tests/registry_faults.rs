@@ -5,132 +5,18 @@
 //! answers, 429 with `Retry-After`) or for good (the error names the URL, the status and the
 //! attempts; a final 403 is not retried).
 
-use berth_bus::{Bus, BusError, RequestOptions, ServiceContext};
-use berth_proto::puller::{PullReply, PullRequest};
-use berth_proto::{BerthError, ErrorCode, Service};
-use berth_store::ContentStore;
+use berth_proto::ErrorCode;
 use berth_tests::images::{Compression, Format, Layout};
-use berth_tests::nats::NatsServer;
 use berth_tests::registry::{Fault, FaultFront, Kind, Registry, TestTls};
 use std::time::Duration;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
-/// The puller in-process on a real bus, with its own data root and settings.
-struct Env {
-    _nats: NatsServer,
-    dir: tempfile::TempDir,
-    ctx: ServiceContext,
-    bus: Bus,
-    store: ContentStore,
-}
+use berth_tests::puller::PullerEnv;
 
-impl Env {
-    async fn start(settings: &str) -> Env {
-        let nats = NatsServer::start();
-        let dir = tempfile::Builder::new()
-            .prefix("berth-registry-faults-")
-            .tempdir()
-            .unwrap();
-        let ctx = nats.context("n1", dir.path()).await;
-        std::fs::create_dir_all(&ctx.config.data_root).unwrap();
-        let env = Env {
-            bus: nats.bus("n1").await,
-            store: ContentStore::open(ctx.config.content_dir()).unwrap(),
-            _nats: nats,
-            dir,
-            ctx,
-        };
-        env.settings(settings);
-        let c = env.ctx.clone();
-        tokio::spawn(async move { berth_puller::run(c).await.unwrap() });
-        berth_tests::wait_for_service(&env.bus, Service::Puller, Duration::from_secs(10)).await;
-        env
-    }
-
-    /// Replace registries.toml (read again by every pull); a private Docker config path so
-    /// the machine's own credentials are never read.
-    fn settings(&self, extra: &str) {
-        std::fs::write(
-            self.ctx.config.data_root.join("registries.toml"),
-            format!(
-                "docker_config = {:?}\n{extra}",
-                self.dir.path().join("docker").join("config.json")
-            ),
-        )
-        .unwrap();
-    }
-
-    fn login(&self, host: &str, user: &str, password: &str) {
-        berth_docker::config::store(
-            &self.dir.path().join("docker").join("config.json"),
-            host,
-            &berth_docker::config::Credentials {
-                username: user.into(),
-                password: password.into(),
-            },
-        )
-        .unwrap();
-    }
-
-    async fn pull_result(&self, reference: &str) -> Result<PullReply, BusError> {
-        self.bus
-            .call(
-                Service::Puller,
-                "pull",
-                &PullRequest {
-                    reference: reference.into(),
-                    platform: None,
-                    pull_id: None,
-                },
-                &RequestOptions::timeout(Duration::from_secs(120)),
-            )
-            .await
-    }
-
-    async fn pull(&self, reference: &str) -> PullReply {
-        self.pull_result(reference)
-            .await
-            .unwrap_or_else(|e| panic!("pull {reference}: {e}"))
-    }
-
-    async fn pull_err(&self, reference: &str) -> BerthError {
-        match self.pull_result(reference).await {
-            Ok(r) => panic!("pull {reference} succeeded: {r:?}"),
-            Err(e) => e
-                .remote()
-                .cloned()
-                .unwrap_or_else(|| panic!("not a typed error: {e}")),
-        }
-    }
-
-    /// Nothing was stored: no blob, no partial download, no reference.
-    fn assert_empty(&self) {
-        assert!(self.store.list().unwrap().is_empty(), "no blob stored");
-        assert!(
-            self.store.ingests().unwrap().is_empty(),
-            "no partial download"
-        );
-        assert!(self.store.refs().unwrap().is_empty(), "no reference");
-    }
-
-    /// The pull's manifest, config and layers are in the store, and its reference.
-    fn assert_complete(&self, r: &PullReply) {
-        for d in [&r.digest, &r.config_digest].into_iter().chain(&r.layers) {
-            assert!(self.store.has(&d.parse().unwrap()), "{d} stored");
-        }
-        assert_eq!(
-            self.store.get_ref(&r.reference).unwrap(),
-            Some(r.digest.parse().unwrap())
-        );
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
-    }
+async fn start(settings: &str) -> PullerEnv {
+    PullerEnv::start("berth-registry-faults-", "", settings).await
 }
 
 /// A registry (behind a token server when `token` is set) holding busybox as
@@ -167,7 +53,7 @@ async fn https_redirect_to_plain_http_is_refused_unless_insecure() {
         front.host(),
         tls.ca_file()
     );
-    let env = Env::start(&secure).await;
+    let env = start(&secure).await;
 
     // A manifest redirected to plain HTTP.
     front.script(
@@ -175,7 +61,7 @@ async fn https_redirect_to_plain_http_is_refused_unless_insecure() {
         vec![Fault::Redirect(plain.origin())],
         Fault::Pass,
     );
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::FailedPrecondition, "{e}");
     let from = format!("{}/v2/berth/downgrade/manifests/v1", front.origin());
     let to = format!("{}/v2/berth/downgrade/manifests/v1", plain.origin());
@@ -201,7 +87,7 @@ async fn https_redirect_to_plain_http_is_refused_unless_insecure() {
 
     // Blobs redirected to plain HTTP (the manifest comes over HTTPS).
     front.script(Kind::Blob, vec![], Fault::Redirect(plain.origin()));
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::FailedPrecondition, "{e}");
     assert!(
         e.message.contains(&format!(
@@ -240,14 +126,14 @@ async fn manifest_served_with_a_wrong_media_type_is_refused() {
     let reg = registry_with_busybox("mediatype", false, Format::DockerV2s2);
     let front = FaultFront::start(&reg, None).await;
     let reference = format!("{}/berth/mediatype:v1", front.host());
-    let env = Env::start("max_attempts = 3\nretry_backoff_ms = 20\n").await;
+    let env = start("max_attempts = 3\nretry_backoff_ms = 20\n").await;
 
     front.script(
         Kind::Manifest,
         vec![Fault::ContentType("application/json".into())],
         Fault::Pass,
     );
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
     assert!(
         e.message.starts_with(&format!("{reference}: ")),
@@ -266,7 +152,7 @@ async fn manifest_served_with_a_wrong_media_type_is_refused() {
         vec![Fault::ContentType(OCI_MANIFEST.into())],
         Fault::Pass,
     );
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unsupported, "{e}");
     assert!(
         e.message
@@ -288,7 +174,7 @@ async fn every_kind_of_request_is_retried_until_it_passes() {
     let reg = registry_with_busybox("flaky", true, Format::Oci);
     let front = FaultFront::start(&reg, None).await;
     let reference = format!("{}/berth/flaky:v1", front.host());
-    let env = Env::start("max_attempts = 4\nretry_backoff_ms = 20\n").await;
+    let env = start("max_attempts = 4\nretry_backoff_ms = 20\n").await;
     env.login(&front.host(), "dora", "doras-pw");
 
     front.script(Kind::Ping, vec![Fault::Status(503, None)], Fault::Pass);
@@ -350,10 +236,10 @@ async fn a_request_that_always_fails_names_url_status_and_attempts() {
     let reg = registry_with_busybox("broken", false, Format::Oci);
     let front = FaultFront::start(&reg, None).await;
     let reference = format!("{}/berth/broken:v1", front.host());
-    let env = Env::start("max_attempts = 3\nretry_backoff_ms = 20\n").await;
+    let env = start("max_attempts = 3\nretry_backoff_ms = 20\n").await;
 
     front.script(Kind::Manifest, vec![], Fault::Status(503, None));
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
     let url = format!("{}/v2/berth/broken/manifests/v1", front.origin());
     assert!(e.message.contains(&format!("{url} answered 503")), "{e}");
@@ -364,7 +250,7 @@ async fn a_request_that_always_fails_names_url_status_and_attempts() {
     // A final answer: one attempt, and the error says it was not retried.
     front.script(Kind::Manifest, vec![], Fault::Pass);
     front.script(Kind::Blob, vec![], Fault::Status(403, None));
-    let e = env.pull_err(&reference).await;
+    let e = env.pull_err(&reference, None).await;
     assert_eq!(e.code, ErrorCode::Unauthorized, "{e}");
     assert!(
         e.message
