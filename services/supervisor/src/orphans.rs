@@ -44,28 +44,6 @@ pub fn destroy(id: &str) -> Result<usize, String> {
     }
 }
 
-/// mountinfo escapes spaces, tabs, newlines, backslashes (and commas in options) as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
-                .ok()
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The `upperdir` of every overlay in a mountinfo text.
 pub fn overlay_uppers(mountinfo: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -79,7 +57,7 @@ pub fn overlay_uppers(mountinfo: &str) -> Vec<PathBuf> {
         };
         for o in opts.split(',') {
             if let Some(u) = o.strip_prefix("upperdir=") {
-                out.push(PathBuf::from(unescape(u)));
+                out.push(PathBuf::from(berth_cgroups::unescape_mountinfo(u)));
             }
         }
     }

@@ -91,7 +91,7 @@ impl Layout {
             if left.len() < 5 || right.len() < 3 {
                 continue;
             }
-            let mount_point = PathBuf::from(unescape(left[4]));
+            let mount_point = PathBuf::from(unescape_mountinfo(left[4]));
             match right[0] {
                 "cgroup" => {
                     for opt in right[2].split(',') {
@@ -118,8 +118,9 @@ impl Layout {
     }
 }
 
-/// mountinfo escapes spaces and a few other bytes as `\ooo`.
-fn unescape(s: &str) -> String {
+/// A mountinfo field with its `\ooo` escapes (spaces, tabs, newlines, backslashes, commas
+/// in options) decoded.
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -42,17 +42,7 @@ impl Supervisor {
             }
             let rx = c.changed.subscribe();
             let sig = parse_signal(&inner.rec.stop_signal).unwrap_or(Signal::SIGTERM);
-            self.signal(&inner, sig)?;
-            if inner.rec.state.status == ContainerStatus::Paused {
-                self.set_frozen(c, &mut inner, false).await?;
-            }
-            self.emit(
-                &inner.rec,
-                EV_KILLED,
-                attrs! {"signal" => sig.as_str()},
-                None,
-            )
-            .await;
+            self.deliver(c, &mut inner, sig).await?;
             (
                 rx,
                 Duration::from_millis(timeout_ms.unwrap_or(inner.rec.stop_grace_period_ms)),
@@ -93,9 +83,21 @@ impl Supervisor {
         if paused && sig != Signal::SIGKILL {
             return Err(state_err(&inner.rec, "is paused: unpause it first"));
         }
-        self.signal(&inner, sig)?;
-        if paused {
-            self.set_frozen(c, &mut inner, false).await?;
+        self.deliver(c, &mut inner, sig).await?;
+        Ok(())
+    }
+
+    /// Send `sig` to the init, thaw a paused container so the signal is acted on, and
+    /// announce it (`killed`).
+    pub(super) async fn deliver(
+        &self,
+        c: &Container,
+        inner: &mut Inner,
+        sig: Signal,
+    ) -> Result<()> {
+        self.signal(inner, sig)?;
+        if inner.rec.state.status == ContainerStatus::Paused {
+            self.set_frozen(c, inner, false).await?;
         }
         self.emit(
             &inner.rec,
